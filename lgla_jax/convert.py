@@ -1,0 +1,144 @@
+"""Convert between the official PyTorch ``state_dict`` and Flax variables (no torch needed).
+
+PyTorch names map to Flax paths by joining list indices to their parent with ``_``
+(``backbone.layer2s.0.conv1.weight`` -> ``params/layer2s_0/conv1/kernel``). Leaves:
+
+* conv ``weight`` ``[out, in/g, kh, kw]`` <-> ``kernel`` ``[kh, kw, in/g, out]``;
+* BatchNorm ``weight``/``bias`` <-> ``scale``/``bias``, ``running_mean``/``running_var`` <->
+  ``batch_stats`` ``mean``/``var`` (``num_batches_tracked`` is dropped, and written back
+  as ``num_batches_tracked`` on the way out);
+* ``NormedLinear.weight`` ``[in, out]`` <-> ``kernel`` (same orientation, no bias);
+* ``nn.Linear`` ``weight`` ``[out, in]`` <-> ``kernel`` ``[in, out]`` (it has a ``bias``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+_STRIP_PREFIXES = ("module.", "backbone.")
+_INDEXED = re.compile(r"^(.*)_(\d+)$")
+
+
+def _flax_module_path(torch_path: list[str]) -> tuple[str, ...]:
+  out: list[str] = []
+  for part in torch_path:
+    if part.isdigit() and out:
+      out[-1] = f"{out[-1]}_{part}"
+    else:
+      out.append(part)
+  return tuple(out)
+
+
+def _set(tree: dict, path: tuple[str, ...], value) -> None:
+  for p in path[:-1]:
+    tree = tree.setdefault(p, {})
+  if path[-1] in tree:
+    raise ValueError(f"two PyTorch entries map to {'/'.join(path)}")
+  tree[path[-1]] = value
+
+
+def _strip(name: str) -> str:
+  changed = True
+  while changed:
+    changed = False
+    for prefix in _STRIP_PREFIXES:
+      if name.startswith(prefix):
+        name, changed = name[len(prefix):], True
+  return name
+
+
+def variables_from_torch(state_dict: Mapping[str, np.ndarray], num_experts: int | None = None):
+  """Official model ``state_dict`` (names -> numpy arrays) -> ``{"params", "batch_stats"}``.
+
+  ``module.``/``backbone.`` prefixes are accepted. ``num_experts``, when given, is checked
+  against the number of expert classifiers (``linears.K``) in the state dict.
+  """
+  sd = {_strip(k): np.asarray(v) for k, v in state_dict.items()}
+  modules: dict[str, dict[str, np.ndarray]] = {}
+  for name, value in sd.items():
+    if "." not in name:
+      raise ValueError(f"unexpected top-level entry {name!r} in the state dict")
+    mod, leaf = name.rsplit(".", 1)
+    modules.setdefault(mod, {})[leaf] = value
+
+  params: dict = {}
+  stats: dict = {}
+  for mod, leaves in modules.items():
+    path = _flax_module_path(mod.split("."))
+    is_bn = "running_mean" in leaves
+    for leaf, value in leaves.items():
+      if leaf == "num_batches_tracked":
+        continue
+      if is_bn:
+        target = {"weight": (params, "scale"), "bias": (params, "bias"),
+                  "running_mean": (stats, "mean"), "running_var": (stats, "var")}.get(leaf)
+        if target is None:
+          raise ValueError(f"unexpected BatchNorm entry {mod}.{leaf}")
+        _set(target[0], path + (target[1],), value.astype(np.float32))
+      elif leaf == "weight" and value.ndim == 4:
+        _set(params, path + ("kernel",), np.transpose(value, (2, 3, 1, 0)).astype(np.float32))
+      elif leaf == "weight" and value.ndim == 2:
+        kernel = value.T if "bias" in leaves else value  # nn.Linear is [out, in]
+        _set(params, path + ("kernel",), np.ascontiguousarray(kernel).astype(np.float32))
+      elif leaf == "bias" and value.ndim == 1:
+        _set(params, path + ("bias",), value.astype(np.float32))
+      else:
+        raise ValueError(f"don't know how to convert {mod}.{leaf} with shape {value.shape}")
+
+  if num_experts is not None:
+    heads = [k for k in params if _INDEXED.match(k) and k.startswith("linears_")]
+    if heads and len(heads) != num_experts:
+      raise ValueError(f"state dict has {len(heads)} expert classifiers, expected {num_experts}")
+  return {"params": params, "batch_stats": stats}
+
+
+def _torch_name(path: tuple[str, ...]) -> str:
+  parts = []
+  for p in path:
+    m = _INDEXED.match(p)
+    parts.append(f"{m.group(1)}.{m.group(2)}" if m else p)
+  return ".".join(parts)
+
+
+def _walk(tree, prefix=()):
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      yield from _walk(v, prefix + (k,))
+    else:
+      yield prefix + (k,), v
+
+
+def torch_from_variables(variables, prefix: str = "backbone.",
+                         num_batches_tracked: int = 0) -> dict[str, np.ndarray]:
+  """Flax ``{"params", "batch_stats"}`` -> a PyTorch-named state dict of numpy arrays."""
+  params = variables["params"]
+  stats = variables.get("batch_stats", {})
+  modules: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+  for path, value in _walk(params):
+    modules.setdefault(path[:-1], {})[path[-1]] = np.asarray(value)
+  bn_stats: dict[tuple[str, ...], dict[str, np.ndarray]] = {}
+  for path, value in _walk(stats):
+    bn_stats.setdefault(path[:-1], {})[path[-1]] = np.asarray(value)
+
+  out: dict[str, np.ndarray] = {}
+  for mod, leaves in modules.items():
+    name = prefix + _torch_name(mod)
+    if mod in bn_stats:
+      out[f"{name}.weight"] = leaves["scale"]
+      out[f"{name}.bias"] = leaves["bias"]
+      out[f"{name}.running_mean"] = bn_stats[mod]["mean"]
+      out[f"{name}.running_var"] = bn_stats[mod]["var"]
+      out[f"{name}.num_batches_tracked"] = np.asarray(num_batches_tracked, np.int64)
+      continue
+    kernel = leaves["kernel"]
+    if kernel.ndim == 4:
+      out[f"{name}.weight"] = np.transpose(kernel, (3, 2, 0, 1))
+    elif "bias" in leaves:  # nn.Linear
+      out[f"{name}.weight"] = np.ascontiguousarray(kernel.T)
+      out[f"{name}.bias"] = leaves["bias"]
+    else:  # NormedLinear keeps [in, out]
+      out[f"{name}.weight"] = kernel
+  return out

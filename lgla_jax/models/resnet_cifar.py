@@ -1,0 +1,112 @@
+"""Multi-expert CIFAR ResNet (ResNet-32 for LGLA), after the official ``ResNet_s``.
+
+Stem and ``layer1`` (16 channels) are shared; the ``layer1`` output is repeated E times
+along channels and ``layer2s``/``layer3s`` run all experts as one grouped network on the
+concatenated channels (32E and 64E wide). Each expert's 64 channels are average-pooled
+(``feat``) and fed to its own classifier.
+
+``expert_layout="official"`` applies the option-A (zero-pad) shortcut to the concatenated
+tensor, as the official code does: the padding shifts channels across expert boundaries,
+so features leak between experts at the first block of layer2s/layer3s. This is needed to
+reproduce the official numbers. ``"independent"`` pads every expert's slice on its own,
+giving E truly separate branches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lgla_jax.models.layers import BatchNorm, ExpertConv, NormedLinear, TorchLinear, accum_dtype
+
+EXPERT_LAYOUTS = ("official", "independent")
+
+
+def shortcut_option_a(x, out_channels: int, groups: int, layout: str):
+  """Option-A shortcut: stride-2 subsampling plus zero channels (``F.pad`` in PyTorch)."""
+  x = x[:, ::2, ::2, :]
+  if layout == "official":
+    pad = (out_channels - x.shape[-1]) // 2
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (pad, pad)))
+  b, h, w, c = x.shape
+  xe = x.reshape(b, h, w, groups, c // groups)
+  pad = (out_channels - c) // groups // 2
+  xe = jnp.pad(xe, ((0, 0), (0, 0), (0, 0), (0, 0), (pad, pad)))
+  return xe.reshape(b, h, w, out_channels)
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs with BN; grouped over ``groups`` experts; option-A shortcut."""
+
+  features: int
+  strides: int = 1
+  groups: int = 1
+  expert_layout: str = "official"
+  conv_impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    conv = lambda name, s: ExpertConv(self.features, groups=self.groups, strides=s,
+                                      impl=self.conv_impl, dtype=self.dtype, name=name)
+    y = conv("conv1", self.strides)(x)
+    y = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(y, train))
+    y = conv("conv2", 1)(y)
+    y = BatchNorm(dtype=self.dtype, name="bn2")(y, train)
+    if self.strides != 1 or x.shape[-1] != self.features:
+      x = shortcut_option_a(x, self.features, self.groups, self.expert_layout)
+    return nn.relu(y + x.astype(y.dtype))
+
+
+class ExpertResNetCifar(nn.Module):
+  """Multi-expert ResNet for 32x32 inputs (NHWC), depth 6n+2 (32 for LGLA).
+
+  Returns ``{"output": [B, C], "logits": [B, E, C], "feat": [B, E, 64]}``; ``output`` is
+  the plain mean of the expert logits (the official prediction).
+  """
+
+  num_classes: int
+  num_experts: int = 3
+  depth: int = 32
+  use_norm: bool = True
+  scale: float = 30.0
+  expert_layout: str = "official"
+  conv_impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if (self.depth - 2) % 6 or self.depth < 8:
+      raise ValueError(f"depth must be 6n+2 with n >= 1 (e.g. 20, 32, 44, 56), got {self.depth}")
+    if self.expert_layout not in EXPERT_LAYOUTS:
+      raise ValueError(f"expert_layout must be one of {EXPERT_LAYOUTS}, got {self.expert_layout!r}")
+    if self.num_experts < 1:
+      raise ValueError(f"num_experts must be >= 1, got {self.num_experts}")
+    n = (self.depth - 2) // 6
+    e = self.num_experts
+    kw = dict(expert_layout=self.expert_layout, conv_impl=self.conv_impl, dtype=self.dtype)
+
+    x = ExpertConv(16, impl=self.conv_impl, dtype=self.dtype, name="conv1")(x)
+    x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
+    for i in range(n):
+      x = BasicBlock(16, name=f"layer1_{i}", **kw)(x, train)
+    x = jnp.concatenate([x] * e, axis=-1)
+    for stage, width in (("layer2s", 32), ("layer3s", 64)):
+      for i in range(n):
+        x = BasicBlock(width * e, strides=2 if i == 0 else 1, groups=e,
+                       name=f"{stage}_{i}", **kw)(x, train)
+
+    acc = accum_dtype(self.dtype)
+    feat_BxEx64 = x.astype(acc).mean(axis=(1, 2)).reshape(x.shape[0], e, 64)
+    logits = []
+    for k in range(e):
+      if self.use_norm:
+        head = NormedLinear(self.num_classes, scale=self.scale, dtype=self.dtype,
+                            name=f"linears_{k}")
+      else:  # the official code sets s = 1 for a plain linear head
+        head = TorchLinear(self.num_classes, dtype=self.dtype, name=f"linears_{k}")
+      logits.append(head(feat_BxEx64[:, k]))
+    logits_BxExC = jnp.stack(logits, axis=1).astype(acc)
+    return {"output": logits_BxExC.mean(axis=1), "logits": logits_BxExC, "feat": feat_BxEx64}

@@ -1,0 +1,124 @@
+"""SGD with PyTorch semantics and the official per-epoch learning-rate schedules.
+
+The official trainer steps its scheduler once per epoch, so every schedule here is a
+float64 table ``lr_per_epoch[i]`` (the rate during epoch i+1, 0-based index i), computed
+exactly as torch does, and ``per_step_schedule`` turns a table into an optax schedule.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+class TorchSGDState(NamedTuple):
+  count: jax.Array  # steps taken so far (int32)
+  momentum_buffer: optax.Updates
+
+
+def torch_sgd(learning_rate, momentum: float = 0.9, nesterov: bool = True,
+              weight_decay: float = 0.0) -> optax.GradientTransformation:
+  """``torch.optim.SGD`` as an optax transformation (dampening 0).
+
+  ``d = g + weight_decay * p`` for every parameter (BN and classifier weights included, as
+  in the official single param group); the momentum buffer starts as the first ``d``
+  (``buf = d``, then ``buf = m * buf + d``); the update is ``-lr * (d + m * buf)`` with
+  Nesterov, ``-lr * buf`` without. ``learning_rate`` is a float or an optax schedule of the
+  step count.
+  """
+  if nesterov and momentum <= 0:
+    raise ValueError("Nesterov momentum requires momentum > 0 (as in torch.optim.SGD)")
+  if momentum < 0 or weight_decay < 0:
+    raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
+
+  def init_fn(params):
+    return TorchSGDState(count=jnp.zeros([], jnp.int32),
+                         momentum_buffer=jax.tree.map(jnp.zeros_like, params))
+
+  def update_fn(grads, state, params=None):
+    if weight_decay and params is None:
+      raise ValueError("torch_sgd with weight_decay needs params in update()")
+    if weight_decay:
+      grads = jax.tree.map(lambda g, p: g + weight_decay * p, grads, params)
+    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    if momentum:
+      first = state.count == 0
+      buf = jax.tree.map(lambda b, d: jnp.where(first, d, momentum * b + d),
+                         state.momentum_buffer, grads)
+      direction = (jax.tree.map(lambda d, b: d + momentum * b, grads, buf)
+                   if nesterov else buf)
+    else:
+      buf, direction = state.momentum_buffer, grads
+    updates = jax.tree.map(lambda d: (-lr * d).astype(d.dtype), direction)
+    return updates, TorchSGDState(count=optax.safe_increment(state.count), momentum_buffer=buf)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def warmup_multistep_lr(base_lr: float, num_epochs: int, milestones=(320, 360),
+                        gamma: float = 0.1, warmup_epochs: int = 5,
+                        warmup_factor: float = 1.0 / 3) -> np.ndarray:
+  """Official ``WarmupMultiStepLR`` (linear warm-up from ``warmup_factor``), per epoch.
+
+  Note that epoch 1 already runs at ``base_lr * warmup_factor``.
+  """
+  if list(milestones) != sorted(milestones):
+    raise ValueError(f"milestones must be increasing, got {list(milestones)}")
+  lrs = []
+  for e in range(num_epochs):
+    factor = 1
+    if e < warmup_epochs:
+      alpha = float(e) / warmup_epochs
+      factor = warmup_factor * (1 - alpha) + alpha
+    lrs.append(base_lr * factor * gamma ** bisect.bisect_right(list(milestones), e))
+  return np.asarray(lrs, dtype=np.float64)
+
+
+def cosine_lr(base_lr: float, num_epochs: int, t_max: int, eta_min: float = 0.0) -> np.ndarray:
+  """``torch.optim.lr_scheduler.CosineAnnealingLR`` stepped once per epoch (torch's
+  recursive form, which differs from the closed form only in the last bits)."""
+  if t_max <= 0:
+    raise ValueError(f"t_max must be positive, got {t_max}")
+  lrs = [float(base_lr)]
+  for e in range(1, num_epochs):
+    prev = lrs[-1]
+    if (e - 1 - t_max) % (2 * t_max) == 0:
+      lr = prev + (base_lr - eta_min) * (1 - math.cos(math.pi / t_max)) / 2
+    else:
+      lr = ((1 + math.cos(math.pi * e / t_max)) / (1 + math.cos(math.pi * (e - 1) / t_max))
+            * (prev - eta_min) + eta_min)
+    lrs.append(lr)
+  return np.asarray(lrs, dtype=np.float64)
+
+
+def step_lr(base_lr: float, num_epochs: int, step1: int, step2: int, gamma: float = 0.1,
+            warmup_epochs: int = 0) -> np.ndarray:
+  """The official "CustomLR" (Places-LT): x gamma from ``step1``, x gamma^2 from ``step2``,
+  optional linear warm-up ``(1 + e) / warmup_epochs``."""
+  lrs = []
+  for e in range(num_epochs):
+    factor = gamma * gamma if e >= step2 else gamma if e >= step1 else 1
+    if e < warmup_epochs:
+      factor = factor * float(1 + e) / warmup_epochs
+    lrs.append(base_lr * factor)
+  return np.asarray(lrs, dtype=np.float64)
+
+
+def per_step_schedule(lr_per_epoch, steps_per_epoch: int):
+  """An optax schedule ``step -> lr`` that holds ``lr_per_epoch[step // steps_per_epoch]``
+  (the last value after the table ends)."""
+  if steps_per_epoch <= 0:
+    raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+  table = jnp.asarray(np.asarray(lr_per_epoch, np.float32))
+
+  def schedule(step):
+    epoch = jnp.minimum(jnp.asarray(step) // steps_per_epoch, table.shape[0] - 1)
+    return table[epoch]
+
+  return schedule

@@ -1,0 +1,27 @@
+"""Test set-up: 8 simulated CPU devices (before jax is imported) and the golden fixtures."""
+
+import os
+import pathlib
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+
+
+@pytest.fixture(scope="session")
+def golden():
+  """Load a golden file (copies of ../shared/golden, made by the official PyTorch code)."""
+
+  def load(name):
+    path = GOLDEN / name
+    if name.endswith(".npz"):
+      return np.load(path)
+    import json
+    return json.loads(path.read_text())
+
+  return load
