@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import gzip
 import os
+import pickle
+import tarfile
+from typing import NamedTuple
 
 import numpy as np
+
+from lgla_jax import long_tail
 
 # Where the Debian package `dataset-fashion-mnist` installs the original IDX files.
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -46,3 +51,177 @@ def fashion_mnist_dir(data_dir: str | None = None) -> str:
           "dataset-fashion-mnist), or download the four *-ubyte.gz files published by the "
           "dataset's authors into a folder and pass it as data_dir")
   raise FileNotFoundError(f"no Fashion-MNIST IDX files in {candidates[0]}: {hint}")
+
+
+class ArrayData(NamedTuple):
+  """Images uint8 ``[N, H, W, 3]`` and labels int64 ``[N]``."""
+
+  images: np.ndarray
+  labels: np.ndarray
+
+
+class DataSplits(NamedTuple):
+  train: ArrayData  # long-tailed training set (official subset rule)
+  test: ArrayData  # balanced test set
+  class_counts: np.ndarray  # training images per class, int64 [C]
+  num_classes: int
+
+
+def fashion_mnist_to_rgb32(images: np.ndarray) -> np.ndarray:
+  """28x28 grey -> 32x32x3: zero-padded by 2 (a black border), the channel repeated."""
+  padded = np.pad(images, ((0, 0), (2, 2), (2, 2)))
+  return np.repeat(padded[..., None], 3, axis=-1)
+
+
+def load_fashion_mnist(data_dir: str | None) -> tuple[ArrayData, ArrayData]:
+  root = fashion_mnist_dir(data_dir)
+  read = lambda name: read_idx(os.path.join(root, name))
+  train = ArrayData(fashion_mnist_to_rgb32(read("train-images-idx3-ubyte.gz")),
+                    read("train-labels-idx1-ubyte.gz").astype(np.int64))
+  test = ArrayData(fashion_mnist_to_rgb32(read("t10k-images-idx3-ubyte.gz")),
+                   read("t10k-labels-idx1-ubyte.gz").astype(np.int64))
+  return train, test
+
+
+DIGITS_TEST_PER_CLASS = 40
+
+
+def load_digits() -> tuple[ArrayData, ArrayData]:
+  """scikit-learn's bundled 8x8 digits, upsampled to 16x16 RGB; 40 test images per class."""
+  try:
+    from sklearn.datasets import load_digits as sk_load_digits
+  except ImportError as e:
+    raise ImportError("the digits demo needs scikit-learn: pip install scikit-learn") from e
+  bunch = sk_load_digits()
+  images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+  images = np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)
+  images = np.repeat(images[..., None], 3, axis=-1)
+  labels = bunch.target.astype(np.int64)
+  rng = np.random.RandomState(0)
+  test_idx = np.concatenate([rng.permutation(np.where(labels == c)[0])[:DIGITS_TEST_PER_CLASS]
+                             for c in range(10)])
+  train_mask = np.ones(len(labels), bool)
+  train_mask[test_idx] = False
+  return (ArrayData(images[train_mask], labels[train_mask]),
+          ArrayData(images[np.sort(test_idx)], labels[np.sort(test_idx)]))
+
+
+CIFAR_ARCHIVES = {
+    "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz",
+                [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+    "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz", ["train"], ["test"],
+                 b"fine_labels"),
+}
+
+
+def _cifar_hint(name: str, data_dir) -> str:
+  folder, archive = CIFAR_ARCHIVES[name][:2]
+  return (f"looked in data_dir={data_dir!r} for {folder}/ or {archive}. Either put the "
+          f"original CIFAR python archive there (the file torchvision downloads) and pass "
+          f"--config.dataset.data_dir=DIR, or use --config.dataset.source=tfds with "
+          f"prepared tfds data (see the README)")
+
+
+def _decode_cifar_batch(raw: bytes, where: str, label_key: bytes) -> ArrayData:
+  try:
+    batch = pickle.loads(raw, encoding="bytes")
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[label_key], dtype=np.int64)
+  except Exception as e:  # noqa: BLE001 - any decoding failure means a corrupt file
+    raise ValueError(f"{where} is not a readable CIFAR batch ({type(e).__name__}: {e}); "
+                     f"the file is corrupt: download the archive again") from e
+  if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+    raise ValueError(f"{where}: unexpected CIFAR batch shape {data.shape}; the file is corrupt")
+  return ArrayData(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels)
+
+
+def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, ArrayData]:
+  """The original CIFAR python version: the extracted folder or the .tar.gz in ``data_dir``."""
+  folder, archive, train_files, test_files, label_key = CIFAR_ARCHIVES[name]
+  if not data_dir:
+    raise FileNotFoundError(f"dataset.source=cifar_archive needs a data_dir: {_cifar_hint(name, data_dir)}")
+  data_dir = os.path.expanduser(data_dir)
+  candidates = [os.path.join(data_dir, folder), data_dir]
+  for root in candidates:
+    if all(os.path.exists(os.path.join(root, f)) for f in train_files + test_files):
+      def read(f, root=root):
+        path = os.path.join(root, f)
+        with open(path, "rb") as fh:
+          return _decode_cifar_batch(fh.read(), path, label_key)
+      break
+  else:
+    tar_path = os.path.join(data_dir, archive)
+    if not os.path.exists(tar_path):
+      raise FileNotFoundError(f"no CIFAR data found: {_cifar_hint(name, data_dir)}")
+    try:
+      tar = tarfile.open(tar_path, "r:gz")
+      members = {m.name: m for m in tar.getmembers()}
+    except (tarfile.TarError, OSError, EOFError) as e:
+      raise ValueError(f"{tar_path} is not a readable .tar.gz ({e}); download it again") from e
+
+    def read(f, tar=tar, members=members):
+      key = f"{folder}/{f}"
+      if key not in members:
+        raise ValueError(f"{tar_path} has no {key}; is it the {name} python archive?")
+      return _decode_cifar_batch(tar.extractfile(members[key]).read(), f"{tar_path}:{key}", label_key)
+
+  parts = [read(f) for f in train_files]
+  train = ArrayData(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
+  tests = [read(f) for f in test_files]
+  test = ArrayData(np.concatenate([p.images for p in tests]), np.concatenate([p.labels for p in tests]))
+  return train, test
+
+
+def _tfds_split(name: str, split: str, data_dir, download: bool) -> ArrayData:
+  import tensorflow_datasets as tfds  # imported lazily: heavy, and only this source needs it
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+  except Exception as e:  # noqa: BLE001 - tfds raises many types for missing data
+    where = data_dir or "~/tensorflow_datasets"
+    raise FileNotFoundError(
+        f"tfds could not open {name}/{split} in {where} ({type(e).__name__}: "
+        f"{str(e).splitlines()[0][:200]}). Prepare it once with network access and "
+        f"TensorFlow (pip install 'lgla-jax[prepare]', then run with "
+        f"--config.dataset.download=True), point --config.dataset.data_dir at prepared "
+        f"data, or use --config.dataset.source=cifar_archive with the original archive") from e
+  n = len(source)
+  images = np.empty((n,) + tuple(np.shape(source[0]["image"])), np.uint8)
+  labels = np.empty((n,), np.int64)
+  for i in range(n):
+    record = source[i]
+    images[i] = record["image"]
+    labels[i] = int(np.asarray(record["label"]))
+  if images.ndim == 3 or images.shape[-1] == 1:  # grey (fashion_mnist): to 32x32 RGB
+    images = fashion_mnist_to_rgb32(images.reshape(images.shape[:3]))
+  return ArrayData(images, labels)
+
+
+def load_tfds(name: str, data_dir, download: bool) -> tuple[ArrayData, ArrayData]:
+  return (_tfds_split(name, "train", data_dir, download),
+          _tfds_split(name, "test", data_dir, download))
+
+
+def load(dataset_config) -> DataSplits:
+  """Read the configured data set and make its training set long-tailed (official rule)."""
+  d = dataset_config
+  if d.source == "idx":
+    train, test = load_fashion_mnist(d.data_dir)
+  elif d.source == "sklearn":
+    train, test = load_digits()
+  elif d.source == "cifar_archive":
+    train, test = load_cifar_archive(d.name, d.data_dir)
+  elif d.source == "tfds":
+    train, test = load_tfds(d.name, d.data_dir, d.download)
+  else:
+    raise ValueError(f"config.dataset.source: unknown source {d.source!r}")
+  num_classes = int(train.labels.max()) + 1
+  per_class = np.bincount(train.labels, minlength=num_classes)
+  max_per_class = d.max_per_class or int(per_class.max())
+  counts = long_tail.imbalanced_counts(num_classes, max_per_class, d.imbalance_factor,
+                                       kind=d.imbalance_kind)
+  if any(c > n for c, n in zip(counts, per_class)):
+    raise ValueError(f"config.dataset.max_per_class={max_per_class} asks for more images than "
+                     f"some class has ({per_class.tolist()})")
+  idx = long_tail.long_tail_indices(train.labels, counts, seed=d.subset_seed)
+  lt = ArrayData(train.images[idx], train.labels[idx])
+  return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes)

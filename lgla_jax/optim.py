@@ -122,3 +122,25 @@ def per_step_schedule(lr_per_epoch, steps_per_epoch: int):
     return table[epoch]
 
   return schedule
+
+
+def lr_per_epoch(optim_config, num_epochs: int) -> np.ndarray:
+  """The configured schedule's per-epoch learning rates (``config.optim``)."""
+  o = optim_config
+  if o.schedule == "warmup_multistep":
+    return warmup_multistep_lr(o.lr, num_epochs, tuple(o.milestones), gamma=o.gamma,
+                               warmup_epochs=o.warmup_epochs)
+  if o.schedule == "cosine":
+    return cosine_lr(o.lr, num_epochs, o.cosine_t_max or num_epochs, o.cosine_eta_min)
+  if o.schedule == "step":
+    step1, step2 = o.step_epochs
+    return step_lr(o.lr, num_epochs, step1, step2, gamma=o.gamma, warmup_epochs=o.warmup_epochs)
+  raise ValueError(f"config.optim.schedule: unknown schedule {o.schedule!r}")
+
+
+def make_optimizer(optim_config, num_epochs: int, steps_per_epoch: int):
+  """``torch_sgd`` with the configured per-epoch schedule; returns (tx, lr_per_epoch)."""
+  table = lr_per_epoch(optim_config, num_epochs)
+  tx = torch_sgd(per_step_schedule(table, steps_per_epoch), momentum=optim_config.momentum,
+                 nesterov=optim_config.nesterov, weight_decay=optim_config.weight_decay)
+  return tx, table

@@ -1,0 +1,160 @@
+"""The experiment config: every field with its meaning, and validation before anything compiles.
+
+Config files in ``configs/`` start from ``base_config()`` and override what their
+experiment needs. ``validate`` rejects unknown keys (ml_collections already refuses them on
+the command line) and inconsistent values with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+# Normalisation constants of the official CIFAR loaders (CIFAR-10's, also used for CIFAR-100-LT).
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+DATASETS = {  # name -> (number of classes, images per class in the balanced training set)
+    "cifar10": (10, 5000),
+    "cifar100": (100, 500),
+    "fashion_mnist": (10, 6000),
+    "digits": (10, None),
+}
+SOURCES = ("tfds", "cifar_archive", "idx", "sklearn")
+SCHEDULES = ("warmup_multistep", "cosine", "step")
+LOSSES = ("lgla", "ce", "logit_adjusted")
+DTYPES = ("float32", "bfloat16")
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Defaults: the official CIFAR-100-LT IR100 recipe."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # model init, data order and augmentation all derive from it
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = "cifar100"  # cifar10 | cifar100 | fashion_mnist | digits
+  c.dataset.source = "tfds"  # tfds | cifar_archive (the original python archive) | idx | sklearn
+  c.dataset.data_dir = config_dict.placeholder(str)  # where the data lives (None: the source's default)
+  c.dataset.download = False  # let tfds download and prepare missing data (needs network)
+  c.dataset.imbalance_factor = 0.01  # smallest/largest class (official imb_factor); 1.0 = balanced
+  c.dataset.imbalance_kind = "exp"  # exp | step profile of the class counts
+  c.dataset.max_per_class = config_dict.placeholder(int)  # largest class (None: the balanced set's)
+  c.dataset.subset_seed = 0  # numpy seed of the official long-tail subset (rand_number)
+  c.dataset.mean = CIFAR_MEAN  # per-channel mean of images in [0, 1], applied on device
+  c.dataset.std = CIFAR_STD  # per-channel std
+  c.dataset.image_size = 32  # side of the (square) network input
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.crop_padding = 4  # random crop after zero-padding by this many pixels (0: off)
+  c.augment.flip = True  # random horizontal flip
+  c.augment.autoaugment = True  # AutoAugment, CIFAR-10 policy (as the official loader)
+  c.augment.cutout = 16  # side of the one Cutout hole in pixels (0: off)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "resnet_cifar"  # the multi-expert CIFAR ResNet
+  c.model.depth = 32  # 6n+2
+  c.model.num_experts = 3  # E: E-1 region experts (LLA) + 1 global expert (GLA)
+  c.model.use_norm = True  # cosine classifier (NormedLinear); False: plain linear, scale 1
+  c.model.scale = 30.0  # cosine classifier scale s
+  c.model.expert_layout = "official"  # official (cross-expert shortcut leak) | independent
+  c.model.conv_impl = "auto"  # auto | grouped | split (same numbers; split is fast on CPU)
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "lgla"  # lgla | ce | logit_adjusted (baselines on the mean logits)
+  c.loss.tau = 2.5  # GLA strength (and logit-adjusted CE's tau)
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 0.1  # base learning rate for batch_size
+  c.optim.momentum = 0.9
+  c.optim.nesterov = True
+  c.optim.weight_decay = 2e-4  # added to the gradient of every parameter (PyTorch SGD)
+  c.optim.schedule = "warmup_multistep"  # warmup_multistep | cosine | step
+  c.optim.milestones = (320, 360)  # warmup_multistep: epochs where lr is multiplied by gamma
+  c.optim.gamma = 0.1  # warmup_multistep / step: decay factor
+  c.optim.warmup_epochs = 5  # linear warm-up from lr/3 (warmup_multistep) or lr/n (step)
+  c.optim.cosine_t_max = 0  # cosine: T_max in epochs (0: num_epochs)
+  c.optim.cosine_eta_min = 0.0  # cosine: final learning rate
+  c.optim.step_epochs = (10, 20)  # step: the two epochs of the x gamma decays
+
+  c.num_epochs = 400
+  c.batch_size = 128  # global batch, split over all devices; incomplete last batches are dropped
+  c.eval_batch_size = 500  # global; the last batch is padded and masked
+  c.eval_every_epochs = 20  # evaluate on the test set every N epochs (0: only at the end)
+  c.checkpoint_every_epochs = 20  # save every N epochs (0: only at the end)
+  c.keep_checkpoints = 2  # keep the last K checkpoints
+  c.log_every_steps = 50  # console / metrics log interval
+  c.num_workers = 0  # grain worker processes for augmentation (0: in the main process)
+  c.dtype = "float32"  # float32 | bfloat16 (compute dtype; parameters stay float32)
+  c.report_best = False  # also report the best evaluated epoch (labelled; chosen on the test set)
+  return c
+
+
+def _fail(field: str, problem: str):
+  raise ValueError(f"config.{field}: {problem}")
+
+
+def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Raise ``ValueError`` naming the first inconsistent field."""
+  reference = base_config()
+  _check_keys(c, reference, "")
+  d = c.dataset
+  if d.name not in DATASETS:
+    _fail("dataset.name", f"{d.name!r} is not one of {sorted(DATASETS)}")
+  if d.source not in SOURCES:
+    _fail("dataset.source", f"{d.source!r} is not one of {SOURCES}")
+  allowed = {"cifar10": ("tfds", "cifar_archive"), "cifar100": ("tfds", "cifar_archive"),
+             "fashion_mnist": ("idx", "tfds"), "digits": ("sklearn",)}[d.name]
+  if d.source not in allowed:
+    _fail("dataset.source", f"{d.name} can be read from {allowed}, not {d.source!r}")
+  if not 0 < d.imbalance_factor <= 1:
+    _fail("dataset.imbalance_factor", f"must be in (0, 1] (0.01 = IR100), got {d.imbalance_factor}")
+  if d.imbalance_kind not in ("exp", "step"):
+    _fail("dataset.imbalance_kind", f"must be 'exp' or 'step', got {d.imbalance_kind!r}")
+  if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
+    _fail("dataset.mean/std", "need three values each, std positive")
+  m = c.model
+  if m.name != "resnet_cifar":
+    _fail("model.name", f"{m.name!r} is not a known model (resnet_cifar)")
+  if (m.depth - 2) % 6 or m.depth < 8:
+    _fail("model.depth", f"must be 6n+2 (20, 32, 44, ...), got {m.depth}")
+  if m.num_experts < 2 and c.loss.name == "lgla":
+    _fail("model.num_experts", "LGLA needs at least 2 experts")
+  if m.expert_layout not in ("official", "independent"):
+    _fail("model.expert_layout", f"must be 'official' or 'independent', got {m.expert_layout!r}")
+  if m.conv_impl not in ("auto", "grouped", "split"):
+    _fail("model.conv_impl", f"must be auto, grouped or split, got {m.conv_impl!r}")
+  if c.loss.name not in LOSSES:
+    _fail("loss.name", f"{c.loss.name!r} is not one of {LOSSES}")
+  o = c.optim
+  if o.schedule not in SCHEDULES:
+    _fail("optim.schedule", f"{o.schedule!r} is not one of {SCHEDULES}")
+  if o.lr <= 0:
+    _fail("optim.lr", f"must be positive, got {o.lr}")
+  if list(o.milestones) != sorted(o.milestones):
+    _fail("optim.milestones", f"must be increasing, got {tuple(o.milestones)}")
+  if o.nesterov and o.momentum <= 0:
+    _fail("optim.nesterov", "Nesterov needs optim.momentum > 0")
+  for field in ("num_epochs", "batch_size", "eval_batch_size", "log_every_steps"):
+    if c[field] <= 0:
+      _fail(field, f"must be positive, got {c[field]}")
+  for field in ("eval_every_epochs", "checkpoint_every_epochs", "num_workers"):
+    if c[field] < 0:
+      _fail(field, f"must be >= 0, got {c[field]}")
+  if c.keep_checkpoints < 1:
+    _fail("keep_checkpoints", f"must be >= 1, got {c.keep_checkpoints}")
+  if c.dtype not in DTYPES:
+    _fail("dtype", f"must be one of {DTYPES}, got {c.dtype!r}")
+  if num_devices:
+    for field in ("batch_size", "eval_batch_size"):
+      if c[field] % num_devices:
+        _fail(field, f"{c[field]} is not divisible by the {num_devices} devices")
+
+
+def _check_keys(c, reference, prefix):
+  for key in c.keys():
+    if key not in reference:
+      near = [k for k in reference.keys() if k[:3] == key[:3]]
+      hint = f" (did you mean {near[0]!r}?)" if near else ""
+      _fail(prefix + key, f"unknown field{hint}")
+    if isinstance(c[key], ml_collections.ConfigDict):
+      _check_keys(c[key], reference[key], prefix + key + ".")

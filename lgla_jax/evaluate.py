@@ -1,0 +1,35 @@
+"""Evaluate a saved checkpoint (the official ``test.py -r`` equivalent)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from lgla_jax import checkpoint, metrics, sharding, train
+
+
+def evaluate_checkpoint(config, path: str, workdir: str | None = None) -> dict:
+  """Restore the checkpoint at ``path`` and evaluate it on the whole test set.
+
+  The report is written to ``workdir/eval_report.json`` (default: next to the checkpoints).
+  """
+  directory, step = checkpoint.resolve(path)
+  mesh, splits, _, _, _, _, state, steps = train.setup(config)
+  ckpt = checkpoint.Checkpointer(directory)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  state, meta = ckpt.restore(step, checkpoint.abstract(state, sharding.replicated(mesh)))
+  ckpt.close()
+  report = train.run_evaluation(steps, state, splits.test, splits.class_counts, config, mesh)
+  report["epoch"] = meta.get("epoch")
+  report["checkpoint"] = os.path.join(directory, str(step))
+  out_dir = workdir or os.path.dirname(directory)
+  if jax.process_index() == 0:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "eval_report.json"), "w") as f:
+      json.dump(report, f, indent=1)
+    print(metrics.format_table(report))
+  return report

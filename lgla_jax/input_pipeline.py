@@ -1,0 +1,141 @@
+"""grain input pipelines: uint8 batches on the host, global jax arrays on the device.
+
+Training: global batch ``k`` of epoch ``e`` is ``perm_e[k*B:(k+1)*B]`` with ``perm_e`` a
+permutation seeded by (seed, epoch); every process gathers only its contiguous share of
+each global batch, so the global batch does not depend on the number of processes, and
+the position in the data is a pure function of the global step (which is how a resumed
+run continues at the exact batch). Incomplete last batches are dropped. Augmentation runs
+per batch in grain (optionally in worker processes) with a per-batch seed.
+
+Evaluation: every test image exactly once; the last batch is padded and masked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+from lgla_jax import augment
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
+
+
+@dataclasses.dataclass
+class GatherTrainBatch(grain.transforms.Map):
+  """Global step -> this process's share of that step's global batch (uint8 images)."""
+
+  images: np.ndarray
+  labels: np.ndarray
+  seed: int
+  global_batch: int
+  steps_per_epoch: int
+  process_index: int = 0
+  process_count: int = 1
+
+  def __post_init__(self):
+    self._epoch, self._perm = -1, None
+
+  def map(self, step):
+    epoch, k = divmod(int(step), self.steps_per_epoch)
+    if epoch != self._epoch:
+      self._epoch, self._perm = epoch, epoch_permutation(self.seed, epoch, len(self.labels))
+    local = self.global_batch // self.process_count
+    start = k * self.global_batch + self.process_index * local
+    idx = self._perm[start:start + local]
+    return {"image": self.images[idx], "label": self.labels[idx], "step": np.int64(step)}
+
+
+@dataclasses.dataclass
+class AugmentBatch(grain.transforms.Map):
+  """The configured training augmentation, seeded by (seed, step, process)."""
+
+  seed: int
+  crop_padding: int
+  flip: bool
+  autoaugment: bool
+  cutout: int
+  process_index: int = 0
+
+  def map(self, batch):
+    rng = np.random.default_rng([self.seed, int(batch["step"]), self.process_index, 0xA06])
+    images = augment.train_augment(batch["image"], rng, crop_padding=self.crop_padding,
+                                   flip=self.flip, autoaugment=self.autoaugment,
+                                   cutout_size=self.cutout)
+    return {"image": images, "label": batch["label"]}
+
+
+def steps_per_epoch(num_examples: int, global_batch: int) -> int:
+  steps = num_examples // global_batch
+  if steps == 0:
+    raise ValueError(f"config.batch_size={global_batch} is larger than the training set "
+                     f"({num_examples} images)")
+  return steps
+
+
+def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: int,
+                   start_step: int = 0, augment_config=None, num_workers: int = 0):
+  """An iterator of this process's training batches from global step ``start_step`` on."""
+  pc, pi = jax.process_count(), jax.process_index()
+  if global_batch % pc:
+    raise ValueError(f"config.batch_size={global_batch} is not divisible by {pc} processes")
+  spe = steps_per_epoch(len(labels), global_batch)
+  total = spe * num_epochs
+  ds = grain.MapDataset.range(start_step, total).map(
+      GatherTrainBatch(images, labels, seed, global_batch, spe, pi, pc))
+  if augment_config is not None:
+    a = augment_config
+    ds = ds.map(AugmentBatch(seed, a.crop_padding, a.flip, a.autoaugment, a.cutout, pi))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+  if num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(it)
+
+
+@dataclasses.dataclass
+class GatherEvalBatch(grain.transforms.Map):
+  """Eval batch index -> this process's share, padded to full size, with a validity mask."""
+
+  images: np.ndarray
+  labels: np.ndarray
+  global_batch: int
+  process_index: int = 0
+  process_count: int = 1
+
+  def map(self, k):
+    local = self.global_batch // self.process_count
+    start = int(k) * self.global_batch + self.process_index * local
+    idx = np.arange(start, start + local)
+    valid = idx < len(self.labels)
+    idx = np.where(valid, idx, 0)
+    return {"image": self.images[idx], "label": self.labels[idx], "mask": valid}
+
+
+def eval_iterator(images, labels, *, global_batch: int):
+  pc, pi = jax.process_count(), jax.process_index()
+  if global_batch % pc:
+    raise ValueError(f"config.eval_batch_size={global_batch} is not divisible by {pc} processes")
+  num_batches = -(-len(labels) // global_batch)
+  ds = grain.MapDataset.range(num_batches).map(GatherEvalBatch(images, labels, global_batch, pi, pc))
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+
+
+def to_global(batch: dict, sharding: NamedSharding) -> dict:
+  """The one host -> device point: this process's share -> global arrays sharded on 'data'."""
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items() if k != "step"}
+
+
+def prefetch_to_device(iterator, sharding: NamedSharding, size: int = 2):
+  """Keep ``size`` batches already transferred (transfers are asynchronous)."""
+  queue = []
+  for batch in iterator:
+    queue.append(to_global(batch, sharding))
+    if len(queue) > size - 1:
+      yield queue.pop(0)
+  yield from queue

@@ -1,0 +1,46 @@
+"""Command line: ``python -m lgla_jax.main --config=configs/cifar100_ir100.py --workdir=DIR``.
+
+``--mode=eval --checkpoint=PATH`` evaluates a saved checkpoint (a workdir, its
+``checkpoints/`` folder or one step folder) instead of training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and the report go.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and resume), or evaluate a checkpoint.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "eval mode: checkpoint to evaluate.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config=configs/NAME.py is required")
+  from lgla_jax import evaluate, train  # after flag parsing: jax starts here
+
+  if _MODE.value == "train":
+    workdir = _WORKDIR.value or os.path.join("workdirs", _config_name())
+    train.train_and_evaluate(config, workdir)
+  else:
+    if not _CHECKPOINT.value:
+      raise app.UsageError("--mode=eval needs --checkpoint=PATH")
+    report = evaluate.evaluate_checkpoint(config, _CHECKPOINT.value, _WORKDIR.value)
+    print(json.dumps({k: report[k] for k in ("epoch", "top1", "many", "medium", "few", "rarest3")}))
+
+
+def _config_name() -> str:
+  path = flags.FLAGS["config"].config_filename
+  return os.path.splitext(os.path.basename(path.split(":")[0]))[0]
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,252 @@
+"""``train_and_evaluate(config, workdir)``: the training loop and its jitted steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lgla_jax import checkpoint, configlib, datasets, input_pipeline, long_tail, losses
+from lgla_jax import metrics as metrics_lib
+from lgla_jax import optim, sharding, state as state_lib
+from lgla_jax.models import ExpertResNetCifar
+
+
+def build_model(config, num_classes: int):
+  m = config.model
+  dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+  return ExpertResNetCifar(num_classes, m.num_experts, depth=m.depth, use_norm=m.use_norm,
+                           scale=m.scale, expert_layout=m.expert_layout,
+                           conv_impl=m.conv_impl, dtype=dtype)
+
+
+def normalize(images_u8, mean, std):
+  x = images_u8.astype(jnp.float32) / 255.0
+  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+  """The jitted train and eval steps of one run."""
+
+  train: callable
+  eval: callable
+
+
+def make_steps(config, model, tx, class_counts, mesh) -> Steps:
+  num_classes = len(class_counts)
+  e = config.model.num_experts
+  # Computed once per run, closed over as constants: the jitted step never rebuilds them.
+  regions = long_tail.expert_regions(class_counts, e) if config.loss.name == "lgla" else None
+  priors = (long_tail.expert_log_priors(class_counts, e, config.loss.tau, regions=regions)
+            if config.loss.name == "lgla" else None)
+  mean, std = tuple(config.dataset.mean), tuple(config.dataset.std)
+  scale = config.model.scale if config.model.use_norm else 1.0
+
+  def loss_fn(params, batch_stats, images, labels):
+    out, updated = model.apply({"params": params, "batch_stats": batch_stats}, images,
+                               train=True, mutable=["batch_stats"])
+    if config.loss.name == "lgla":
+      per_expert = losses.lgla_expert_losses(out["logits"].transpose(1, 0, 2), labels,
+                                             log_priors_ExC=priors, regions_RxC=regions,
+                                             scale=scale)
+      loss = per_expert.sum()
+    elif config.loss.name == "ce":
+      loss = losses.cross_entropy(out["output"], labels)
+      per_expert = jnp.zeros((e,))
+    else:
+      loss = losses.logit_adjusted_cross_entropy(out["output"], labels, class_counts,
+                                                 tau=config.loss.tau)
+      per_expert = jnp.zeros((e,))
+    return loss, (updated["batch_stats"], per_expert, out["output"])
+
+  def train_step(state, batch):
+    images = normalize(batch["image"], mean, std)
+    labels = batch["label"]
+    (loss, (batch_stats, per_expert, output)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params, state.batch_stats, images, labels)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              batch_stats=batch_stats, opt_state=opt_state)
+    metrics = {"loss": loss, "expert_losses": per_expert,
+               "correct": jnp.sum(jnp.argmax(output, -1) == labels)}
+    return new_state, metrics
+
+  def eval_step(state, batch):
+    images = normalize(batch["image"], mean, std)
+    out = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
+    labels, valid = batch["label"], batch["mask"].astype(jnp.float32)
+    onehot = jax.nn.one_hot(labels, num_classes) * valid[:, None]
+    hit = (jnp.argmax(out["output"], -1) == labels).astype(jnp.float32)
+    expert_hit = (jnp.argmax(out["logits"], -1) == labels[:, None]).astype(jnp.float32)
+    return {"seen": onehot.sum(0), "correct": (onehot * hit[:, None]).sum(0),
+            "expert_correct": jnp.einsum("be,bc->ec", expert_hit, onehot)}
+
+  rep = sharding.replicated(mesh)
+  data = sharding.batch_sharding(mesh)
+  train = jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
+  evaluate = jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)
+  return Steps(train, evaluate)
+
+
+def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, config, mesh) -> dict:
+  """Evaluate on every test image exactly once; returns the accuracy report."""
+  totals = None
+  it = input_pipeline.eval_iterator(test.images, test.labels, global_batch=config.eval_batch_size)
+  for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):
+    counts = steps.eval(state, batch)
+    totals = counts if totals is None else jax.tree.map(jnp.add, totals, counts)
+  totals = jax.device_get(totals)
+  return metrics_lib.accuracy_report(totals["correct"], totals["seen"], class_counts,
+                                     totals["expert_correct"])
+
+
+class Logger:
+  """Console progress, metrics.jsonl and TensorBoard events, from process 0 only."""
+
+  def __init__(self, workdir: str):
+    self.active = jax.process_index() == 0
+    self._tb = None
+    if self.active:
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      from tensorboardX import SummaryWriter  # writes event files without TensorFlow
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def print(self, text: str):
+    if self.active:
+      print(text, flush=True)
+
+  def write(self, step: int, kind: str, values: dict):
+    if not self.active:
+      return
+    self._jsonl.write(json.dumps({"step": int(step), "kind": kind, **values}) + "\n")
+    self._jsonl.flush()
+    for k, v in values.items():
+      if isinstance(v, (int, float)) and v is not None:
+        self._tb.add_scalar(f"{kind}/{k}", v, int(step))
+
+  def close(self):
+    if self.active:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def _meta(config, epoch, step, num_train):
+  return {"epoch": int(epoch), "step": int(step), "seed": int(config.seed),
+          "num_train_images": int(num_train), "batch_size": int(config.batch_size)}
+
+
+def setup(config, mesh=None):
+  """Validate, read the data, build model, optimizer, state and steps."""
+  mesh = mesh or sharding.make_mesh()
+  configlib.validate(config, num_devices=mesh.size)
+  splits = datasets.load(config.dataset)
+  model = build_model(config, splits.num_classes)
+  spe = input_pipeline.steps_per_epoch(len(splits.train.labels), config.batch_size)
+  tx, lr_table = optim.make_optimizer(config.optim, config.num_epochs, spe)
+  size = config.dataset.image_size
+  image_shape = (size, size, 3)
+  if splits.train.images.shape[1:] != image_shape:
+    raise ValueError(f"config.dataset.image_size={size} but the images are "
+                     f"{splits.train.images.shape[1:]}")
+  state = state_lib.create(model, tx, jax.random.PRNGKey(config.seed), image_shape,
+                           sharding.replicated(mesh))
+  steps = make_steps(config, model, tx, splits.class_counts, mesh)
+  return mesh, splits, model, tx, lr_table, spe, state, steps
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Train (resuming from the latest checkpoint in ``workdir``), evaluate, write the report."""
+  t_start = time.time()
+  mesh, splits, _, _, lr_table, spe, state, steps = setup(config)
+  log = Logger(workdir)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  num_train = len(splits.train.labels)
+  start_step = 0
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, meta = ckpt.restore(latest, checkpoint.abstract(state, sharding.replicated(mesh)))
+    expected = _meta(config, meta.get("epoch", 0), latest, num_train)
+    for key in ("seed", "num_train_images", "batch_size"):
+      if meta.get(key) != expected[key]:
+        raise ValueError(f"checkpoint {latest} in {workdir} was made with {key}={meta.get(key)}, "
+                         f"this run has {expected[key]}: use a new workdir")
+    start_step = int(jax.device_get(state.step))
+    log.print(f"resuming from {ckpt.directory}/{latest} (epoch {meta['epoch']}, step {start_step})")
+  total_steps = spe * config.num_epochs
+  log.print(f"{config.dataset.name}: {num_train} training images (counts {splits.class_counts.tolist()}), "
+            f"{len(splits.test.labels)} test images; {spe} steps/epoch x {config.num_epochs} "
+            f"epochs on {mesh.size} device(s)")
+
+  it = input_pipeline.train_iterator(
+      splits.train.images, splits.train.labels, seed=config.seed, global_batch=config.batch_size,
+      num_epochs=config.num_epochs, start_step=start_step, augment_config=config.augment,
+      num_workers=config.num_workers)
+  batches = input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh))
+
+  history, pending, window = [], None, []
+  t_window, images_window, t_train = time.time(), 0, 0.0
+  first_timed_step = start_step + 1  # step 1 after (re)start includes compilation
+  step = start_step
+  report = None
+  t_last = time.time()
+  for batch in batches:
+    state, metrics = steps.train(state, batch)
+    if pending is not None:  # fetch step n-1's metrics while step n runs
+      window.append(jax.device_get(pending))
+    pending = metrics
+    step += 1
+    now = time.time()
+    if step > first_timed_step:  # wall time of steady-state training, input pipeline included
+      t_train += now - t_last
+    t_last = now
+    images_window += config.batch_size
+    epoch = (step - 1) // spe + 1
+    if step % config.log_every_steps == 0 and window:
+      loss = float(np.mean([w["loss"] for w in window]))
+      rate = images_window / (time.time() - t_window)
+      eta = (total_steps - step) * config.batch_size / max(rate, 1e-9)
+      log.print(f"epoch {epoch}/{config.num_epochs} step {step}/{total_steps} loss {loss:.4f} "
+                f"lr {lr_table[epoch - 1]:.5f} {rate:.1f} img/s ETA {eta / 60:.1f} min")
+      log.write(step, "train", {"loss": loss, "lr": float(lr_table[epoch - 1]), "images_per_s": rate,
+                                **{f"loss_expert{i}": float(v) for i, v in
+                                   enumerate(np.mean([w["expert_losses"] for w in window], 0))}})
+      window, t_window, images_window = [], time.time(), 0
+    if step % spe == 0:  # end of an epoch
+      last = epoch == config.num_epochs
+      if (config.eval_every_epochs and epoch % config.eval_every_epochs == 0) or last:
+        report = run_evaluation(steps, state, splits.test, splits.class_counts, config, mesh)
+        report["epoch"] = epoch
+        history.append({k: report[k] for k in ("epoch", "top1", "many", "medium", "few", "rarest3")})
+        log.print(f"epoch {epoch} test accuracy:\n{metrics_lib.format_table(report)}")
+        log.write(step, "eval", {k: report[k] for k in ("top1", "many", "medium", "few", "rarest3")})
+      if (config.checkpoint_every_epochs and epoch % config.checkpoint_every_epochs == 0) or last:
+        ckpt.save(step, state, _meta(config, epoch, step, num_train))
+      t_last = time.time()  # evaluation and saving are not training time
+  ckpt.close()
+  timed = step - first_timed_step
+  if report is None:  # resumed after the last epoch had already finished
+    report = run_evaluation(steps, state, splits.test, splits.class_counts, config, mesh)
+    report["epoch"] = config.num_epochs
+  result = {"final": report, "history": history,
+            "train_images_per_s": timed * config.batch_size / t_train if timed > 0 and t_train > 0 else None,
+            "wall_time_s": time.time() - t_start, "class_counts": splits.class_counts.tolist(),
+            "config": json.loads(config.to_json_best_effort())}
+  if config.report_best and history:
+    best = max(history, key=lambda h: h["top1"])
+    result["best_epoch_selected_on_test_set"] = best
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+      json.dump(result, f, indent=1)
+  log.print(f"final (epoch {report['epoch']}) test accuracy:\n{metrics_lib.format_table(report)}")
+  log.close()
+  sys.stdout.flush()
+  return result
