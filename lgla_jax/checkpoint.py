@@ -14,6 +14,10 @@ import jax
 import orbax.checkpoint as ocp
 
 
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be restored into this run."""
+
+
 class Checkpointer:
   """Saves every few epochs, keeps the last ``keep``; collective on multi-host runs."""
 
@@ -40,7 +44,7 @@ class Checkpointer:
       restored = self._manager.restore(int(step), args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001 - orbax raises many types for unreadable data
-      raise ValueError(
+      raise CheckpointError(
           f"checkpoint {self.directory}/{step} cannot be restored ({type(e).__name__}: "
           f"{str(e).splitlines()[0][:300] if str(e) else ''}). It is corrupt or from a "
           f"different model/config: delete that step folder to resume from an older "

@@ -89,8 +89,12 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+class ConfigError(ValueError):
+  """A config field is unknown or inconsistent; the message names it."""
+
+
 def _fail(field: str, problem: str):
-  raise ValueError(f"config.{field}: {problem}")
+  raise ConfigError(f"config.{field}: {problem}")
 
 
 def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
@@ -158,3 +162,24 @@ def _check_keys(c, reference, prefix):
       _fail(prefix + key, f"unknown field{hint}")
     if isinstance(c[key], ml_collections.ConfigDict):
       _check_keys(c[key], reference[key], prefix + key + ".")
+
+
+def cifar_lt_config(name: str, imbalance_factor: float, tau: float, arg: str = ""):
+  """The official CIFAR-LT recipe for ``name`` (cifar10 | cifar100); ``arg='quick'`` gives a
+  tiny smoke variant (depth 8, 100 images in the largest class, 2 epochs, batch 16)."""
+  c = base_config()
+  c.dataset.name = name
+  c.dataset.imbalance_factor = imbalance_factor
+  c.loss.tau = tau
+  if arg == "quick":
+    c.model.depth = 8
+    c.dataset.max_per_class = 100  # IR100 keeps >= 1 image in the rarest class
+    c.num_epochs = 2
+    c.optim.warmup_epochs = 1
+    c.optim.milestones = (1,)
+    c.batch_size = 16
+    c.eval_batch_size = 64
+    c.log_every_steps = 5
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r} (use '' or 'quick')")
+  return c

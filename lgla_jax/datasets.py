@@ -18,6 +18,10 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32,
                0x0D: np.float32, 0x0E: np.float64}
 
 
+class DataError(ValueError):
+  """Data that exists but cannot be used (corrupt, truncated, inconsistent with the config)."""
+
+
 def read_idx(path: str) -> np.ndarray:
   """Read an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST."""
   if not os.path.exists(path):
@@ -27,16 +31,16 @@ def read_idx(path: str) -> np.ndarray:
     with opener(path, "rb") as f:
       raw = f.read()
   except (OSError, EOFError) as e:
-    raise ValueError(f"cannot read IDX file {path} ({e}); the file is corrupt or truncated") from e
+    raise DataError(f"cannot read IDX file {path} ({e}); the file is corrupt or truncated") from e
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-    raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    raise DataError(f"{path} is not an IDX file (bad magic number)")
   ndim = raw[3]
   dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
   dtype = np.dtype(_IDX_DTYPES[raw[2]]).newbyteorder(">")
   offset = 4 + 4 * ndim
   expected = int(np.prod(dims)) * dtype.itemsize
   if len(raw) - offset != expected:
-    raise ValueError(f"{path}: header says {dims} ({expected} bytes) but the file holds "
+    raise DataError(f"{path}: header says {dims} ({expected} bytes) but the file holds "
                      f"{len(raw) - offset} bytes; the file is corrupt or truncated")
   return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
 
@@ -128,10 +132,10 @@ def _decode_cifar_batch(raw: bytes, where: str, label_key: bytes) -> ArrayData:
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[label_key], dtype=np.int64)
   except Exception as e:  # noqa: BLE001 - any decoding failure means a corrupt file
-    raise ValueError(f"{where} is not a readable CIFAR batch ({type(e).__name__}: {e}); "
+    raise DataError(f"{where} is not a readable CIFAR batch ({type(e).__name__}: {e}); "
                      f"the file is corrupt: download the archive again") from e
   if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-    raise ValueError(f"{where}: unexpected CIFAR batch shape {data.shape}; the file is corrupt")
+    raise DataError(f"{where}: unexpected CIFAR batch shape {data.shape}; the file is corrupt")
   return ArrayData(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels)
 
 
@@ -157,12 +161,12 @@ def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, Arra
       tar = tarfile.open(tar_path, "r:gz")
       members = {m.name: m for m in tar.getmembers()}
     except (tarfile.TarError, OSError, EOFError) as e:
-      raise ValueError(f"{tar_path} is not a readable .tar.gz ({e}); download it again") from e
+      raise DataError(f"{tar_path} is not a readable .tar.gz ({e}); download it again") from e
 
     def read(f, tar=tar, members=members):
       key = f"{folder}/{f}"
       if key not in members:
-        raise ValueError(f"{tar_path} has no {key}; is it the {name} python archive?")
+        raise DataError(f"{tar_path} has no {key}; is it the {name} python archive?")
       return _decode_cifar_batch(tar.extractfile(members[key]).read(), f"{tar_path}:{key}", label_key)
 
   parts = [read(f) for f in train_files]
@@ -174,16 +178,24 @@ def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, Arra
 
 def _tfds_split(name: str, split: str, data_dir, download: bool) -> ArrayData:
   import tensorflow_datasets as tfds  # imported lazily: heavy, and only this source needs it
+  how = (f"Prepare it once with network access and TensorFlow (pip install "
+         f"'lgla-jax[prepare]', then run with --config.dataset.download=True), point "
+         f"--config.dataset.data_dir at data prepared in the array_record format, or use "
+         f"--config.dataset.source=cifar_archive with the original archive")
+  # array_record: random access for grain without TensorFlow.
+  builder_kwargs = {"file_format": "array_record"}
+  if not download:
+    builder = tfds.builder(name, data_dir=data_dir, **builder_kwargs)
+    if not builder.is_prepared():
+      raise FileNotFoundError(f"no prepared tfds data for {name} in {builder.data_dir}. {how}")
   try:
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=download,
+                              builder_kwargs=builder_kwargs)
   except Exception as e:  # noqa: BLE001 - tfds raises many types for missing data
     where = data_dir or "~/tensorflow_datasets"
     raise FileNotFoundError(
         f"tfds could not open {name}/{split} in {where} ({type(e).__name__}: "
-        f"{str(e).splitlines()[0][:200]}). Prepare it once with network access and "
-        f"TensorFlow (pip install 'lgla-jax[prepare]', then run with "
-        f"--config.dataset.download=True), point --config.dataset.data_dir at prepared "
-        f"data, or use --config.dataset.source=cifar_archive with the original archive") from e
+        f"{str(e).splitlines()[0][:200]}). {how}") from e
   n = len(source)
   images = np.empty((n,) + tuple(np.shape(source[0]["image"])), np.uint8)
   labels = np.empty((n,), np.int64)
@@ -220,7 +232,7 @@ def load(dataset_config) -> DataSplits:
   counts = long_tail.imbalanced_counts(num_classes, max_per_class, d.imbalance_factor,
                                        kind=d.imbalance_kind)
   if any(c > n for c, n in zip(counts, per_class)):
-    raise ValueError(f"config.dataset.max_per_class={max_per_class} asks for more images than "
+    raise DataError(f"config.dataset.max_per_class={max_per_class} asks for more images than "
                      f"some class has ({per_class.tolist()})")
   idx = long_tail.long_tail_indices(train.labels, counts, seed=d.subset_seed)
   lt = ArrayData(train.images[idx], train.labels[idx])

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
@@ -22,11 +23,22 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "eval mode: checkpoint to 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # library INFO logs (orbax) drown the progress
+    logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config=configs/NAME.py is required")
-  from lgla_jax import evaluate, train  # after flag parsing: jax starts here
+  from lgla_jax import checkpoint, configlib, datasets, evaluate, train  # jax starts here
 
+  user_errors = (FileNotFoundError, configlib.ConfigError, datasets.DataError,
+                 checkpoint.CheckpointError)
+  try:
+    _run(config, train, evaluate)
+  except user_errors as e:  # a problem with the input, not a bug: no traceback
+    sys.exit(f"error: {e}")
+
+
+def _run(config, train, evaluate):
   if _MODE.value == "train":
     workdir = _WORKDIR.value or os.path.join("workdirs", _config_name())
     train.train_and_evaluate(config, workdir)

@@ -155,7 +155,7 @@ def setup(config, mesh=None):
   size = config.dataset.image_size
   image_shape = (size, size, 3)
   if splits.train.images.shape[1:] != image_shape:
-    raise ValueError(f"config.dataset.image_size={size} but the images are "
+    raise configlib.ConfigError(f"config.dataset.image_size={size} but the images are "
                      f"{splits.train.images.shape[1:]}")
   state = state_lib.create(model, tx, jax.random.PRNGKey(config.seed), image_shape,
                            sharding.replicated(mesh))
@@ -177,7 +177,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     expected = _meta(config, meta.get("epoch", 0), latest, num_train)
     for key in ("seed", "num_train_images", "batch_size"):
       if meta.get(key) != expected[key]:
-        raise ValueError(f"checkpoint {latest} in {workdir} was made with {key}={meta.get(key)}, "
+        raise checkpoint.CheckpointError(f"checkpoint {latest} in {workdir} was made with {key}={meta.get(key)}, "
                          f"this run has {expected[key]}: use a new workdir")
     start_step = int(jax.device_get(state.step))
     log.print(f"resuming from {ckpt.directory}/{latest} (epoch {meta['epoch']}, step {start_step})")
@@ -226,7 +226,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         report = run_evaluation(steps, state, splits.test, splits.class_counts, config, mesh)
         report["epoch"] = epoch
         history.append({k: report[k] for k in ("epoch", "top1", "many", "medium", "few", "rarest3")})
-        log.print(f"epoch {epoch} test accuracy:\n{metrics_lib.format_table(report)}")
+        if not last:
+          log.print(f"epoch {epoch} test accuracy:\n{metrics_lib.format_table(report)}")
         log.write(step, "eval", {k: report[k] for k in ("top1", "many", "medium", "few", "rarest3")})
       if (config.checkpoint_every_epochs and epoch % config.checkpoint_every_epochs == 0) or last:
         ckpt.save(step, state, _meta(config, epoch, step, num_train))

@@ -25,3 +25,9 @@ def golden():
     return json.loads(path.read_text())
 
   return load
+
+
+# grain's worker processes read absl flags: mark them parsed as absl.app.run would.
+from absl import flags  # noqa: E402
+
+flags.FLAGS.mark_as_parsed()

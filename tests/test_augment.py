@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from lgla_jax import augment
+
+
+def _batch(n=8, seed=0):
+  return np.random.RandomState(seed).randint(0, 256, (n, 32, 32, 3)).astype(np.uint8)
+
+
+def test_random_crop_shifts_with_zero_padding():
+  images = _batch()
+  out = augment.random_crop(images, np.random.default_rng(0), padding=4)
+  assert out.shape == images.shape and out.dtype == np.uint8
+  padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+  for i in range(len(images)):  # every output is some 32x32 window of the padded image
+    hits = [(dy, dx) for dy in range(9) for dx in range(9)
+            if np.array_equal(padded[i, dy:dy + 32, dx:dx + 32], out[i])]
+    assert hits
+  offsets = set()
+  for seed in range(20):
+    o = augment.random_crop(images[:1], np.random.default_rng(seed), padding=4)
+    offsets.add(o.tobytes())
+  assert len(offsets) > 5
+
+
+def test_flip_mirrors_half():
+  images = _batch(n=200)
+  out = augment.random_flip(images, np.random.default_rng(1))
+  flipped = np.array([np.array_equal(o, i[:, ::-1]) for o, i in zip(out, images)])
+  same = np.array([np.array_equal(o, i) for o, i in zip(out, images)])
+  assert (flipped ^ same).all() and 70 < flipped.sum() < 130
+
+
+def test_cutout_zeroes_one_clipped_square():
+  images = np.full((50, 32, 32, 3), 200, np.uint8)
+  out = augment.cutout(images, np.random.default_rng(2), 16)
+  zeros = (out == 0).all(-1)
+  for z in zeros:
+    rows, cols = np.where(z.any(1))[0], np.where(z.any(0))[0]
+    assert 1 <= len(rows) <= 16 and 1 <= len(cols) <= 16
+    assert z.sum() == len(rows) * len(cols)  # a rectangle
+  assert (zeros.sum((1, 2)) == 256).any()  # unclipped holes are 16x16
+  assert (out[~np.broadcast_to(zeros[..., None], out.shape)] == 200).all()
+
+
+def test_autoaugment_ops_on_known_images():
+  img = np.zeros((1, 32, 32, 3), np.uint8)
+  img[:, :, :16] = 255
+  pil = augment.Image.fromarray(img[0])
+  inv = np.asarray(augment._apply(pil, "invert", 0, 1))
+  np.testing.assert_array_equal(inv, 255 - img[0])
+  assert augment._magnitude("posterize", 9) == 4 and augment._magnitude("posterize", 0) == 8
+  assert augment._magnitude("solarize", 0) == 256
+  shifted = np.asarray(augment._apply(pil, "translateX", augment._magnitude("translateX", 9), 1))
+  assert (shifted == 128).any()  # grey fill where the image moved away
+  sol = np.asarray(augment._apply(pil, "solarize", 128, 1))
+  np.testing.assert_array_equal(sol, np.where(img[0] >= 128, 255 - img[0], img[0]))
+  assert (sol == 0).all()  # the white half inverts to black, the black half stays
+
+
+@pytest.mark.parametrize("autoaugment", [False, True])
+def test_train_augment_shapes_and_determinism(autoaugment):
+  images = _batch(16)
+  kw = dict(crop_padding=4, flip=True, autoaugment=autoaugment, cutout_size=16)
+  a = augment.train_augment(images, np.random.default_rng(7), **kw)
+  b = augment.train_augment(images, np.random.default_rng(7), **kw)
+  c = augment.train_augment(images, np.random.default_rng(8), **kw)
+  assert a.shape == images.shape and a.dtype == np.uint8
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+  assert len(augment.CIFAR10_POLICY) == 25

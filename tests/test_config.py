@@ -1,0 +1,72 @@
+import pathlib
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from lgla_jax import configlib
+
+CONFIGS = sorted(pathlib.Path(__file__).parents[1].glob("configs/*.py"))
+
+
+def _parse(argv):
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True,
+                                  sys_argv=["prog"] + argv)
+  fv(["prog"] + argv)
+  return fv.config
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("arg", ["", "quick"])
+def test_every_config_is_valid(path, arg):
+  config = _parse([f"--config={path}" + (f":{arg}" if arg else "")])
+  configlib.validate(config, num_devices=1)
+  text = path.read_text()
+  assert "python -m lgla_jax.main --config=configs/" in text  # the run command in the docstring
+
+
+def test_official_cifar_hyper_parameters():
+  c = _parse([f"--config={CONFIGS[0].parent / 'cifar100_ir100.py'}"])
+  assert (c.num_epochs, c.batch_size, c.optim.lr, c.optim.momentum, c.optim.nesterov) == (400, 128, 0.1, 0.9, True)
+  assert (c.optim.weight_decay, c.optim.warmup_epochs, tuple(c.optim.milestones)) == (2e-4, 5, (320, 360))
+  assert (c.model.num_experts, c.model.use_norm, c.loss.tau, c.dataset.imbalance_factor) == (3, True, 2.5, 0.01)
+  assert c.augment.autoaugment and c.augment.cutout == 16
+  c10 = _parse([f"--config={CONFIGS[0].parent / 'cifar10_ir50.py'}"])
+  assert (c10.loss.tau, c10.dataset.imbalance_factor, c10.dataset.name) == (3.0, 0.02, "cifar10")
+
+
+def test_command_line_overrides_and_unknown_keys():
+  path = CONFIGS[0].parent / "cifar100_ir100.py"
+  c = _parse([f"--config={path}", "--config.optim.lr=0.05", "--config.dataset.data_dir=/data"])
+  assert c.optim.lr == 0.05 and c.dataset.data_dir == "/data"
+  with pytest.raises(Exception, match="optim.lrr|lrr"):
+    _parse([f"--config={path}", "--config.optim.lrr=0.05"])
+  with pytest.raises(Exception, match="quick|argument"):
+    _parse([f"--config={path}:fast"])
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("dataset.name", "mnist", "dataset.name"),
+    ("dataset.imbalance_factor", 100.0, "dataset.imbalance_factor"),
+    ("dataset.source", "idx", "dataset.source"),
+    ("model.depth", 33, "model.depth"),
+    ("optim.schedule", "linear", "optim.schedule"),
+    ("optim.milestones", (360, 320), "optim.milestones"),
+    ("loss.name", "focal", "loss.name"),
+    ("batch_size", 100, "batch_size"),
+    ("dtype", "float16", "dtype"),
+])
+def test_inconsistent_values_are_rejected(field, value, message):
+  c = configlib.base_config()
+  section, _, key = field.rpartition(".")
+  (c[section] if section else c)[key] = value
+  with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+    configlib.validate(c, num_devices=8)
+
+
+def test_unknown_key_added_in_code_is_rejected():
+  c = configlib.base_config()
+  c.optim.lr_decay = 0.5
+  with pytest.raises(ValueError, match="optim.lr_decay"):
+    configlib.validate(c)

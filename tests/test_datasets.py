@@ -1,0 +1,131 @@
+import io
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+
+from lgla_jax import configlib, datasets, long_tail
+
+
+def _cifar_batch(n, num_classes, label_key, seed):
+  rng = np.random.RandomState(seed)
+  images = rng.randint(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+  labels = np.arange(n) % num_classes
+  raw = {b"data": images.transpose(0, 3, 1, 2).reshape(n, 3072), label_key: labels.tolist()}
+  return images, labels, pickle.dumps(raw)
+
+
+def make_cifar10_folder(root, per_class=12):
+  folder = root / "cifar-10-batches-py"
+  folder.mkdir(parents=True)
+  all_images, all_labels = [], []
+  for i in range(1, 6):
+    images, labels, raw = _cifar_batch(per_class * 2, 10, b"labels", i)
+    (folder / f"data_batch_{i}").write_bytes(raw)
+    all_images.append(images)
+    all_labels.append(labels)
+  test_images, test_labels, raw = _cifar_batch(30, 10, b"labels", 99)
+  (folder / "test_batch").write_bytes(raw)
+  return np.concatenate(all_images), np.concatenate(all_labels), test_images, test_labels
+
+
+def make_cifar100_tarball(root, n_train=400, n_test=200):
+  tar_path = root / "cifar-100-python.tar.gz"
+  train = _cifar_batch(n_train, 100, b"fine_labels", 1)
+  test = _cifar_batch(n_test, 100, b"fine_labels", 2)
+  with tarfile.open(tar_path, "w:gz") as tar:
+    for name, (_, _, raw) in (("train", train), ("test", test)):
+      info = tarfile.TarInfo(f"cifar-100-python/{name}")
+      info.size = len(raw)
+      tar.addfile(info, io.BytesIO(raw))
+  return train, test
+
+
+def _config(name, source, data_dir, max_per_class, factor):
+  c = configlib.base_config().dataset
+  c.name, c.source, c.data_dir = name, source, str(data_dir)
+  c.max_per_class, c.imbalance_factor = max_per_class, factor
+  return c
+
+
+def test_cifar10_folder(tmp_path):
+  images, labels, test_images, test_labels = make_cifar10_folder(tmp_path)
+  splits = datasets.load(_config("cifar10", "cifar_archive", tmp_path, 12, 0.1))
+  counts = long_tail.imbalanced_counts(10, 12, 0.1)
+  assert splits.class_counts.tolist() == counts and splits.num_classes == 10
+  idx = long_tail.long_tail_indices(labels, counts, seed=0)
+  np.testing.assert_array_equal(splits.train.images, images[idx])  # CHW -> HWC right
+  np.testing.assert_array_equal(splits.train.labels, labels[idx])
+  np.testing.assert_array_equal(splits.test.images, test_images)  # the test set stays balanced
+  assert splits.train.images.dtype == np.uint8 and splits.train.labels.dtype == np.int64
+
+
+def test_cifar100_tarball(tmp_path):
+  (images, labels, _), (test_images, _, _) = make_cifar100_tarball(tmp_path)
+  splits = datasets.load(_config("cifar100", "cifar_archive", tmp_path, 4, 0.25))
+  assert splits.train.images.shape[1:] == (32, 32, 3)
+  assert len(splits.test.labels) == 200
+  np.testing.assert_array_equal(splits.test.images, test_images)
+  assert splits.class_counts[0] == 4 and splits.class_counts[-1] == 1
+
+
+def test_missing_and_corrupt_cifar(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"cifar-100-python.*data_dir"):
+    datasets.load(_config("cifar100", "cifar_archive", tmp_path, 4, 0.25))
+  make_cifar10_folder(tmp_path)
+  (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"not a pickle")
+  with pytest.raises(ValueError, match="data_batch_3.*corrupt"):
+    datasets.load(_config("cifar10", "cifar_archive", tmp_path, 12, 0.1))
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  (bad / "cifar-100-python.tar.gz").write_bytes(b"\x1f\x8b garbage")
+  with pytest.raises(ValueError, match="tar.gz"):
+    datasets.load(_config("cifar100", "cifar_archive", bad, 4, 0.25))
+
+
+def test_tfds_source_with_mock_data():
+  import tensorflow_datasets as tfds
+  c = _config("cifar10", "tfds", None, 15, 0.2)
+  c.download = True  # mocked: nothing is downloaded
+  with tfds.testing.mock_data(num_examples=300):
+    splits = datasets.load(c)
+  assert splits.train.images.shape[1:] == (32, 32, 3) and splits.train.images.dtype == np.uint8
+  assert splits.class_counts.tolist() == long_tail.imbalanced_counts(10, 15, 0.2)
+  assert len(splits.test.labels) == 300
+
+
+def test_tfds_missing_data_fails_fast_with_instructions(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"(?s)cifar100.*download=True.*cifar_archive"):
+    datasets.load(_config("cifar100", "tfds", tmp_path, None, 0.01))
+
+
+def test_fashion_mnist_idx():
+  c = _config("fashion_mnist", "idx", datasets.FASHION_MNIST_DEBIAN_DIR, None, 0.01)
+  splits = datasets.load(c)
+  assert splits.train.images.shape == (14886, 32, 32, 3)
+  assert splits.test.images.shape == (10000, 32, 32, 3)
+  assert (splits.train.images[:, :2] == 0).all() and (splits.train.images[:, :, -2:] == 0).all()
+  assert (splits.train.images[..., 0] == splits.train.images[..., 2]).all()
+  with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+    datasets.fashion_mnist_dir("/nonexistent")
+
+
+def test_idx_reader_errors(tmp_path):
+  path = tmp_path / "x-idx1-ubyte"
+  path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3]))
+  with pytest.raises(ValueError, match="truncated"):
+    datasets.read_idx(str(path))
+  path.write_bytes(b"hello world")
+  with pytest.raises(ValueError, match="magic"):
+    datasets.read_idx(str(path))
+  path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 8, 9]))
+  np.testing.assert_array_equal(datasets.read_idx(str(path)), [7, 8, 9])
+
+
+def test_digits_demo_data():
+  c = _config("digits", "sklearn", None, 130, 0.05)
+  splits = datasets.load(c)
+  assert splits.train.images.shape[1:] == (16, 16, 3)
+  assert splits.class_counts.tolist() == [130, 93, 66, 47, 34, 24, 17, 12, 9, 6]
+  assert np.bincount(splits.test.labels).tolist() == [40] * 10

@@ -1,0 +1,84 @@
+import jax
+import numpy as np
+import pytest
+
+from lgla_jax import configlib, input_pipeline, sharding
+
+
+def _data(n=103, num_classes=7):
+  rng = np.random.RandomState(0)
+  images = rng.randint(0, 256, (n, 8, 8, 3)).astype(np.uint8)
+  images[:, 0, 0, 0] = np.arange(n) % 256  # a fingerprint of the example
+  images[:, 0, 0, 1] = np.arange(n) // 256
+  return images, (np.arange(n) % num_classes).astype(np.int64)
+
+
+def _ids(images):
+  return images[:, 0, 0, 0].astype(int) + 256 * images[:, 0, 0, 1].astype(int)
+
+
+def test_train_batches_cover_each_epoch_once_and_reshuffle():
+  images, labels = _data()
+  it = input_pipeline.train_iterator(images, labels, seed=3, global_batch=10, num_epochs=3)
+  batches = list(it)
+  assert len(batches) == 3 * (103 // 10)
+  epochs = [np.concatenate([_ids(b["image"]) for b in batches[e * 10:(e + 1) * 10]]) for e in range(3)]
+  for ids in epochs:
+    assert len(set(ids.tolist())) == 100  # no repeats within an epoch, 3 dropped
+  assert not np.array_equal(epochs[0], epochs[1])
+  np.testing.assert_array_equal(labels[epochs[0]], np.concatenate([b["label"] for b in batches[:10]]))
+
+
+def test_train_position_is_a_function_of_the_step():
+  images, labels = _data()
+  full = list(input_pipeline.train_iterator(images, labels, seed=3, global_batch=10, num_epochs=2))
+  resumed = list(input_pipeline.train_iterator(images, labels, seed=3, global_batch=10,
+                                               num_epochs=2, start_step=13))
+  assert len(resumed) == len(full) - 13
+  for a, b in zip(full[13:], resumed):
+    np.testing.assert_array_equal(a["image"], b["image"])
+
+
+def test_augmented_batches_deterministic_with_worker_processes():
+  images, labels = _data()
+  aug = configlib.base_config().augment
+  aug.autoaugment = True
+  kw = dict(seed=5, global_batch=10, num_epochs=1, augment_config=aug)
+  a = list(input_pipeline.train_iterator(images, labels, **kw))
+  b = list(input_pipeline.train_iterator(images, labels, num_workers=2, **kw))
+  assert len(a) == len(b) == 10
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x["image"], y["image"])
+    np.testing.assert_array_equal(x["label"], y["label"])
+
+
+def test_process_shares_make_up_the_global_batch():
+  images, labels = _data()
+  spe = input_pipeline.steps_per_epoch(len(labels), 12)
+  whole = input_pipeline.GatherTrainBatch(images, labels, 1, 12, spe)
+  parts = [input_pipeline.GatherTrainBatch(images, labels, 1, 12, spe, p, 3) for p in range(3)]
+  for step in (0, 5, spe + 2):
+    ref = whole.map(step)
+    got = np.concatenate([p.map(step)["image"] for p in parts])
+    np.testing.assert_array_equal(got, ref["image"])
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+@pytest.mark.parametrize("batch", [8, 24, 40])
+def test_eval_covers_every_image_exactly_once(devices, batch):
+  images, labels = _data(n=101)
+  mesh = sharding.make_mesh(jax.devices()[:devices])
+  seen = []
+  for b in input_pipeline.prefetch_to_device(
+      input_pipeline.eval_iterator(images, labels, global_batch=batch),
+      sharding.batch_sharding(mesh)):
+    assert b["image"].shape[0] == batch and len(b["image"].sharding.device_set) == devices
+    mask = np.asarray(b["mask"])
+    seen.extend(_ids(np.asarray(b["image"]))[mask].tolist())
+  assert sorted(seen) == list(range(101))
+
+
+def test_batch_larger_than_data_is_an_error():
+  images, labels = _data(n=5)
+  with pytest.raises(ValueError, match="batch_size"):
+    input_pipeline.train_iterator(images, labels, seed=0, global_batch=8, num_epochs=1)
