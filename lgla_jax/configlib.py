@@ -171,7 +171,9 @@ def cifar_lt_config(name: str, imbalance_factor: float, tau: float, arg: str = "
   c.dataset.name = name
   c.dataset.imbalance_factor = imbalance_factor
   c.loss.tau = tau
+  c.num_workers = 4  # AutoAugment runs in PIL per image: spread it over processes
   if arg == "quick":
+    c.num_workers = 0
     c.model.depth = 8
     c.dataset.max_per_class = 100  # IR100 keeps >= 1 image in the rarest class
     c.num_epochs = 2
