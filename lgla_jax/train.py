@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
-import sys
+import signal
+import threading
 import time
 
 import jax
@@ -139,6 +141,27 @@ class Logger:
       self._tb.close()
 
 
+# Set by SIGTERM (preemption) or by ``request_stop()``: the loop saves a checkpoint at the
+# current step and returns; rerunning the same command resumes at that exact batch.
+STOP = threading.Event()
+
+
+def request_stop():
+  STOP.set()
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
 def _meta(config, epoch, step, num_train):
   return {"epoch": int(epoch), "step": int(step), "seed": int(config.seed),
           "num_train_images": int(num_train), "batch_size": int(config.batch_size)}
@@ -163,91 +186,120 @@ def setup(config, mesh=None):
   return mesh, splits, model, tx, lr_table, spe, state, steps
 
 
+def _restore_if_any(ckpt, state, config, mesh, num_train, log):
+  """Resume from the latest checkpoint of the workdir, refusing one made for other data."""
+  latest = ckpt.latest_step()
+  if latest is None:
+    return state
+  state, meta = ckpt.restore(latest, checkpoint.abstract(state, sharding.replicated(mesh)))
+  expected = _meta(config, 0, latest, num_train)
+  for key in ("seed", "num_train_images", "batch_size"):
+    if meta.get(key) != expected[key]:
+      raise checkpoint.CheckpointError(
+          f"checkpoint {ckpt.directory}/{latest} was made with {key}={meta.get(key)}, this "
+          f"run has {expected[key]}: use a new workdir")
+  log.print(f"resuming from {ckpt.directory}/{latest} (epoch {meta['epoch']}, step "
+            f"{int(jax.device_get(state.step))})")
+  return state
+
+
+class _Progress:
+  """Training-loss window, images/s and ETA for the console and the metrics log."""
+
+  def __init__(self, config, total_steps, lr_table, log):
+    self.config, self.total_steps, self.lr_table, self.log = config, total_steps, lr_table, log
+    self.window, self.t0, self.images = [], time.time(), 0
+
+  def add(self, fetched_metrics):
+    self.window.append(fetched_metrics)
+    self.images += self.config.batch_size
+
+  def maybe_report(self, step, epoch):
+    if step % self.config.log_every_steps or not self.window:
+      return
+    loss = float(np.mean([w["loss"] for w in self.window]))
+    expert = np.mean([w["expert_losses"] for w in self.window], axis=0)
+    rate = self.images / (time.time() - self.t0)
+    eta = (self.total_steps - step) * self.config.batch_size / max(rate, 1e-9)
+    lr = float(self.lr_table[epoch - 1])
+    self.log.print(f"epoch {epoch}/{self.config.num_epochs} step {step}/{self.total_steps} "
+                   f"loss {loss:.4f} lr {lr:.5f} {rate:.1f} img/s ETA {eta / 60:.1f} min")
+    self.log.write(step, "train", {"loss": loss, "lr": lr, "images_per_s": rate,
+                                   **{f"loss_expert{i}": float(v) for i, v in enumerate(expert)}})
+    self.window, self.t0, self.images = [], time.time(), 0
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Train (resuming from the latest checkpoint in ``workdir``), evaluate, write the report."""
+  """Train (resuming from the latest checkpoint in ``workdir``), evaluate, write the report.
+
+  Returns the report, or ``{"stopped_at_step": N}`` when stopped early (SIGTERM or
+  ``request_stop``) after saving a checkpoint at step N.
+  """
   t_start = time.time()
   mesh, splits, _, _, lr_table, spe, state, steps = setup(config)
   log = Logger(workdir)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   num_train = len(splits.train.labels)
-  start_step = 0
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, meta = ckpt.restore(latest, checkpoint.abstract(state, sharding.replicated(mesh)))
-    expected = _meta(config, meta.get("epoch", 0), latest, num_train)
-    for key in ("seed", "num_train_images", "batch_size"):
-      if meta.get(key) != expected[key]:
-        raise checkpoint.CheckpointError(f"checkpoint {latest} in {workdir} was made with {key}={meta.get(key)}, "
-                         f"this run has {expected[key]}: use a new workdir")
-    start_step = int(jax.device_get(state.step))
-    log.print(f"resuming from {ckpt.directory}/{latest} (epoch {meta['epoch']}, step {start_step})")
-  total_steps = spe * config.num_epochs
-  log.print(f"{config.dataset.name}: {num_train} training images (counts {splits.class_counts.tolist()}), "
-            f"{len(splits.test.labels)} test images; {spe} steps/epoch x {config.num_epochs} "
-            f"epochs on {mesh.size} device(s)")
-
-  it = input_pipeline.train_iterator(
-      splits.train.images, splits.train.labels, seed=config.seed, global_batch=config.batch_size,
-      num_epochs=config.num_epochs, start_step=start_step, augment_config=config.augment,
-      num_workers=config.num_workers)
-  batches = input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh))
-
-  history, pending, window = [], None, []
-  t_window, images_window, t_train = time.time(), 0, 0.0
-  first_timed_step = start_step + 1  # step 1 after (re)start includes compilation
-  step = start_step
-  report = None
-  t_last = time.time()
-  for batch in batches:
-    state, metrics = steps.train(state, batch)
-    if pending is not None:  # fetch step n-1's metrics while step n runs
-      window.append(jax.device_get(pending))
-    pending = metrics
-    step += 1
-    now = time.time()
-    if step > first_timed_step:  # wall time of steady-state training, input pipeline included
-      t_train += now - t_last
-    t_last = now
-    images_window += config.batch_size
-    epoch = (step - 1) // spe + 1
-    if step % config.log_every_steps == 0 and window:
-      loss = float(np.mean([w["loss"] for w in window]))
-      rate = images_window / (time.time() - t_window)
-      eta = (total_steps - step) * config.batch_size / max(rate, 1e-9)
-      log.print(f"epoch {epoch}/{config.num_epochs} step {step}/{total_steps} loss {loss:.4f} "
-                f"lr {lr_table[epoch - 1]:.5f} {rate:.1f} img/s ETA {eta / 60:.1f} min")
-      log.write(step, "train", {"loss": loss, "lr": float(lr_table[epoch - 1]), "images_per_s": rate,
-                                **{f"loss_expert{i}": float(v) for i, v in
-                                   enumerate(np.mean([w["expert_losses"] for w in window], 0))}})
-      window, t_window, images_window = [], time.time(), 0
-    if step % spe == 0:  # end of an epoch
-      last = epoch == config.num_epochs
-      if (config.eval_every_epochs and epoch % config.eval_every_epochs == 0) or last:
-        report = run_evaluation(steps, state, splits.test, splits.class_counts, config, mesh)
-        report["epoch"] = epoch
-        history.append({k: report[k] for k in ("epoch", "top1", "many", "medium", "few", "rarest3")})
-        if not last:
-          log.print(f"epoch {epoch} test accuracy:\n{metrics_lib.format_table(report)}")
-        log.write(step, "eval", {k: report[k] for k in ("top1", "many", "medium", "few", "rarest3")})
-      if (config.checkpoint_every_epochs and epoch % config.checkpoint_every_epochs == 0) or last:
-        ckpt.save(step, state, _meta(config, epoch, step, num_train))
-      t_last = time.time()  # evaluation and saving are not training time
-  ckpt.close()
-  timed = step - first_timed_step
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  try:
+    state = _restore_if_any(ckpt, state, config, mesh, num_train, log)
+    step = start_step = int(jax.device_get(state.step))
+    total_steps = spe * config.num_epochs
+    log.print(f"{config.dataset.name}: {num_train} training images (counts "
+              f"{splits.class_counts.tolist()}), {len(splits.test.labels)} test images; {spe} "
+              f"steps/epoch x {config.num_epochs} epochs on {mesh.size} device(s)")
+    it = input_pipeline.train_iterator(
+        splits.train.images, splits.train.labels, seed=config.seed, global_batch=config.batch_size,
+        num_epochs=config.num_epochs, start_step=start_step, augment_config=config.augment,
+        num_workers=config.num_workers)
+    progress = _Progress(config, total_steps, lr_table, log)
+    history, pending, report, t_train = [], None, None, 0.0
+    t_last = time.time()
+    with _stop_on_sigterm():
+      for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):
+        state, metrics = steps.train(state, batch)
+        if pending is not None:  # fetch step n-1's metrics while step n runs
+          progress.add(jax.device_get(pending))
+        pending = metrics
+        step += 1
+        now = time.time()
+        if step > start_step + 1:  # steady state: the first step after a (re)start compiles
+          t_train += now - t_last
+        t_last = now
+        epoch = (step - 1) // spe + 1
+        progress.maybe_report(step, epoch)
+        if step % spe == 0:  # end of an epoch
+          last = epoch == config.num_epochs
+          if (config.eval_every_epochs and epoch % config.eval_every_epochs == 0) or last:
+            report = run_evaluation(steps, state, splits.test, splits.class_counts, config, mesh)
+            report["epoch"] = epoch
+            history.append({k: report[k] for k in ("epoch", "top1", "many", "medium", "few", "rarest3")})
+            log.write(step, "eval", history[-1])
+            if not last:
+              log.print(f"epoch {epoch} test accuracy:\n{metrics_lib.format_table(report)}")
+          if (config.checkpoint_every_epochs and epoch % config.checkpoint_every_epochs == 0) or last:
+            ckpt.save(step, state, _meta(config, epoch, step, num_train))
+          t_last = time.time()  # evaluation and saving are not training time
+        if STOP.is_set() and step < total_steps:
+          ckpt.save(step, state, _meta(config, step // spe, step, num_train))
+          log.print(f"stopped at step {step}; saved a checkpoint: rerun the same command to resume")
+          STOP.clear()
+          return {"stopped_at_step": step}
+  finally:
+    ckpt.close()
+    log.close()
   if report is None:  # resumed after the last epoch had already finished
     report = run_evaluation(steps, state, splits.test, splits.class_counts, config, mesh)
     report["epoch"] = config.num_epochs
+  timed = step - start_step - 1
   result = {"final": report, "history": history,
             "train_images_per_s": timed * config.batch_size / t_train if timed > 0 and t_train > 0 else None,
             "wall_time_s": time.time() - t_start, "class_counts": splits.class_counts.tolist(),
             "config": json.loads(config.to_json_best_effort())}
   if config.report_best and history:
-    best = max(history, key=lambda h: h["top1"])
-    result["best_epoch_selected_on_test_set"] = best
+    result["best_epoch_selected_on_test_set"] = max(history, key=lambda h: h["top1"])
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "report.json"), "w") as f:
       json.dump(result, f, indent=1)
-  log.print(f"final (epoch {report['epoch']}) test accuracy:\n{metrics_lib.format_table(report)}")
-  log.close()
-  sys.stdout.flush()
+    print(f"final (epoch {report['epoch']}) test accuracy:\n{metrics_lib.format_table(report)}",
+          flush=True)
   return result

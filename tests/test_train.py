@@ -1,6 +1,7 @@
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -57,20 +58,35 @@ def test_one_and_eight_devices_agree():
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path):
   full = train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "full"))
-  train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path / "cut"))  # "interrupted"
+  # Interrupted at an epoch boundary (a run with fewer epochs), then resumed.
+  train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path / "cut"))
   resumed = train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "cut"))
+  # Stopped in the middle of epoch 1 (as SIGTERM does), then resumed at that batch.
+  train.request_stop()
+  assert train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "stop")) == {
+      "stopped_at_step": 1}
+  train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "stop"))
   mesh = sharding.make_mesh()
   _, _, _, _, _, _, template, _ = train.setup(_config("demo", num_epochs=2), mesh)
   states = []
-  for run in ("full", "cut"):
+  for run in ("full", "cut", "stop"):
     ckpt = checkpoint.Checkpointer(str(tmp_path / run / "checkpoints"))
     state, meta = ckpt.restore(ckpt.latest_step(), checkpoint.abstract(template, sharding.replicated(mesh)))
     ckpt.close()
     assert meta["epoch"] == 2
     states.append(jax.device_get(state))
-  for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+  for other in states[1:]:
+    for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(other)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
   assert resumed["final"]["top1"] == full["final"]["top1"]
+
+
+def test_sigterm_requests_a_stop():
+  assert not train.STOP.is_set()
+  with train._stop_on_sigterm():
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert train.STOP.wait(5)
+  train.STOP.clear()
 
 
 def _cli(*args, timeout=600):
