@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 
-from lgla_jax import checkpoint, metrics, sharding, train
+from lgla_jax import checkpoint, metrics, reporting, sharding, train
 
 
 def evaluate_checkpoint(config, path: str, workdir: str | None = None) -> dict:
@@ -28,8 +27,6 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None) -> dict:
   report["checkpoint"] = os.path.join(directory, str(step))
   out_dir = workdir or os.path.dirname(directory)
   if jax.process_index() == 0:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "eval_report.json"), "w") as f:
-      json.dump(report, f, indent=1)
+    reporting.write(report, splits.class_counts, out_dir, "eval_report.json")
     print(metrics.format_table(report))
   return report

@@ -1,10 +1,64 @@
-"""Accuracy tables from per-class counts (the official test.py definitions)."""
+"""Evaluation counts (summed on device over the test set) and the reports made from them.
+
+Accuracy follows the official test.py: per-class accuracy from the confusion matrix,
+many / medium / few as the mean per-class accuracy within each shot group. Calibration is
+the expected calibration error of the ensemble prediction (softmax of the mean expert
+logits) over 15 equal-width confidence bins.
+"""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from lgla_jax import long_tail
+
+ECE_BINS = 15
+
+
+def eval_counts(output_BxC, logits_BxExC, labels_B, mask_B) -> dict:
+  """Per-batch sums (jittable): confusion matrix, per-expert hits, calibration bins."""
+  num_classes = output_BxC.shape[-1]
+  valid = mask_B.astype(jnp.float32)
+  onehot = jax.nn.one_hot(labels_B, num_classes) * valid[:, None]
+  pred = jnp.argmax(output_BxC, -1)
+  expert_hit = (jnp.argmax(logits_BxExC, -1) == labels_B[:, None]).astype(jnp.float32)
+  probs = jax.nn.softmax(output_BxC.astype(jnp.float32), axis=-1)
+  confidence = probs.max(-1)
+  hit = (pred == labels_B).astype(jnp.float32) * valid
+  bins = jnp.clip((confidence * ECE_BINS).astype(jnp.int32), 0, ECE_BINS - 1)
+  in_bin = jax.nn.one_hot(bins, ECE_BINS) * valid[:, None]
+  return {
+      "confusion": onehot.T @ jax.nn.one_hot(pred, num_classes),  # [true, predicted]
+      "expert_correct": jnp.einsum("be,bc->ec", expert_hit, onehot),
+      "bin_count": in_bin.sum(0),
+      "bin_confidence": (in_bin * confidence[:, None]).sum(0),
+      "bin_correct": (in_bin * hit[:, None]).sum(0),
+  }
+
+
+def expected_calibration_error(bin_count, bin_confidence, bin_correct) -> float:
+  """sum_b (n_b / n) |accuracy_b - confidence_b|."""
+  n = np.asarray(bin_count, np.float64)
+  gap = np.abs(np.asarray(bin_correct, np.float64) - np.asarray(bin_confidence, np.float64))
+  return float(gap.sum() / n.sum())
+
+
+def report_from_counts(counts: dict, class_counts) -> dict:
+  confusion = np.asarray(counts["confusion"], np.float64)
+  report = accuracy_report(np.diag(confusion), confusion.sum(1), class_counts,
+                           counts["expert_correct"])
+  n = np.asarray(counts["bin_count"], np.float64)
+  report["ece"] = expected_calibration_error(n, counts["bin_confidence"], counts["bin_correct"])
+  report["reliability"] = {
+      "bin_edges": np.linspace(0, 1, ECE_BINS + 1).tolist(),
+      "count": n.astype(int).tolist(),
+      "accuracy": [float(c / k) if k else None for c, k in zip(counts["bin_correct"], n)],
+      "confidence": [float(c / k) if k else None for c, k in zip(counts["bin_confidence"], n)],
+  }
+  report["confusion"] = confusion.astype(int).tolist()
+  return report
 
 
 def accuracy_report(correct_C, seen_C, class_counts, expert_correct_ExC=None) -> dict:
@@ -45,4 +99,6 @@ def format_table(report: dict) -> str:
            f"{fmt(report['few'])}  {fmt(report['rarest3'])}"]
   for i, e in enumerate(report.get("experts", [])):
     lines.append(f"expert {i}    {fmt(e['top1'])}  {fmt(e['many'])}  {fmt(e['medium'])}  {fmt(e['few'])}")
+  if "ece" in report:
+    lines.append(f"ECE (15 bins) of the ensemble: {100 * report['ece']:.2f}%")
   return "\n".join(lines)

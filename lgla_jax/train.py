@@ -17,7 +17,7 @@ import optax
 
 from lgla_jax import checkpoint, configlib, datasets, input_pipeline, long_tail, losses
 from lgla_jax import metrics as metrics_lib
-from lgla_jax import optim, sharding, state as state_lib
+from lgla_jax import optim, reporting, sharding, state as state_lib
 from lgla_jax.models import ExpertResNetCifar
 
 
@@ -84,12 +84,7 @@ def make_steps(config, model, tx, class_counts, mesh) -> Steps:
   def eval_step(state, batch):
     images = normalize(batch["image"], mean, std)
     out = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
-    labels, valid = batch["label"], batch["mask"].astype(jnp.float32)
-    onehot = jax.nn.one_hot(labels, num_classes) * valid[:, None]
-    hit = (jnp.argmax(out["output"], -1) == labels).astype(jnp.float32)
-    expert_hit = (jnp.argmax(out["logits"], -1) == labels[:, None]).astype(jnp.float32)
-    return {"seen": onehot.sum(0), "correct": (onehot * hit[:, None]).sum(0),
-            "expert_correct": jnp.einsum("be,bc->ec", expert_hit, onehot)}
+    return metrics_lib.eval_counts(out["output"], out["logits"], batch["label"], batch["mask"])
 
   rep = sharding.replicated(mesh)
   data = sharding.batch_sharding(mesh)
@@ -105,9 +100,7 @@ def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, 
   for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):
     counts = steps.eval(state, batch)
     totals = counts if totals is None else jax.tree.map(jnp.add, totals, counts)
-  totals = jax.device_get(totals)
-  return metrics_lib.accuracy_report(totals["correct"], totals["seen"], class_counts,
-                                     totals["expert_correct"])
+  return metrics_lib.report_from_counts(jax.device_get(totals), class_counts)
 
 
 class Logger:
@@ -298,8 +291,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if config.report_best and history:
     result["best_epoch_selected_on_test_set"] = max(history, key=lambda h: h["top1"])
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "report.json"), "w") as f:
-      json.dump(result, f, indent=1)
+    reporting.write(result, splits.class_counts, workdir, "report.json", evaluation=report)
     print(f"final (epoch {report['epoch']}) test accuracy:\n{metrics_lib.format_table(report)}",
           flush=True)
   return result

@@ -113,6 +113,14 @@ def test_quick_cifar_end_to_end_and_eval_entry(tmp_path):
   assert {l["kind"] for l in lines} == {"train", "eval"}
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   assert (workdir / "checkpoints").is_dir()
+  from PIL import Image
+  from lgla_jax import reporting
+  for name in reporting.PLOTS:  # the report's plots exist and are not blank
+    img = np.asarray(Image.open(workdir / name).convert("L"), np.float64)
+    assert img.shape[0] > 200 and img.shape[1] > 200, name
+    assert img.std() > 10, name
+  assert np.load(workdir / "confusion.npy").sum() == 30
+  assert 0 <= final["ece"] <= 1 and sum(final["reliability"]["count"]) == 30
   evaluated = _cli(*common, "--mode=eval", f"--checkpoint={workdir}")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   again = json.loads((workdir / "eval_report.json").read_text())

@@ -1,0 +1,104 @@
+"""Write an evaluation report: JSON, the confusion matrix, and its plots (PNG).
+
+Plots: per-class accuracy against training count (log x, shot groups shaded), per-expert
+accuracy by shot group, the confusion of the rarest classes, and the reliability diagram
+of the ensemble prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from lgla_jax import long_tail
+
+PLOTS = ("per_class_accuracy.png", "expert_accuracy.png", "rare_confusion.png", "reliability.png")
+_GROUP_COLOURS = {"many": "#dbe9f6", "medium": "#fde9d9", "few": "#e2f0d9"}
+
+
+def write(report: dict, class_counts, directory: str, name: str = "report.json",
+          evaluation: dict | None = None) -> None:
+  """``report`` as JSON in ``directory/name``; the confusion matrix of ``evaluation`` (the
+  accuracy report, default ``report``) as ``confusion.npy`` and the plots beside it."""
+  os.makedirs(directory, exist_ok=True)
+  evaluation = report if evaluation is None else evaluation
+  confusion = np.asarray(evaluation.get("confusion", []))
+  strip = lambda d: {k: v for k, v in d.items() if k != "confusion"}
+  body = strip(report)
+  if "final" in body:
+    body["final"] = strip(body["final"])
+  with open(os.path.join(directory, name), "w") as f:
+    json.dump(body, f, indent=1)
+  if confusion.size:
+    np.save(os.path.join(directory, "confusion.npy"), confusion)
+    write_plots(evaluation, class_counts, directory)
+
+
+def write_plots(evaluation: dict, class_counts, directory: str) -> list[str]:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  counts = np.asarray(class_counts)
+  paths = []
+
+  def save(fig, name):
+    path = os.path.join(directory, name)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    paths.append(path)
+
+  # 1. Per-class accuracy against training count.
+  fig, ax = plt.subplots(figsize=(7, 4))
+  lo, hi = max(counts.min() * 0.7, 0.5), counts.max() * 1.4
+  for group, (a, b) in {"few": (lo, long_tail.FEW_SHOT_MAX), "medium": (long_tail.FEW_SHOT_MAX, long_tail.MANY_SHOT_MIN),
+                        "many": (long_tail.MANY_SHOT_MIN, hi)}.items():
+    if b > lo and a < hi:
+      ax.axvspan(max(a, lo), min(b, hi), color=_GROUP_COLOURS[group], label=f"{group}-shot")
+  ax.scatter(counts, 100 * np.asarray(evaluation["per_class"]), s=14, color="#1f4e79", zorder=3)
+  ax.set(xscale="log", xlim=(lo, hi), ylim=(-2, 102), xlabel="training images of the class (log)",
+         ylabel="test accuracy (%)", title=f"Per-class accuracy (top-1 {100 * evaluation['top1']:.2f}%)")
+  ax.legend(loc="lower right", fontsize=8)
+  save(fig, PLOTS[0])
+
+  # 2. Per-expert accuracy by shot group.
+  groups = [g for g in ("many", "medium", "few") if evaluation.get(g) is not None] + ["top1"]
+  rows = [("ensemble", evaluation)] + [(f"expert {i}", e) for i, e in enumerate(evaluation.get("experts", []))]
+  fig, ax = plt.subplots(figsize=(7, 4))
+  width = 0.8 / len(rows)
+  for k, (label, entry) in enumerate(rows):
+    ax.bar(np.arange(len(groups)) + (k - (len(rows) - 1) / 2) * width,
+           [100 * entry[g] for g in groups], width, label=label)
+  ax.set_xticks(np.arange(len(groups)), [("all" if g == "top1" else g) for g in groups])
+  ax.set(ylabel="test accuracy (%)", ylim=(0, 119), title="Accuracy by shot group, per expert")
+  ax.legend(fontsize=8, ncol=len(rows))
+  save(fig, PLOTS[1])
+
+  # 3. Where the rarest classes' test images go (rows normalised, columns head -> tail).
+  confusion = np.asarray(evaluation["confusion"], np.float64)
+  order = np.argsort(-counts, kind="stable")
+  rare = order[::-1][:min(10, len(counts))]
+  rows_norm = confusion[rare][:, order] / np.maximum(confusion[rare].sum(1, keepdims=True), 1)
+  fig, ax = plt.subplots(figsize=(8, 0.45 * len(rare) + 1.5))
+  im = ax.imshow(100 * rows_norm, aspect="auto", cmap="viridis", vmin=0, vmax=100)
+  ax.set_yticks(np.arange(len(rare)), [f"class {c} (n={counts[c]})" for c in rare], fontsize=7)
+  ax.set(xlabel="predicted class, ranked by training count: head (0) to tail",
+         title="Confusion of the rarest classes (% of each row)")
+  fig.colorbar(im, ax=ax)
+  save(fig, PLOTS[2])
+
+  # 4. Reliability diagram.
+  rel = evaluation["reliability"]
+  edges = np.asarray(rel["bin_edges"])
+  acc = np.array([np.nan if a is None else a for a in rel["accuracy"]])
+  fig, ax = plt.subplots(figsize=(4.5, 4.5))
+  ax.bar(edges[:-1], np.nan_to_num(acc), width=np.diff(edges), align="edge", edgecolor="k",
+         color="#5b9bd5", label="accuracy")
+  ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+  ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
+         title=f"Reliability of the ensemble (ECE {100 * evaluation['ece']:.2f}%)")
+  ax.legend(loc="upper left", fontsize=8)
+  save(fig, PLOTS[3])
+  return paths
