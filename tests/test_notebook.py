@@ -1,0 +1,42 @@
+import os
+import pathlib
+
+import nbclient
+import nbformat
+import pytest
+
+from lgla_jax import train
+from test_train import _config
+
+NOTEBOOK = pathlib.Path(__file__).parents[1] / "notebooks" / "loss_inspection.ipynb"
+
+
+def _execute(env_workdir=None):
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  old = os.environ.get("LGLA_WORKDIR")
+  if env_workdir:
+    os.environ["LGLA_WORKDIR"] = str(env_workdir)
+  try:
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOK.parents[1])}}).execute()
+  finally:
+    os.environ.pop("LGLA_WORKDIR", None)
+    if old is not None:
+      os.environ["LGLA_WORKDIR"] = old
+  return nb
+
+
+def _text(nb):
+  return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_notebook_runs_top_to_bottom():
+  nb = _execute()  # raises CellExecutionError on any failing cell
+  images = sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+  assert images >= 4
+  assert "LGLA loss" in _text(nb)
+
+
+def test_notebook_on_a_trained_workdir(tmp_path):
+  train.train_and_evaluate(_config("demo"), str(tmp_path))
+  assert "mean AAW weight per expert on test images" in _text(_execute(tmp_path))
