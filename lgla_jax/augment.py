@@ -4,6 +4,10 @@ The CIFAR recipe of the official loader, in its order: pad-4 random crop, horizo
 AutoAugment (CIFAR-10 policy), Cutout (one 16-pixel hole, zeros: the official Cutout acts
 on the [0, 1] tensor before normalisation, so a hole is black). Normalisation happens on
 the device.
+
+Every op draws its random numbers for a whole *global* batch of ``total`` images and uses
+those at ``positions`` (this process's share), so a global batch is augmented the same
+whatever the number of processes that share it.
 """
 
 from __future__ import annotations
@@ -12,38 +16,51 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 
+def _share(positions, n):
+  positions = np.arange(n) if positions is None else np.asarray(positions)
+  total = int(positions.max()) + 1 if positions.size else 0
+  return positions, total
+
+
 def random_crop(images: np.ndarray, rng: np.random.Generator, padding: int,
-                fill: int = 0) -> np.ndarray:
+                fill: int = 0, positions=None, total=None) -> np.ndarray:
   """Zero-pad every side by ``padding`` and crop back to the input size at a random offset
   (torchvision ``RandomCrop(size, padding)``)."""
   if padding <= 0:
     return images
   n, h, w, _ = images.shape
+  positions, least = _share(positions, n)
+  total = total or least
   padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)),
                   constant_values=fill)
-  dy = rng.integers(0, 2 * padding + 1, size=n)
-  dx = rng.integers(0, 2 * padding + 1, size=n)
+  dy = rng.integers(0, 2 * padding + 1, size=total)[positions]
+  dx = rng.integers(0, 2 * padding + 1, size=total)[positions]
   rows = dy[:, None] + np.arange(h)[None, :]  # [n, h]
   cols = dx[:, None] + np.arange(w)[None, :]  # [n, w]
   return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-def random_flip(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def random_flip(images: np.ndarray, rng: np.random.Generator, positions=None,
+                total=None) -> np.ndarray:
   """Mirror each image left-right with probability 1/2."""
-  flip = rng.random(images.shape[0]) < 0.5
+  positions, least = _share(positions, images.shape[0])
+  flip = (rng.random(total or least) < 0.5)[positions]
   out = images.copy()
   out[flip] = images[flip, :, ::-1]
   return out
 
 
-def cutout(images: np.ndarray, rng: np.random.Generator, length: int) -> np.ndarray:
+def cutout(images: np.ndarray, rng: np.random.Generator, length: int, positions=None,
+           total=None) -> np.ndarray:
   """One square hole per image, centred uniformly at random and clipped at the border
   (the official ``Cutout(n_holes=1, length)``)."""
   if length <= 0:
     return images
   n, h, w, _ = images.shape
-  cy = rng.integers(0, h, size=n)
-  cx = rng.integers(0, w, size=n)
+  positions, least = _share(positions, n)
+  total = total or least
+  cy = rng.integers(0, h, size=total)[positions]
+  cx = rng.integers(0, w, size=total)[positions]
   y1, y2 = np.clip(cy - length // 2, 0, h), np.clip(cy + length // 2, 0, h)
   x1, x2 = np.clip(cx - length // 2, 0, w), np.clip(cx + length // 2, 0, w)
   ys, xs = np.arange(h)[None, :], np.arange(w)[None, :]
@@ -136,12 +153,15 @@ def _apply(img: Image.Image, op: str, mag: float, sign: int) -> Image.Image:
   raise ValueError(f"unknown AutoAugment operation {op!r}")
 
 
-def autoaugment_cifar10(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def autoaugment_cifar10(images: np.ndarray, rng: np.random.Generator, positions=None,
+                        total=None) -> np.ndarray:
   """AutoAugment with the CIFAR-10 policy, one random sub-policy per image."""
   n = images.shape[0]
-  choice = rng.integers(0, len(CIFAR10_POLICY), size=n)
-  coins = rng.random((n, 2))
-  signs = rng.choice(np.array([-1, 1]), size=(n, 2))
+  positions, least = _share(positions, n)
+  total = total or least
+  choice = rng.integers(0, len(CIFAR10_POLICY), size=total)[positions]
+  coins = rng.random((total, 2))[positions]
+  signs = rng.choice(np.array([-1, 1]), size=(total, 2))[positions]
   out = images.copy()
   for i in range(n):
     img = None
@@ -155,11 +175,16 @@ def autoaugment_cifar10(images: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 
 def train_augment(images: np.ndarray, rng: np.random.Generator, *, crop_padding: int,
-                  flip: bool, autoaugment: bool, cutout_size: int) -> np.ndarray:
-  """The configured training augmentation of one uint8 batch, in the official order."""
-  images = random_crop(images, rng, crop_padding)
+                  flip: bool, autoaugment: bool, cutout_size: int, positions=None,
+                  total=None) -> np.ndarray:
+  """The configured training augmentation of one uint8 batch, in the official order.
+
+  ``positions``/``total``: this batch is the share at ``positions`` of a global batch of
+  ``total`` images (default: the whole batch)."""
+  share = dict(positions=positions, total=total)
+  images = random_crop(images, rng, crop_padding, **share)
   if flip:
-    images = random_flip(images, rng)
+    images = random_flip(images, rng, **share)
   if autoaugment:
-    images = autoaugment_cifar10(images, rng)
-  return cutout(images, rng, cutout_size)
+    images = autoaugment_cifar10(images, rng, **share)
+  return cutout(images, rng, cutout_size, **share)

@@ -53,20 +53,25 @@ class GatherTrainBatch(grain.transforms.Map):
 
 @dataclasses.dataclass
 class AugmentBatch(grain.transforms.Map):
-  """The configured training augmentation, seeded by (seed, step, process)."""
+  """The configured training augmentation, seeded by (seed, step): a process augments its
+  share exactly as a single process would augment those images of the global batch."""
 
   seed: int
   crop_padding: int
   flip: bool
   autoaugment: bool
   cutout: int
+  global_batch: int
   process_index: int = 0
 
   def map(self, batch):
-    rng = np.random.default_rng([self.seed, int(batch["step"]), self.process_index, 0xA06])
+    rng = np.random.default_rng([self.seed, int(batch["step"]), 0xA06])
+    local = len(batch["label"])
+    positions = self.process_index * local + np.arange(local)
     images = augment.train_augment(batch["image"], rng, crop_padding=self.crop_padding,
                                    flip=self.flip, autoaugment=self.autoaugment,
-                                   cutout_size=self.cutout)
+                                   cutout_size=self.cutout, positions=positions,
+                                   total=self.global_batch)
     return {"image": images, "label": batch["label"]}
 
 
@@ -90,7 +95,8 @@ def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: 
       GatherTrainBatch(images, labels, seed, global_batch, spe, pi, pc))
   if augment_config is not None:
     a = augment_config
-    ds = ds.map(AugmentBatch(seed, a.crop_padding, a.flip, a.autoaugment, a.cutout, pi))
+    ds = ds.map(AugmentBatch(seed, a.crop_padding, a.flip, a.autoaugment, a.cutout,
+                             global_batch, pi))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   if num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))

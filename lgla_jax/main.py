@@ -20,6 +20,37 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (and resume
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "eval mode: checkpoint to evaluate.")
 
 
+MULTI_PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def init_distributed(environ=os.environ) -> bool:
+  """Start JAX's multi-controller runtime when launched as one of several processes.
+
+  Explicit: JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES, JAX_PROCESS_ID (what
+  launch/*.sh set). Detected: SLURM with more than one task, a TPU VM slice with more than
+  one worker. Returns whether a multi-process runtime was started.
+  """
+  import jax
+  given = [k for k in MULTI_PROCESS_ENV if environ.get(k)]
+  if given:
+    missing = [k for k in MULTI_PROCESS_ENV if k not in given]
+    if missing:
+      raise app.UsageError(f"multi-process launch: {', '.join(given)} set but {', '.join(missing)} "
+                           f"missing; set all three (see launch/local_multiprocess.sh)")
+    jax.distributed.initialize(
+        coordinator_address=environ["JAX_COORDINATOR_ADDRESS"],
+        num_processes=int(environ["JAX_NUM_PROCESSES"]),
+        process_id=int(environ["JAX_PROCESS_ID"]),
+        initialization_timeout=int(environ.get("LGLA_INIT_TIMEOUT_S", "300")))
+    return True
+  slurm_tasks = int(environ.get("SLURM_NTASKS", "1") or 1)
+  tpu_workers = [h for h in environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+  if slurm_tasks > 1 or len(tpu_workers) > 1:
+    jax.distributed.initialize()  # jax reads the cluster's own environment
+    return True
+  return False
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -28,6 +59,7 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config=configs/NAME.py is required")
+  init_distributed()
   from lgla_jax import checkpoint, configlib, datasets, evaluate, train  # jax starts here
 
   user_errors = (FileNotFoundError, configlib.ConfigError, datasets.DataError,

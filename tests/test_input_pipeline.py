@@ -82,3 +82,18 @@ def test_batch_larger_than_data_is_an_error():
   images, labels = _data(n=5)
   with pytest.raises(ValueError, match="batch_size"):
     input_pipeline.train_iterator(images, labels, seed=0, global_batch=8, num_epochs=1)
+
+
+def test_augmented_global_batch_does_not_depend_on_process_count():
+  images, labels = _data()
+  aug = configlib.base_config().augment
+  aug.autoaugment = True
+  spe = input_pipeline.steps_per_epoch(len(labels), 12)
+  make = lambda p, n: input_pipeline.AugmentBatch(2, aug.crop_padding, aug.flip, aug.autoaugment,
+                                                  aug.cutout, 12, p)
+  for step in (0, 7):
+    whole = input_pipeline.GatherTrainBatch(images, labels, 2, 12, spe).map(step)
+    ref = make(0, 1).map(whole)["image"]
+    shares = [input_pipeline.GatherTrainBatch(images, labels, 2, 12, spe, p, 3).map(step) for p in range(3)]
+    got = np.concatenate([make(p, 3).map(s)["image"] for p, s in enumerate(shares)])
+    np.testing.assert_array_equal(got, ref)
