@@ -160,11 +160,11 @@ def _meta(config, epoch, step, num_train):
           "num_train_images": int(num_train), "batch_size": int(config.batch_size)}
 
 
-def setup(config, mesh=None):
-  """Validate, read the data, build model, optimizer, state and steps."""
+def setup(config, mesh=None, splits=None):
+  """Validate, read the data (unless given), build model, optimizer, state and steps."""
   mesh = mesh or sharding.make_mesh()
   configlib.validate(config, num_devices=mesh.size)
-  splits = datasets.load(config.dataset)
+  splits = splits or datasets.load(config.dataset)
   model = build_model(config, splits.num_classes)
   spe = input_pipeline.steps_per_epoch(len(splits.train.labels), config.batch_size)
   tx, lr_table = optim.make_optimizer(config.optim, config.num_epochs, spe)

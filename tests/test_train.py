@@ -155,3 +155,21 @@ def test_quick_configs_train(tmp_path, name):
   assert final["epoch"] == 2 and np.isfinite(final["top1"])
   assert final["num_images"] == (400 if name == "demo" else 10000)
   assert (tmp_path / "report.json").exists()
+
+
+def test_bfloat16_step_stays_close_to_float32():
+  losses, params = {}, {}
+  for dtype in ("float32", "bfloat16"):
+    loss, state = _run_steps(_config("demo", dtype=dtype), 1, 1)
+    losses[dtype], params[dtype] = loss[0], state
+    leaves = jax.tree.leaves(state.params) + jax.tree.leaves(state.batch_stats)
+    assert all(x.dtype == np.float32 for x in leaves)  # parameters and statistics stay float32
+  np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  init = jax.device_get(train.setup(_config("demo"), mesh)[6].params)
+  flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+  update32 = flat(params["float32"].params) - flat(init)
+  update16 = flat(params["bfloat16"].params) - flat(init)
+  rel = np.linalg.norm(update16 - update32) / np.linalg.norm(update32)
+  cos = update16 @ update32 / (np.linalg.norm(update16) * np.linalg.norm(update32))
+  assert rel < 0.1 and cos > 0.99, (rel, cos)
