@@ -96,11 +96,7 @@ def variables_from_torch(state_dict: Mapping[str, np.ndarray], num_experts: int 
 
 
 def _torch_name(path: tuple[str, ...]) -> str:
-  parts = []
-  for p in path:
-    m = _INDEXED.match(p)
-    parts.append(f"{m.group(1)}.{m.group(2)}" if m else p)
-  return ".".join(parts)
+  return ".".join(re.sub(r"_(\d+)", r".\1", p) for p in path)
 
 
 def _walk(tree, prefix=()):

@@ -1,0 +1,110 @@
+"""Multi-expert ImageNet ResNets: ResNet-50, ResNeXt-50 (32x4d), ResNet-152 (Places-LT).
+
+Official layout (``fb_resnets/Expert_ResNet.py``, ``Expert_ResNeXt.py``,
+``Expert_ResNet_ori.py``): the stem, ``layer1`` and ``layer2`` are shared; every expert
+has a full-width ``layer3``/``layer4``. ResNet-50 and ResNeXt-50 run the experts as grouped
+convolutions over the concatenated experts (downsample convs grouped too, so, unlike the
+CIFAR ResNet, nothing leaks between experts); the Places ResNet-152 keeps separate
+``layer3s[e]``/``layer4s[e]`` per expert (``separate_experts=True``). Global average
+pooling (the official ``AvgPool2d(7)`` at 224x224), one classifier per expert.
+Returns ``{"output": [B, C], "logits": [B, E, C], "feat": [B, E, 2048]}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lgla_jax.models.layers import (BatchNorm, ExpertConv, NormedLinear, TorchLinear,
+                                    accum_dtype, fb_resnet_conv_init)
+
+ARCHS = {  # name -> (blocks per stage, groups of the 3x3 conv, width per group)
+    "resnet50": ((3, 4, 6, 3), 1, 64),
+    "resnext50_32x4d": ((3, 4, 6, 3), 32, 4),
+    "resnet152": ((3, 8, 36, 3), 1, 64),
+}
+EXPANSION = 4
+
+
+class Bottleneck(nn.Module):
+  """1x1 -> 3x3 (stride, ``card`` groups) -> 1x1, with a 1x1 projection shortcut when the
+  shape changes; ``experts`` > 1 makes every conv grouped over the concatenated experts."""
+
+  planes: int  # over all experts
+  strides: int = 1
+  experts: int = 1
+  card: int = 1  # ResNeXt cardinality (per expert)
+  base_width: int = 64
+  conv_impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    width = int(self.planes * (self.base_width / 64.0)) * self.card
+    out = self.planes * EXPANSION
+    conv = lambda name, f, k, s, groups: ExpertConv(
+        f, groups=groups, kernel_size=k, strides=s, padding=k // 2, impl=self.conv_impl,
+        dtype=self.dtype, experts=self.experts, kernel_init=fb_resnet_conv_init, name=name)
+    bn = lambda name: BatchNorm(dtype=self.dtype, name=name)
+    y = nn.relu(bn("bn1")(conv("conv1", width, 1, 1, self.experts)(x), train))
+    y = nn.relu(bn("bn2")(conv("conv2", width, 3, self.strides, self.card * self.experts)(y), train))
+    y = bn("bn3")(conv("conv3", out, 1, 1, self.experts)(y), train)
+    if self.strides != 1 or x.shape[-1] != out:
+      x = bn("downsample_1")(conv("downsample_0", out, 1, self.strides, self.experts)(x), train)
+    return nn.relu(y + x.astype(y.dtype))
+
+
+class ExpertResNet(nn.Module):
+  """Multi-expert ResNet for ImageNet-size input (NHWC); ``arch`` from ``ARCHS``."""
+
+  num_classes: int
+  num_experts: int = 3
+  arch: str = "resnet50"
+  separate_experts: bool = False  # the Places ResNet-152 layout
+  use_norm: bool = True
+  scale: float = 30.0
+  conv_impl: str = "auto"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.arch not in ARCHS:
+      raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {self.arch!r}")
+    layers, card, base_width = ARCHS[self.arch]
+    e = self.num_experts
+    kw = dict(card=card, base_width=base_width, conv_impl=self.conv_impl, dtype=self.dtype)
+
+    x = ExpertConv(64, kernel_size=7, strides=2, padding=3, impl=self.conv_impl, dtype=self.dtype,
+                   kernel_init=fb_resnet_conv_init, name="conv1")(x)
+    x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for stage, planes, stride in (("layer1", 64, 1), ("layer2", 128, 2)):
+      for i in range(layers[int(stage[-1]) - 1]):
+        x = Bottleneck(planes, stride if i == 0 else 1, name=f"{stage}_{i}", **kw)(x, train)
+
+    if self.separate_experts:
+      outs = []
+      for k in range(e):
+        y = x
+        for stage, planes, n in (("layer3s", 256, layers[2]), ("layer4s", 512, layers[3])):
+          for i in range(n):
+            y = Bottleneck(planes, 2 if i == 0 else 1, name=f"{stage}_{k}_{i}", **kw)(y, train)
+        outs.append(y)
+      x = jnp.concatenate(outs, axis=-1)
+    else:
+      x = jnp.concatenate([x] * e, axis=-1)
+      for stage, planes, n in (("layer3s", 256, layers[2]), ("layer4s", 512, layers[3])):
+        for i in range(n):
+          x = Bottleneck(planes * e, 2 if i == 0 else 1, experts=e, name=f"{stage}_{i}", **kw)(x, train)
+
+    acc = accum_dtype(self.dtype)
+    feat = x.astype(acc).mean(axis=(1, 2)).reshape(x.shape[0], e, -1)
+    heads = []
+    for k in range(e):
+      head = (NormedLinear(self.num_classes, scale=self.scale, dtype=self.dtype, name=f"linears_{k}")
+              if self.use_norm else TorchLinear(self.num_classes, dtype=self.dtype, name=f"linears_{k}"))
+      heads.append(head(feat[:, k]))
+    logits = jnp.stack(heads, axis=1).astype(acc)
+    return {"output": logits.mean(axis=1), "logits": logits, "feat": feat}
