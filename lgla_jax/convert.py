@@ -138,3 +138,55 @@ def torch_from_variables(variables, prefix: str = "backbone.",
     else:  # NormedLinear keeps [in, out]
       out[f"{name}.weight"] = kernel
   return out
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """PyTorch-named arrays from an ``.npz`` (or a ``.pth`` when torch is installed)."""
+  import os
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"pretrained weights {path} do not exist: give the ImageNet-pretrained ResNet-152 "
+        f"as an .npz of its PyTorch state_dict (numpy.savez(path, **{{k: v.numpy() for k, v "
+        f"in state_dict.items()}})) or a .pth with torch installed")
+  if path.endswith(".npz"):
+    with np.load(path) as f:
+      return {k: f[k] for k in f.files}
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(f"{path} is a PyTorch file and torch is not installed: install torch, or "
+                      f"convert it to .npz where torch is available") from e
+  state = torch.load(path, map_location="cpu")
+  state = state.get("state_dict", state) if isinstance(state, dict) else state
+  return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "numpy")}
+
+
+def load_pretrained_resnet(variables, weights, num_experts: int):
+  """Fill a separate-experts ``ExpertResNet`` (Places-LT) from a single-branch ResNet.
+
+  As the official ``init_weights(caffe=True)``: the shared stem, ``layer1`` and ``layer2``
+  take the pretrained tensors of the same name, and every expert's ``layer3s[e]`` /
+  ``layer4s[e]`` a copy of the pretrained ``layer3`` / ``layer4``; the classifiers keep
+  their initialisation. ``weights`` is a path or a name -> array mapping. Every other
+  tensor must be present with the right shape (the official code silently keeps the
+  random init for missing ones; here that is an error).
+  """
+  source = read_state_dict(weights) if isinstance(weights, str) else dict(weights)
+  source = {_strip(k): np.asarray(v) for k, v in source.items()}
+  target = torch_from_variables(variables, prefix="")
+  filled, problems = {}, []
+  for name, value in target.items():
+    if name.startswith("linears.") or name.endswith("num_batches_tracked"):
+      filled[name] = value
+      continue
+    src = re.sub(r"^layer([34])s\.\d+\.", r"layer\1.", name)
+    if src not in source:
+      problems.append(f"missing {src}")
+    elif tuple(source[src].shape) != tuple(value.shape):
+      problems.append(f"{src}: shape {tuple(source[src].shape)}, the model needs {tuple(value.shape)}")
+    else:
+      filled[name] = source[src].astype(value.dtype)
+  if problems:
+    raise ValueError(f"the pretrained weights do not fit this model ({len(problems)} problems, "
+                     f"e.g. {problems[:3]}); they must be an ImageNet ResNet of the same depth")
+  return variables_from_torch(filled, num_experts)

@@ -88,3 +88,35 @@ def test_converter_round_trip(resnext):
   sd = convert.torch_from_variables(variables)
   again = convert.variables_from_torch(sd, 3)
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, dict(variables)), again)
+
+
+def _tiny(experts, **kw):
+  model = ExpertResNet(10, experts, arch="resnet26", separate_experts=True, base_planes=8, **kw)
+  return model, model.init(jax.random.PRNGKey(experts), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_pretrained_trunk_fills_every_expert(tmp_path):
+  import re
+  _, single = _tiny(1)
+  pretrained = {re.sub(r"^layer([34])s\.0\.", r"layer\1.", k): v
+                for k, v in convert.torch_from_variables(single, prefix="").items()
+                if not k.startswith("linears")}
+  pretrained["fc.weight"] = np.zeros((1000, 256), np.float32)  # ignored, as official
+  np.savez(tmp_path / "r26.npz", **pretrained)
+  _, variables = _tiny(3)
+  loaded = convert.load_pretrained_resnet(variables, str(tmp_path / "r26.npz"), 3)
+  for e in range(3):
+    for i in range(2):
+      jax.tree.map(np.testing.assert_array_equal, loaded["params"][f"layer3s_{e}_{i}"],
+                   jax.tree.map(np.asarray, single["params"][f"layer3s_0_{i}"]))
+      jax.tree.map(np.testing.assert_array_equal, loaded["batch_stats"][f"layer4s_{e}_{i}"],
+                   jax.tree.map(np.asarray, single["batch_stats"][f"layer4s_0_{i}"]))
+  np.testing.assert_array_equal(loaded["params"]["conv1"]["kernel"], single["params"]["conv1"]["kernel"])
+  np.testing.assert_array_equal(loaded["params"]["linears_2"]["kernel"], variables["params"]["linears_2"]["kernel"])
+
+  with pytest.raises(FileNotFoundError, match="npz"):
+    convert.load_pretrained_resnet(variables, str(tmp_path / "missing.npz"), 3)
+  del pretrained["layer4.1.conv2.weight"]
+  pretrained["layer3.0.conv1.weight"] = np.zeros((3, 3, 1, 1), np.float32)
+  with pytest.raises(ValueError, match="do not fit"):
+    convert.load_pretrained_resnet(variables, pretrained, 3)

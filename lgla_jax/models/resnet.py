@@ -24,6 +24,7 @@ ARCHS = {  # name -> (blocks per stage, groups of the 3x3 conv, width per group)
     "resnet50": ((3, 4, 6, 3), 1, 64),
     "resnext50_32x4d": ((3, 4, 6, 3), 32, 4),
     "resnet152": ((3, 8, 36, 3), 1, 64),
+    "resnet26": ((2, 2, 2, 2), 1, 64),  # not in the paper: for smoke tests and quick configs
 }
 EXPANSION = 4
 
@@ -67,6 +68,7 @@ class ExpertResNet(nn.Module):
   scale: float = 30.0
   conv_impl: str = "auto"
   dtype: Any = jnp.float32
+  base_planes: int = 64  # the stem width; the stages use 1x, 2x, 4x, 8x (smaller for tests)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -76,11 +78,12 @@ class ExpertResNet(nn.Module):
     e = self.num_experts
     kw = dict(card=card, base_width=base_width, conv_impl=self.conv_impl, dtype=self.dtype)
 
-    x = ExpertConv(64, kernel_size=7, strides=2, padding=3, impl=self.conv_impl, dtype=self.dtype,
+    b = self.base_planes
+    x = ExpertConv(b, kernel_size=7, strides=2, padding=3, impl=self.conv_impl, dtype=self.dtype,
                    kernel_init=fb_resnet_conv_init, name="conv1")(x)
     x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    for stage, planes, stride in (("layer1", 64, 1), ("layer2", 128, 2)):
+    for stage, planes, stride in (("layer1", b, 1), ("layer2", 2 * b, 2)):
       for i in range(layers[int(stage[-1]) - 1]):
         x = Bottleneck(planes, stride if i == 0 else 1, name=f"{stage}_{i}", **kw)(x, train)
 
@@ -88,14 +91,14 @@ class ExpertResNet(nn.Module):
       outs = []
       for k in range(e):
         y = x
-        for stage, planes, n in (("layer3s", 256, layers[2]), ("layer4s", 512, layers[3])):
+        for stage, planes, n in (("layer3s", 4 * b, layers[2]), ("layer4s", 8 * b, layers[3])):
           for i in range(n):
             y = Bottleneck(planes, 2 if i == 0 else 1, name=f"{stage}_{k}_{i}", **kw)(y, train)
         outs.append(y)
       x = jnp.concatenate(outs, axis=-1)
     else:
       x = jnp.concatenate([x] * e, axis=-1)
-      for stage, planes, n in (("layer3s", 256, layers[2]), ("layer4s", 512, layers[3])):
+      for stage, planes, n in (("layer3s", 4 * b, layers[2]), ("layer4s", 8 * b, layers[3])):
         for i in range(n):
           x = Bottleneck(planes * e, 2 if i == 0 else 1, experts=e, name=f"{stage}_{i}", **kw)(x, train)
 
