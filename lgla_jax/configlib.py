@@ -14,13 +14,24 @@ from ml_collections import config_dict
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
+# ImageNet-family normalisation of the official loaders; iNaturalist has its own.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INATURALIST_MEAN = (0.466, 0.471, 0.380)
+INATURALIST_STD = (0.195, 0.194, 0.192)
+
 DATASETS = {  # name -> (number of classes, images per class in the balanced training set)
     "cifar10": (10, 5000),
     "cifar100": (100, 500),
     "fashion_mnist": (10, 6000),
     "digits": (10, None),
+    "imagenet_lt": (1000, None),
+    "inaturalist2018": (8142, None),
+    "places_lt": (365, None),
 }
-SOURCES = ("tfds", "cifar_archive", "idx", "sklearn")
+SOURCES = ("tfds", "cifar_archive", "idx", "sklearn", "split_files")
+RECIPES = ("cifar", "imagenet", "places")
+ARCHS = ("resnet50", "resnext50_32x4d", "resnet152", "resnet26")
 SCHEDULES = ("warmup_multistep", "cosine", "step")
 LOSSES = ("lgla", "ce", "logit_adjusted")
 DTYPES = ("float32", "bfloat16")
@@ -34,7 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "cifar100"  # cifar10 | cifar100 | fashion_mnist | digits
   c.dataset.source = "tfds"  # tfds | cifar_archive (the original python archive) | idx | sklearn
-  c.dataset.data_dir = config_dict.placeholder(str)  # where the data lives (None: the source's default)
+  c.dataset.data_dir = config_dict.placeholder(str)  # where the data lives (None: the source's default); split_files: the image root
+  c.dataset.split_dir = config_dict.placeholder(str)  # split_files: folder of the split .txt files
   c.dataset.download = False  # let tfds download and prepare missing data (needs network)
   c.dataset.imbalance_factor = 0.01  # smallest/largest class (official imb_factor); 1.0 = balanced
   c.dataset.imbalance_kind = "exp"  # exp | step profile of the class counts
@@ -42,16 +54,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.subset_seed = 0  # numpy seed of the official long-tail subset (rand_number)
   c.dataset.mean = CIFAR_MEAN  # per-channel mean of images in [0, 1], applied on device
   c.dataset.std = CIFAR_STD  # per-channel std
-  c.dataset.image_size = 32  # side of the (square) network input
+  c.dataset.image_size = 32  # side of the (square) network input (224 for ImageNet-size data)
 
   c.augment = ml_collections.ConfigDict()
+  c.augment.recipe = "cifar"  # cifar (the fields below) | imagenet | places (per-image PIL recipes)
   c.augment.crop_padding = 4  # random crop after zero-padding by this many pixels (0: off)
   c.augment.flip = True  # random horizontal flip
   c.augment.autoaugment = True  # AutoAugment, CIFAR-10 policy (as the official loader)
   c.augment.cutout = 16  # side of the one Cutout hole in pixels (0: off)
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "resnet_cifar"  # the multi-expert CIFAR ResNet
+  c.model.name = "resnet_cifar"  # resnet_cifar (ResNet-32 family) | resnet (ImageNet-size)
+  c.model.arch = "resnet50"  # resnet: resnet50 | resnext50_32x4d | resnet152 | resnet26
+  c.model.separate_experts = False  # resnet: separate layer3/layer4 per expert (Places ResNet-152)
+  c.model.base_planes = 64  # resnet: stem width (smaller only for smoke tests)
+  c.model.pretrained = config_dict.placeholder(str)  # resnet: ImageNet-pretrained weights (.npz/.pth) for the trunk
+  c.model.bn_group_size = 0  # BatchNorm statistics over groups of this many images (0: the global batch)
   c.model.depth = 32  # 6n+2
   c.model.num_experts = 3  # E: E-1 region experts (LLA) + 1 global expert (GLA)
   c.model.use_norm = True  # cosine classifier (NormedLinear); False: plain linear, scale 1
@@ -107,7 +125,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   if d.source not in SOURCES:
     _fail("dataset.source", f"{d.source!r} is not one of {SOURCES}")
   allowed = {"cifar10": ("tfds", "cifar_archive"), "cifar100": ("tfds", "cifar_archive"),
-             "fashion_mnist": ("idx", "tfds"), "digits": ("sklearn",)}[d.name]
+             "fashion_mnist": ("idx", "tfds"), "digits": ("sklearn",), "imagenet_lt": ("split_files",),
+             "inaturalist2018": ("split_files",), "places_lt": ("split_files",)}[d.name]
   if d.source not in allowed:
     _fail("dataset.source", f"{d.name} can be read from {allowed}, not {d.source!r}")
   if not 0 < d.imbalance_factor <= 1:
@@ -116,11 +135,22 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
     _fail("dataset.imbalance_kind", f"must be 'exp' or 'step', got {d.imbalance_kind!r}")
   if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
     _fail("dataset.mean/std", "need three values each, std positive")
+  if c.augment.recipe not in RECIPES:
+    _fail("augment.recipe", f"{c.augment.recipe!r} is not one of {RECIPES}")
+  if (c.augment.recipe == "cifar") != (d.source != "split_files"):
+    _fail("augment.recipe", f"{c.augment.recipe!r} does not fit dataset.source={d.source!r}: "
+          f"the cifar recipe works on in-memory images, imagenet/places on image files")
   m = c.model
-  if m.name != "resnet_cifar":
-    _fail("model.name", f"{m.name!r} is not a known model (resnet_cifar)")
-  if (m.depth - 2) % 6 or m.depth < 8:
+  if m.name not in ("resnet_cifar", "resnet"):
+    _fail("model.name", f"{m.name!r} is not a known model (resnet_cifar, resnet)")
+  if m.name == "resnet_cifar" and ((m.depth - 2) % 6 or m.depth < 8):
     _fail("model.depth", f"must be 6n+2 (20, 32, 44, ...), got {m.depth}")
+  if m.name == "resnet" and m.arch not in ARCHS:
+    _fail("model.arch", f"{m.arch!r} is not one of {ARCHS}")
+  if m.pretrained and not (m.name == "resnet" and m.separate_experts):
+    _fail("model.pretrained", "pretrained trunks load into the separate-experts ResNet (Places-LT)")
+  if m.bn_group_size < 0 or (m.bn_group_size and c.batch_size % m.bn_group_size):
+    _fail("model.bn_group_size", f"must be 0 or divide batch_size={c.batch_size}, got {m.bn_group_size}")
   if m.num_experts < 2 and c.loss.name == "lgla":
     _fail("model.num_experts", "LGLA needs at least 2 experts")
   if m.expert_layout not in ("official", "independent"):
@@ -182,6 +212,52 @@ def cifar_lt_config(name: str, imbalance_factor: float, tau: float, arg: str = "
     c.batch_size = 16
     c.eval_batch_size = 64
     c.log_every_steps = 5
+  elif arg:
+    raise ValueError(f"unknown config argument {arg!r} (use '' or 'quick')")
+  return c
+
+
+def large_lt_config(dataset: str, arch: str, *, tau: float, batch_size: int, lr: float,
+                    weight_decay: float, num_epochs: int, schedule: str, arg: str = "", **extra):
+  """The official recipe of an ImageNet-size benchmark (ImageNet-LT, iNaturalist 2018,
+  Places-LT); ``arg='quick'`` shrinks it to a smoke run (64x64 images, 1/8-width network,
+  batch 8, one epoch)."""
+  c = base_config()
+  c.dataset.name = dataset
+  c.dataset.source = "split_files"
+  c.dataset.imbalance_factor = 1.0  # the split files are long-tailed already
+  c.dataset.image_size = 224
+  inat = dataset == "inaturalist2018"
+  c.dataset.mean = INATURALIST_MEAN if inat else IMAGENET_MEAN
+  c.dataset.std = INATURALIST_STD if inat else IMAGENET_STD
+  c.augment.recipe = "places" if dataset == "places_lt" else "imagenet"
+  c.model.name = "resnet"
+  c.model.arch = arch
+  c.loss.tau = tau
+  c.batch_size = batch_size
+  c.eval_batch_size = 500
+  c.optim.lr = lr
+  c.optim.weight_decay = weight_decay
+  c.optim.schedule = schedule
+  c.num_epochs = num_epochs
+  c.num_workers = 12
+  c.eval_every_epochs = 10
+  c.checkpoint_every_epochs = 5
+  c.log_every_steps = 100
+  for key, value in extra.items():
+    section, _, field = key.partition("__")
+    c[section][field] = value
+  if arg == "quick":
+    c.dataset.image_size = 64
+    c.model.base_planes = 16 if arch.startswith("resnext") else 8  # ResNeXt needs 16 for 32 groups
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.num_epochs = 1
+    c.num_workers = 0
+    c.optim.warmup_epochs = 0
+    c.log_every_steps = 1
+    c.eval_every_epochs = 1
+    c.checkpoint_every_epochs = 1
   elif arg:
     raise ValueError(f"unknown config argument {arg!r} (use '' or 'quick')")
   return c

@@ -216,6 +216,8 @@ def load_tfds(name: str, data_dir, download: bool) -> tuple[ArrayData, ArrayData
 def load(dataset_config) -> DataSplits:
   """Read the configured data set and make its training set long-tailed (official rule)."""
   d = dataset_config
+  if d.source == "split_files":  # already long-tailed: used as they are
+    return load_split_files(d.name, d.split_dir, d.data_dir)
   if d.source == "idx":
     train, test = load_fashion_mnist(d.data_dir)
   elif d.source == "sklearn":
@@ -237,3 +239,69 @@ def load(dataset_config) -> DataSplits:
   idx = long_tail.long_tail_indices(train.labels, counts, seed=d.subset_seed)
   lt = ArrayData(train.images[idx], train.labels[idx])
   return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes)
+
+
+class FileImages:
+  """The image paths of a split file; decoding happens in the input pipeline's workers."""
+
+  def __init__(self, paths):
+    self.paths = np.asarray(paths, dtype=object)
+
+  def __len__(self):
+    return len(self.paths)
+
+  def __getitem__(self, idx):
+    return self.paths[idx]
+
+
+# Split files of the ImageNet-size benchmarks: (train, evaluation) file names, classes.
+SPLIT_FILES = {
+    "imagenet_lt": ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt", 1000),
+    "inaturalist2018": ("iNaturalist18_train.txt", "iNaturalist18_val.txt", 8142),
+    "places_lt": ("Places_LT_train.txt", "Places_LT_test.txt", 365),
+}
+_SPLIT_HINT = ("the split files (one 'relative/path label' per line) come with the official "
+               "LGLA code (data_txt/) and the OLTR project (ImageNet_LT, Places_LT); pass "
+               "their folder as --config.dataset.split_dir")
+
+
+def read_split_file(split_path: str, root: str) -> ArrayData:
+  """``relative/path label`` lines -> paths under ``root`` and int labels."""
+  if not os.path.isfile(split_path):
+    raise FileNotFoundError(f"split file {split_path} does not exist: {_SPLIT_HINT}")
+  if not root or not os.path.isdir(root):
+    raise FileNotFoundError(f"image root {root!r} does not exist: pass the folder the split "
+                            f"file's paths are relative to as --config.dataset.data_dir")
+  paths, labels = [], []
+  with open(split_path) as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      parts = line.split()
+      if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
+        raise DataError(f"{split_path}, line {n}: expected 'relative/path label', got {line.strip()!r}")
+      paths.append(os.path.join(root, parts[0]))
+      labels.append(int(parts[1]))
+  if not paths:
+    raise DataError(f"{split_path} lists no image")
+  if not os.path.isfile(paths[0]):
+    raise FileNotFoundError(f"{paths[0]} (line 1 of {split_path}) does not exist: is "
+                            f"--config.dataset.data_dir the image root the split file refers to?")
+  return ArrayData(FileImages(paths), np.asarray(labels, np.int64))
+
+
+def load_split_files(name: str, split_dir: str | None, root: str | None) -> DataSplits:
+  train_file, test_file, num_classes = SPLIT_FILES[name]
+  if not split_dir:
+    raise FileNotFoundError(f"config.dataset.split_dir is not set: {_SPLIT_HINT}")
+  train = read_split_file(os.path.join(split_dir, train_file), root)
+  test = read_split_file(os.path.join(split_dir, test_file), root)
+  for split, data in (("train", train), ("test", test)):
+    if data.labels.max() >= num_classes:
+      raise DataError(f"{name} {split} split has label {data.labels.max()}, but the data set "
+                      f"has {num_classes} classes")
+  counts = np.bincount(train.labels, minlength=num_classes).astype(np.int64)
+  if (counts == 0).any():
+    raise DataError(f"{name}: classes {np.where(counts == 0)[0][:10].tolist()} have no "
+                    f"training image in {train_file}")
+  return DataSplits(train, test, counts, num_classes)

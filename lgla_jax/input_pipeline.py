@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from lgla_jax import augment
+from lgla_jax import augment, augment_imagenet
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -54,7 +54,10 @@ class GatherTrainBatch(grain.transforms.Map):
 @dataclasses.dataclass
 class AugmentBatch(grain.transforms.Map):
   """The configured training augmentation, seeded by (seed, step): a process augments its
-  share exactly as a single process would augment those images of the global batch."""
+  share exactly as a single process would augment those images of the global batch.
+
+  ``recipe`` 'cifar' works on uint8 batches (``augment``); 'imagenet' / 'places' decode
+  image files and augment them one by one (``augment_imagenet``)."""
 
   seed: int
   crop_padding: int
@@ -63,16 +66,36 @@ class AugmentBatch(grain.transforms.Map):
   cutout: int
   global_batch: int
   process_index: int = 0
+  recipe: str = "cifar"
+  image_size: int = 224
+  fill: tuple = (124, 116, 104)
 
   def map(self, batch):
     rng = np.random.default_rng([self.seed, int(batch["step"]), 0xA06])
     local = len(batch["label"])
     positions = self.process_index * local + np.arange(local)
-    images = augment.train_augment(batch["image"], rng, crop_padding=self.crop_padding,
-                                   flip=self.flip, autoaugment=self.autoaugment,
-                                   cutout_size=self.cutout, positions=positions,
-                                   total=self.global_batch)
+    if self.recipe == "cifar":
+      images = augment.train_augment(batch["image"], rng, crop_padding=self.crop_padding,
+                                     flip=self.flip, autoaugment=self.autoaugment,
+                                     cutout_size=self.cutout, positions=positions,
+                                     total=self.global_batch)
+    else:
+      seeds = rng.integers(0, 2**63 - 1, size=self.global_batch)[positions]
+      images = np.stack([
+          augment_imagenet.train_image(_open(path), np.random.default_rng(s), self.recipe,
+                                       self.image_size, self.fill)
+          for path, s in zip(batch["image"], seeds)])
     return {"image": images, "label": batch["label"]}
+
+
+def _open(path):
+  from PIL import Image
+  try:
+    with Image.open(path) as img:
+      img.load()
+      return img
+  except (OSError, ValueError) as e:
+    raise ValueError(f"cannot decode image {path}: {e}") from e
 
 
 def steps_per_epoch(num_examples: int, global_batch: int) -> int:
@@ -84,7 +107,8 @@ def steps_per_epoch(num_examples: int, global_batch: int) -> int:
 
 
 def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: int,
-                   start_step: int = 0, augment_config=None, num_workers: int = 0):
+                   start_step: int = 0, augment_config=None, num_workers: int = 0,
+                   image_size: int = 224, fill=(124, 116, 104)):
   """An iterator of this process's training batches from global step ``start_step`` on."""
   pc, pi = jax.process_count(), jax.process_index()
   if global_batch % pc:
@@ -96,7 +120,9 @@ def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: 
   if augment_config is not None:
     a = augment_config
     ds = ds.map(AugmentBatch(seed, a.crop_padding, a.flip, a.autoaugment, a.cutout,
-                             global_batch, pi))
+                             global_batch, pi, a.recipe, image_size, tuple(fill)))
+  elif not isinstance(images, np.ndarray):
+    raise ValueError("image files need an augment_config with a recipe to decode them")
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   if num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
@@ -113,21 +139,28 @@ class GatherEvalBatch(grain.transforms.Map):
   process_index: int = 0
   process_count: int = 1
 
+  image_size: int = 224
+
   def map(self, k):
     local = self.global_batch // self.process_count
     start = int(k) * self.global_batch + self.process_index * local
     idx = np.arange(start, start + local)
     valid = idx < len(self.labels)
     idx = np.where(valid, idx, 0)
-    return {"image": self.images[idx], "label": self.labels[idx], "mask": valid}
+    images = self.images[idx]
+    if not isinstance(self.images, np.ndarray):  # files: resize + centre crop
+      resize = int(round(self.image_size * 256 / 224))
+      images = np.stack([augment_imagenet.eval_image(_open(p), self.image_size, resize) for p in images])
+    return {"image": images, "label": self.labels[idx], "mask": valid}
 
 
-def eval_iterator(images, labels, *, global_batch: int):
+def eval_iterator(images, labels, *, global_batch: int, image_size: int = 224):
   pc, pi = jax.process_count(), jax.process_index()
   if global_batch % pc:
     raise ValueError(f"config.eval_batch_size={global_batch} is not divisible by {pc} processes")
   num_batches = -(-len(labels) // global_batch)
-  ds = grain.MapDataset.range(num_batches).map(GatherEvalBatch(images, labels, global_batch, pi, pc))
+  ds = grain.MapDataset.range(num_batches).map(
+      GatherEvalBatch(images, labels, global_batch, pi, pc, image_size))
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
 
 

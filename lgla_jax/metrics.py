@@ -63,30 +63,34 @@ def report_from_counts(counts: dict, class_counts) -> dict:
 
 def accuracy_report(correct_C, seen_C, class_counts, expert_correct_ExC=None) -> dict:
   """top-1, per-class and many/medium/few (mean per-class accuracy within each group),
-  the mean accuracy of the 3 rarest classes, and per-expert tables if given."""
+  the mean accuracy of the 3 rarest classes, and per-expert tables if given. Classes
+  without a test image have no accuracy (``None``) and are left out of the means."""
   correct = np.asarray(correct_C, np.float64)
   seen = np.asarray(seen_C, np.float64)
-  if np.any(seen == 0):
-    missing = np.where(seen == 0)[0][:10].tolist()
-    raise ValueError(f"classes {missing} have no test image; accuracy per class is undefined")
-  per_class = correct / seen
+  has = seen > 0
+  if not has.any():
+    raise ValueError("the test set is empty: no accuracy to report")
+  per_class = np.where(has, correct / np.maximum(seen, 1), np.nan)
   groups = long_tail.shot_groups(class_counts)
-  rarest = np.argsort(np.asarray(class_counts), kind="stable")[:3]
+  group_mean = lambda acc, mask: float(np.mean(acc[mask & has])) if (mask & has).any() else None
+  order = np.argsort(np.asarray(class_counts), kind="stable")
+  rarest = order[has[order]][:3]
   report = {
       "top1": float(correct.sum() / seen.sum()),
-      "per_class": per_class.tolist(),
+      "per_class": [None if np.isnan(a) else float(a) for a in per_class],
       "rarest3": float(per_class[rarest].mean()),
       "num_images": int(seen.sum()),
+      "classes_without_test_images": int((~has).sum()),
   }
   for name, mask in groups.items():
-    report[name] = float(per_class[mask].mean()) if mask.any() else None
+    report[name] = group_mean(per_class, mask)
   if expert_correct_ExC is not None:
     experts = []
     for row in np.asarray(expert_correct_ExC, np.float64):
-      acc = row / seen
+      acc = np.where(has, row / np.maximum(seen, 1), np.nan)
       entry = {"top1": float(row.sum() / seen.sum())}
       for name, mask in groups.items():
-        entry[name] = float(acc[mask].mean()) if mask.any() else None
+        entry[name] = group_mean(acc, mask)
       experts.append(entry)
     report["experts"] = experts
   return report

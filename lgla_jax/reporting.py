@@ -57,7 +57,8 @@ def write_plots(evaluation: dict, class_counts, directory: str) -> list[str]:
                         "many": (long_tail.MANY_SHOT_MIN, hi)}.items():
     if b > lo and a < hi:
       ax.axvspan(max(a, lo), min(b, hi), color=_GROUP_COLOURS[group], label=f"{group}-shot")
-  ax.scatter(counts, 100 * np.asarray(evaluation["per_class"]), s=14, color="#1f4e79", zorder=3)
+  per_class = np.array([np.nan if a is None else a for a in evaluation["per_class"]], np.float64)
+  ax.scatter(counts, 100 * per_class, s=14, color="#1f4e79", zorder=3)
   ax.set(xscale="log", xlim=(lo, hi), ylim=(-2, 102), xlabel="training images of the class (log)",
          ylabel="test accuracy (%)", title=f"Per-class accuracy (top-1 {100 * evaluation['top1']:.2f}%)")
   ax.legend(loc="lower right", fontsize=8)

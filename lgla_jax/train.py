@@ -15,18 +15,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lgla_jax import checkpoint, configlib, datasets, input_pipeline, long_tail, losses
+from lgla_jax import checkpoint, configlib, convert, datasets, input_pipeline, long_tail, losses
 from lgla_jax import metrics as metrics_lib
 from lgla_jax import optim, reporting, sharding, state as state_lib
-from lgla_jax.models import ExpertResNetCifar
+from lgla_jax.models import ExpertResNet, ExpertResNetCifar
 
 
 def build_model(config, num_classes: int):
   m = config.model
   dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
-  return ExpertResNetCifar(num_classes, m.num_experts, depth=m.depth, use_norm=m.use_norm,
-                           scale=m.scale, expert_layout=m.expert_layout,
-                           conv_impl=m.conv_impl, dtype=dtype)
+  common = dict(use_norm=m.use_norm, scale=m.scale, conv_impl=m.conv_impl, dtype=dtype,
+                bn_group_size=m.bn_group_size)
+  if m.name == "resnet":
+    return ExpertResNet(num_classes, m.num_experts, arch=m.arch, separate_experts=m.separate_experts,
+                        base_planes=m.base_planes, **common)
+  return ExpertResNetCifar(num_classes, m.num_experts, depth=m.depth,
+                           expert_layout=m.expert_layout, **common)
 
 
 def normalize(images_u8, mean, std):
@@ -96,7 +100,8 @@ def make_steps(config, model, tx, class_counts, mesh) -> Steps:
 def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, config, mesh) -> dict:
   """Evaluate on every test image exactly once; returns the accuracy report."""
   totals = None
-  it = input_pipeline.eval_iterator(test.images, test.labels, global_batch=config.eval_batch_size)
+  it = input_pipeline.eval_iterator(test.images, test.labels, global_batch=config.eval_batch_size,
+                                    image_size=config.dataset.image_size)
   for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):
     counts = steps.eval(state, batch)
     totals = counts if totals is None else jax.tree.map(jnp.add, totals, counts)
@@ -170,11 +175,18 @@ def setup(config, mesh=None, splits=None):
   tx, lr_table = optim.make_optimizer(config.optim, config.num_epochs, spe)
   size = config.dataset.image_size
   image_shape = (size, size, 3)
-  if splits.train.images.shape[1:] != image_shape:
+  in_memory = isinstance(splits.train.images, np.ndarray)
+  if in_memory and splits.train.images.shape[1:] != image_shape:
     raise configlib.ConfigError(f"config.dataset.image_size={size} but the images are "
-                     f"{splits.train.images.shape[1:]}")
+                                f"{splits.train.images.shape[1:]}")
   state = state_lib.create(model, tx, jax.random.PRNGKey(config.seed), image_shape,
                            sharding.replicated(mesh))
+  if config.model.pretrained:
+    loaded = convert.load_pretrained_resnet(
+        jax.device_get({"params": state.params, "batch_stats": state.batch_stats}),
+        config.model.pretrained, config.model.num_experts)
+    loaded = jax.device_put(loaded, sharding.replicated(mesh))
+    state = state.replace(params=loaded["params"], batch_stats=loaded["batch_stats"])
   steps = make_steps(config, model, tx, splits.class_counts, mesh)
   return mesh, splits, model, tx, lr_table, spe, state, steps
 
@@ -243,7 +255,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     it = input_pipeline.train_iterator(
         splits.train.images, splits.train.labels, seed=config.seed, global_batch=config.batch_size,
         num_epochs=config.num_epochs, start_step=start_step, augment_config=config.augment,
-        num_workers=config.num_workers)
+        num_workers=config.num_workers, image_size=config.dataset.image_size,
+        fill=tuple(round(255 * m) for m in config.dataset.mean))
     progress = _Progress(config, total_steps, lr_table, log)
     history, pending, report, t_train = [], None, None, 0.0
     t_last = time.time()

@@ -51,5 +51,9 @@ def test_ece_and_report():
   assert report["rarest3"] == pytest.approx((0.6 + 0.5 + 0.4) / 3)
   assert report["ece"] == pytest.approx(0.15)
   assert "ECE" in metrics.format_table(report)
-  with pytest.raises(ValueError, match="no test image"):
-    metrics.accuracy_report([1, 0], [1, 0], [10, 5])
+  partial = metrics.accuracy_report([1, 0, 2], [2, 0, 2], [50, 30, 5])
+  assert partial["per_class"] == [0.5, None, 1.0] and partial["classes_without_test_images"] == 1
+  assert partial["medium"] == 0.5 and partial["many"] is None and partial["few"] == 1.0
+  assert partial["rarest3"] == pytest.approx(0.75)
+  with pytest.raises(ValueError, match="empty"):
+    metrics.accuracy_report([0, 0], [0, 0], [10, 5])

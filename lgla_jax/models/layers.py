@@ -61,6 +61,9 @@ class BatchNorm(nn.Module):
   momentum: float = 0.1
   epsilon: float = 1e-5
   dtype: Dtype = jnp.float32
+  # > 0: statistics over consecutive groups of this many examples, as PyTorch DataParallel's
+  # per-GPU BatchNorm; the running statistics follow the first group (device 0's replica).
+  group_size: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -73,17 +76,23 @@ class BatchNorm(nn.Module):
     acc = accum_dtype(self.dtype)
     if train:
       xf = x.astype(acc)
-      mean = xf.mean(axis=axes)
-      var = jnp.square(xf - mean).mean(axis=axes)
+      groups = x.shape[0] // self.group_size if self.group_size else 1
+      if groups * (self.group_size or x.shape[0]) != x.shape[0]:
+        raise ValueError(f"batch {x.shape[0]} is not a multiple of bn group size {self.group_size}")
+      xg = xf.reshape((groups, -1) + x.shape[1:])
+      group_axes = tuple(range(1, xg.ndim - 1))
+      mean = xg.mean(axis=group_axes, keepdims=True)
+      var = jnp.square(xg - mean).mean(axis=group_axes, keepdims=True)
+      y = (xg - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
       if not self.is_initializing():
-        n = x.size // features
+        n = x.size // features // groups
+        mean, var = mean[0].reshape(features), var[0].reshape(features)
         unbiased = var * (n / max(n - 1, 1))
         m = self.momentum
         ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(jnp.float32)
         ra_var.value = ((1 - m) * ra_var.value + m * unbiased).astype(jnp.float32)
-    else:
-      mean, var = ra_mean.value, ra_var.value
-    y = (x.astype(acc) - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+      return y.reshape(x.shape).astype(self.dtype)
+    y = (x.astype(acc) - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon) * scale + bias
     return y.astype(self.dtype)
 
 

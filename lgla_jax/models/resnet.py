@@ -40,6 +40,7 @@ class Bottleneck(nn.Module):
   base_width: int = 64
   conv_impl: str = "auto"
   dtype: Any = jnp.float32
+  bn_group_size: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -48,7 +49,7 @@ class Bottleneck(nn.Module):
     conv = lambda name, f, k, s, groups: ExpertConv(
         f, groups=groups, kernel_size=k, strides=s, padding=k // 2, impl=self.conv_impl,
         dtype=self.dtype, experts=self.experts, kernel_init=fb_resnet_conv_init, name=name)
-    bn = lambda name: BatchNorm(dtype=self.dtype, name=name)
+    bn = lambda name: BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name=name)
     y = nn.relu(bn("bn1")(conv("conv1", width, 1, 1, self.experts)(x), train))
     y = nn.relu(bn("bn2")(conv("conv2", width, 3, self.strides, self.card * self.experts)(y), train))
     y = bn("bn3")(conv("conv3", out, 1, 1, self.experts)(y), train)
@@ -69,6 +70,7 @@ class ExpertResNet(nn.Module):
   conv_impl: str = "auto"
   dtype: Any = jnp.float32
   base_planes: int = 64  # the stem width; the stages use 1x, 2x, 4x, 8x (smaller for tests)
+  bn_group_size: int = 0  # see layers.BatchNorm.group_size
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -76,12 +78,13 @@ class ExpertResNet(nn.Module):
       raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {self.arch!r}")
     layers, card, base_width = ARCHS[self.arch]
     e = self.num_experts
-    kw = dict(card=card, base_width=base_width, conv_impl=self.conv_impl, dtype=self.dtype)
+    kw = dict(card=card, base_width=base_width, conv_impl=self.conv_impl, dtype=self.dtype,
+              bn_group_size=self.bn_group_size)
 
     b = self.base_planes
     x = ExpertConv(b, kernel_size=7, strides=2, padding=3, impl=self.conv_impl, dtype=self.dtype,
                    kernel_init=fb_resnet_conv_init, name="conv1")(x)
-    x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
+    x = nn.relu(BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn1")(x, train))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, planes, stride in (("layer1", b, 1), ("layer2", 2 * b, 2)):
       for i in range(layers[int(stage[-1]) - 1]):

@@ -46,15 +46,16 @@ class BasicBlock(nn.Module):
   expert_layout: str = "official"
   conv_impl: str = "auto"
   dtype: Any = jnp.float32
+  bn_group_size: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool):
     conv = lambda name, s: ExpertConv(self.features, groups=self.groups, strides=s,
                                       impl=self.conv_impl, dtype=self.dtype, name=name)
     y = conv("conv1", self.strides)(x)
-    y = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(y, train))
+    y = nn.relu(BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn1")(y, train))
     y = conv("conv2", 1)(y)
-    y = BatchNorm(dtype=self.dtype, name="bn2")(y, train)
+    y = BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn2")(y, train)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = shortcut_option_a(x, self.features, self.groups, self.expert_layout)
     return nn.relu(y + x.astype(y.dtype))
@@ -75,6 +76,7 @@ class ExpertResNetCifar(nn.Module):
   expert_layout: str = "official"
   conv_impl: str = "auto"
   dtype: Any = jnp.float32
+  bn_group_size: int = 0  # see layers.BatchNorm.group_size
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -86,10 +88,11 @@ class ExpertResNetCifar(nn.Module):
       raise ValueError(f"num_experts must be >= 1, got {self.num_experts}")
     n = (self.depth - 2) // 6
     e = self.num_experts
-    kw = dict(expert_layout=self.expert_layout, conv_impl=self.conv_impl, dtype=self.dtype)
+    kw = dict(expert_layout=self.expert_layout, conv_impl=self.conv_impl, dtype=self.dtype,
+              bn_group_size=self.bn_group_size)
 
     x = ExpertConv(16, impl=self.conv_impl, dtype=self.dtype, name="conv1")(x)
-    x = nn.relu(BatchNorm(dtype=self.dtype, name="bn1")(x, train))
+    x = nn.relu(BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn1")(x, train))
     for i in range(n):
       x = BasicBlock(16, name=f"layer1_{i}", **kw)(x, train)
     x = jnp.concatenate([x] * e, axis=-1)

@@ -1,0 +1,101 @@
+"""ImageNet-size benchmarks on tiny generated JPEG trees: readers, recipes, quick configs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from lgla_jax import augment_imagenet, datasets, input_pipeline, sharding, train
+from lgla_jax.models import ExpertResNetCifar
+from test_train import _config
+
+
+def make_tree(tmp_path, name, num_test=10):
+  """A few JPEGs, and split files naming every class (paths may repeat)."""
+  train_file, test_file, num_classes = datasets.SPLIT_FILES[name]
+  root, splits = tmp_path / "images", tmp_path / "splits"
+  (root / "train").mkdir(parents=True)
+  splits.mkdir()
+  rng = np.random.RandomState(0)
+  files = []
+  for k in range(12):
+    size = (int(rng.randint(40, 90)), int(rng.randint(40, 90)))
+    path = f"train/img_{k}.jpg"
+    Image.fromarray(rng.randint(0, 256, size + (3,), dtype=np.uint8)).save(root / path)
+    files.append(path)
+  lines = [f"{files[c % 12]} {c}" for c in range(num_classes)] + [f"{files[0]} 0"] * 5
+  (splits / train_file).write_text("\n".join(lines) + "\n")
+  (splits / test_file).write_text("\n".join(f"{files[k % 12]} {k}" for k in range(num_test)) + "\n")
+  return root, splits
+
+
+@pytest.mark.parametrize("name", ["imagenet_lt_resnet50", "imagenet_lt_resnext50",
+                                  "inaturalist_resnet50", "places_lt_resnet152"])
+def test_quick_config_trains_a_step_and_evaluates(tmp_path, name):
+  dataset = {"imagenet": "imagenet_lt", "inaturali": "inaturalist2018", "places_lt": "places_lt"}[name[:9].rstrip("_")]
+  root, splits = make_tree(tmp_path, dataset)
+  config = _config(name, **{"dataset.data_dir": str(root), "dataset.split_dir": str(splits)})
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  mesh, data, _, _, _, _, state, steps = train.setup(config, mesh)
+  assert data.class_counts[0] == 6 and data.num_classes == datasets.SPLIT_FILES[dataset][2]
+  it = input_pipeline.train_iterator(
+      data.train.images, data.train.labels, seed=0, global_batch=config.batch_size, num_epochs=1,
+      augment_config=config.augment, image_size=config.dataset.image_size)
+  batch = next(it)
+  assert batch["image"].shape == (8, 64, 64, 3) and batch["image"].dtype == np.uint8
+  state, metrics = steps.train(state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))
+  assert np.isfinite(float(metrics["loss"])) and int(state.step) == 1
+  report = train.run_evaluation(steps, state, data.test, data.class_counts, config, mesh)
+  assert report["num_images"] == 10 and len(report["experts"]) == 3
+
+
+def test_split_file_errors(tmp_path):
+  root, splits = make_tree(tmp_path, "places_lt")
+  with pytest.raises(FileNotFoundError, match="image root"):
+    datasets.read_split_file(str(splits / "Places_LT_train.txt"), str(tmp_path / "nowhere"))
+  with pytest.raises(FileNotFoundError, match="split_dir|data_txt"):
+    datasets.read_split_file(str(splits / "missing.txt"), str(root))
+  bad = splits / "bad.txt"
+  bad.write_text("train/img_0.jpg 3\ntrain/img_1.jpg\n")
+  with pytest.raises(datasets.DataError, match="line 2"):
+    datasets.read_split_file(str(bad), str(root))
+  bad.write_text("train/nothing.jpg 3\n")
+  with pytest.raises(FileNotFoundError, match="image root the split file"):
+    datasets.read_split_file(str(bad), str(root))
+  with pytest.raises(FileNotFoundError, match="split_dir"):
+    datasets.load_split_files("places_lt", None, str(root))
+
+
+def test_imagenet_recipes():
+  img = Image.fromarray(np.random.RandomState(1).randint(0, 256, (90, 60, 3), dtype=np.uint8))
+  for recipe in ("imagenet", "places"):
+    a = augment_imagenet.train_image(img, np.random.default_rng(3), recipe, 64)
+    b = augment_imagenet.train_image(img, np.random.default_rng(3), recipe, 64)
+    c = augment_imagenet.train_image(img, np.random.default_rng(4), recipe, 64)
+    assert a.shape == (64, 64, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+  out = augment_imagenet.eval_image(img, 224, 256)  # 60x90: short side -> 256, centre 224
+  assert out.shape == (224, 224, 3)
+  flat = Image.fromarray(np.full((100, 50, 3), 7, np.uint8))
+  assert (augment_imagenet.eval_image(flat, 32, 36) == 7).all()
+  crops = {augment_imagenet.random_resized_crop(img, np.random.default_rng(s), 16).tobytes() for s in range(10)}
+  assert len(crops) > 5
+  with pytest.raises(ValueError, match="recipe"):
+    augment_imagenet.train_image(img, np.random.default_rng(0), "cifar", 64)
+
+
+def test_bn_group_size_normalises_groups_like_separate_gpus():
+  model = ExpertResNetCifar(10, 3, depth=8)
+  grouped = ExpertResNetCifar(10, 3, depth=8, bn_group_size=4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 16, 16, 3))
+  variables = model.init(jax.random.PRNGKey(1), x)
+  out, new = grouped.apply(variables, x, train=True, mutable=["batch_stats"])
+  first, new_first = model.apply(variables, x[:4], train=True, mutable=["batch_stats"])
+  second, _ = model.apply(variables, x[4:], train=True, mutable=["batch_stats"])
+  np.testing.assert_allclose(np.asarray(out["logits"]),
+                             np.concatenate([first["logits"], second["logits"]]), atol=1e-4)
+  # running statistics follow the first group, as DataParallel keeps device 0's replica
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6),
+               new["batch_stats"], new_first["batch_stats"])
