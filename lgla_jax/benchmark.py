@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lgla_jax import datasets, input_pipeline, long_tail, sharding, train
+from lgla_jax import configlib, datasets, input_pipeline, long_tail, sharding, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps (after warm-up).")
@@ -27,18 +27,17 @@ _SYNTHETIC = flags.DEFINE_bool("synthetic", False, "Random CIFAR-shaped data ins
 
 def synthetic_splits(config, num_train: int, num_test: int) -> datasets.DataSplits:
   """Random uint8 images with labels drawn from the config's long-tailed class counts."""
-  name = config.dataset.name
-  num_classes = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10, "digits": 10}[name]
+  num_classes = configlib.DATASETS[config.dataset.name][0]
   counts = np.asarray(long_tail.imbalanced_counts(
-      num_classes, config.dataset.max_per_class or 500, config.dataset.imbalance_factor), np.int64)
+      num_classes, config.dataset.max_per_class or 500, min(config.dataset.imbalance_factor, 0.01)),
+      np.int64)
   rng = np.random.default_rng(0)
   size = config.dataset.image_size
   make = lambda n, p: datasets.ArrayData(
       rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
       rng.choice(num_classes, n, p=p).astype(np.int64))
-  test = make(num_test, None)
-  test.labels[:num_classes] = np.arange(num_classes)  # every class has a test image
-  return datasets.DataSplits(make(num_train, counts / counts.sum()), test, counts, num_classes)
+  return datasets.DataSplits(make(num_train, counts / counts.sum()), make(num_test, None),
+                             counts, num_classes)
 
 
 def run(config, steps: int, warmup: int, synthetic: bool) -> dict:
@@ -51,7 +50,8 @@ def run(config, steps: int, warmup: int, synthetic: bool) -> dict:
   make_iter = lambda: input_pipeline.train_iterator(
       splits.train.images, splits.train.labels, seed=config.seed, global_batch=batch,
       num_epochs=-(-n * batch // len(splits.train.labels)), augment_config=config.augment,
-      num_workers=config.num_workers)
+      num_workers=config.num_workers, image_size=config.dataset.image_size,
+      fill=tuple(round(255 * m) for m in config.dataset.mean))
 
   # Input pipeline alone (host side: gather + augmentation).
   it = make_iter()
@@ -79,8 +79,7 @@ def run(config, steps: int, warmup: int, synthetic: bool) -> dict:
   train_rate = steps * batch / (time.perf_counter() - t0)
 
   # The jitted step alone, on one batch already on the device.
-  fixed = input_pipeline.to_global(next(input_pipeline.train_iterator(
-      splits.train.images, splits.train.labels, seed=1, global_batch=batch, num_epochs=1)), data)
+  fixed = input_pipeline.to_global(next(make_iter()), data)
   t0 = time.perf_counter()
   for _ in range(steps):
     state, metrics = step_fns.train(state, fixed)

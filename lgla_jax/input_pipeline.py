@@ -74,7 +74,11 @@ class AugmentBatch(grain.transforms.Map):
     rng = np.random.default_rng([self.seed, int(batch["step"]), 0xA06])
     local = len(batch["label"])
     positions = self.process_index * local + np.arange(local)
-    if self.recipe == "cifar":
+    if self.recipe == "eval":  # no augmentation, only decoding (files without a recipe)
+      resize = int(round(self.image_size * 256 / 224))
+      images = np.stack([augment_imagenet.eval_image(_open(p), self.image_size, resize)
+                         for p in batch["image"]])
+    elif self.recipe == "cifar":
       images = augment.train_augment(batch["image"], rng, crop_padding=self.crop_padding,
                                      flip=self.flip, autoaugment=self.autoaugment,
                                      cutout_size=self.cutout, positions=positions,
@@ -89,7 +93,10 @@ class AugmentBatch(grain.transforms.Map):
 
 
 def _open(path):
+  """Decode an image file (or wrap an in-memory uint8 array, as the benchmark uses)."""
   from PIL import Image
+  if isinstance(path, np.ndarray):
+    return Image.fromarray(path)
   try:
     with Image.open(path) as img:
       img.load()
@@ -122,7 +129,7 @@ def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: 
     ds = ds.map(AugmentBatch(seed, a.crop_padding, a.flip, a.autoaugment, a.cutout,
                              global_batch, pi, a.recipe, image_size, tuple(fill)))
   elif not isinstance(images, np.ndarray):
-    raise ValueError("image files need an augment_config with a recipe to decode them")
+    ds = ds.map(AugmentBatch(seed, 0, False, False, 0, global_batch, pi, "eval", image_size))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   if num_workers > 0:
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
@@ -140,6 +147,7 @@ class GatherEvalBatch(grain.transforms.Map):
   process_count: int = 1
 
   image_size: int = 224
+  recipe: str = "cifar"
 
   def map(self, k):
     local = self.global_batch // self.process_count
@@ -148,19 +156,20 @@ class GatherEvalBatch(grain.transforms.Map):
     valid = idx < len(self.labels)
     idx = np.where(valid, idx, 0)
     images = self.images[idx]
-    if not isinstance(self.images, np.ndarray):  # files: resize + centre crop
+    if self.recipe != "cifar":  # ImageNet-size: resize + centre crop
       resize = int(round(self.image_size * 256 / 224))
       images = np.stack([augment_imagenet.eval_image(_open(p), self.image_size, resize) for p in images])
     return {"image": images, "label": self.labels[idx], "mask": valid}
 
 
-def eval_iterator(images, labels, *, global_batch: int, image_size: int = 224):
+def eval_iterator(images, labels, *, global_batch: int, image_size: int = 224,
+                  recipe: str = "cifar"):
   pc, pi = jax.process_count(), jax.process_index()
   if global_batch % pc:
     raise ValueError(f"config.eval_batch_size={global_batch} is not divisible by {pc} processes")
   num_batches = -(-len(labels) // global_batch)
   ds = grain.MapDataset.range(num_batches).map(
-      GatherEvalBatch(images, labels, global_batch, pi, pc, image_size))
+      GatherEvalBatch(images, labels, global_batch, pi, pc, image_size, recipe))
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
 
 

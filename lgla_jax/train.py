@@ -101,7 +101,8 @@ def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, 
   """Evaluate on every test image exactly once; returns the accuracy report."""
   totals = None
   it = input_pipeline.eval_iterator(test.images, test.labels, global_batch=config.eval_batch_size,
-                                    image_size=config.dataset.image_size)
+                                    image_size=config.dataset.image_size,
+                                    recipe=config.augment.recipe)
   for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):
     counts = steps.eval(state, batch)
     totals = counts if totals is None else jax.tree.map(jnp.add, totals, counts)
