@@ -1,0 +1,62 @@
+"""Time the official PyTorch training step (ResNet-32, 3 experts, CIFAR-100, batch 128) here,
+the reference for lgla-jax's CPU speed target. Needs torch and the official code:
+
+  LGLA_REF=/path/to/LGLA /tmp/tvenv/bin/python tools/official_step_speed.py [STEPS]
+
+Prints one JSON line: images/s (median over the steps), threads, torch version. Nothing of
+the official code is copied here; it is imported from $LGLA_REF.
+"""
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _load(name, path):
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def main():
+  ref = pathlib.Path(os.environ["LGLA_REF"])
+  steps = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+  torch.Tensor.cuda = lambda self, *a, **k: self
+  torch.set_num_threads(os.cpu_count())
+  arch = _load("expert_resnet_cifar", ref / "model/ldam_drw_resnets/expert_resnet_cifar.py")
+  loss_mod = _load("official_loss", ref / "model/loss.py")
+  counts = [int(500 * 0.01 ** (i / 99)) for i in range(100)]
+  net = arch.ResNet_s(arch.BasicBlock, [5, 5, 5], num_experts=3, num_classes=100, use_norm=True,
+                      returns_feat=True).train()
+  with contextlib.redirect_stdout(io.StringIO()):
+    crit = loss_mod.DiverseExpertLoss(cls_num_list=counts, num_experts=3, s=30, tau=2.5)
+  opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4, nesterov=True)
+  rng = np.random.RandomState(0)
+  x = torch.from_numpy(rng.randn(128, 3, 32, 32).astype(np.float32))
+  y = torch.from_numpy(rng.choice(100, 128, p=np.asarray(counts) / sum(counts)))
+  times = []
+  for i in range(steps + 2):
+    t0 = time.perf_counter()
+    opt.zero_grad()
+    out = net(x)
+    loss = crit(output_logits=out["output"], target=y, extra_info={"logits": out["logits"].transpose(0, 1)})
+    loss.backward()
+    opt.step()
+    if i >= 2:
+      times.append(time.perf_counter() - t0)
+  print(json.dumps({"official_step_images_per_s": round(128 / statistics.median(times), 2),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+  main()
