@@ -12,32 +12,22 @@ steps 1 and 3 relative to the bound 1e-4 + 1e-4 |ref| used in tests/test_train_s
 """
 
 import contextlib
-import importlib.util
 import io
-import os
 import pathlib
 import sys
 
 import numpy as np
 import torch
 
+from official_ref import official_model_and_loss
+
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "tests" / "golden"
 
 
-def _load(name, path):
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def main():
-  ref_dir = pathlib.Path(os.environ["LGLA_REF"])
   dtype = torch.float64 if sys.argv[1:] == ["64"] else torch.float32
-  torch.Tensor.cuda = lambda self, *a, **k: self  # the official loss calls .cuda()
   torch.set_num_threads(2)
-  arch = _load("expert_resnet_cifar", ref_dir / "model/ldam_drw_resnets/expert_resnet_cifar.py")
-  loss_mod = _load("official_loss", ref_dir / "model/loss.py")
+  arch, loss_mod = official_model_and_loss()
   init = np.load(GOLDEN / "resnet32_e3_c100.npz")
   d = np.load(GOLDEN / "train_steps_resnet32_e3_c100_warmuplr.npz")
   keys = [str(k) for k in d["state_dict_keys"]]

@@ -8,11 +8,9 @@ the official code is copied here; it is imported from $LGLA_REF.
 """
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
-import pathlib
 import statistics
 import sys
 import time
@@ -20,21 +18,13 @@ import time
 import numpy as np
 import torch
 
-
-def _load(name, path):
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from official_ref import official_model_and_loss
 
 
 def main():
-  ref = pathlib.Path(os.environ["LGLA_REF"])
   steps = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-  torch.Tensor.cuda = lambda self, *a, **k: self
   torch.set_num_threads(os.cpu_count())
-  arch = _load("expert_resnet_cifar", ref / "model/ldam_drw_resnets/expert_resnet_cifar.py")
-  loss_mod = _load("official_loss", ref / "model/loss.py")
+  arch, loss_mod = official_model_and_loss()
   counts = [int(500 * 0.01 ** (i / 99)) for i in range(100)]
   net = arch.ResNet_s(arch.BasicBlock, [5, 5, 5], num_experts=3, num_classes=100, use_norm=True,
                       returns_feat=True).train()

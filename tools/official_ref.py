@@ -1,0 +1,26 @@
+"""Shared set-up of the developer scripts that run the official PyTorch code (from $LGLA_REF).
+
+Nothing of the official code is copied: its modules are imported from the checkout.
+"""
+
+import importlib.util
+import os
+import pathlib
+
+import torch
+
+
+def load_official(relative_path: str, name: str):
+  """Import one module of the official checkout by path; the official loss calls .cuda(),
+  which becomes a no-op on the CPU."""
+  torch.Tensor.cuda = lambda self, *a, **k: self
+  path = pathlib.Path(os.environ["LGLA_REF"]) / relative_path
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def official_model_and_loss():
+  return (load_official("model/ldam_drw_resnets/expert_resnet_cifar.py", "expert_resnet_cifar"),
+          load_official("model/loss.py", "official_loss"))
