@@ -92,8 +92,11 @@ def make_steps(config, model, tx, class_counts, mesh) -> Steps:
 
   rep = sharding.replicated(mesh)
   data = sharding.batch_sharding(mesh)
-  train = jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0)
-  evaluate = jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep)
+  options = sharding.compiler_options(mesh, config.xla_cpu_fast_elementwise)
+  train = jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0,
+                  compiler_options=options)
+  evaluate = jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep,
+                     compiler_options=options)
   return Steps(train, evaluate)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -49,6 +50,41 @@ def l2_normalize(x, axis, eps=1e-12):
   return x / jnp.maximum(norm, eps)
 
 
+def _bn_statistics(x_GxMxC):
+  """Per-group mean and biased variance (two-pass, as PyTorch) over axis 1."""
+  mean = x_GxMxC.mean(axis=1, keepdims=True)
+  var = jnp.square(x_GxMxC - mean).mean(axis=1, keepdims=True)
+  return mean, var
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _bn_normalize(x_GxMxC, scale, bias, epsilon):
+  """``(x - mean) * rsqrt(var + eps) * scale + bias`` with batch statistics over axis 1."""
+  mean, var = _bn_statistics(x_GxMxC)
+  return (x_GxMxC - mean) * (scale * jax.lax.rsqrt(var + epsilon)) + bias
+
+
+def _bn_normalize_fwd(x, scale, bias, epsilon):
+  mean, var = _bn_statistics(x)
+  inv = jax.lax.rsqrt(var + epsilon)
+  return (x - mean) * (scale * inv) + bias, (x, mean, inv, scale)
+
+
+def _bn_normalize_bwd(epsilon, res, dy):
+  # The textbook BatchNorm gradient, written out so that XLA sees two reductions and one
+  # elementwise pass instead of autodiff's longer chain through mean and variance.
+  x, mean, inv, scale = res
+  n = x.shape[1]
+  xhat = (x - mean) * inv
+  dbias = dy.sum(axis=1, keepdims=True)
+  dscale = (dy * xhat).sum(axis=1, keepdims=True)
+  dx = (scale * inv) * (dy - dbias / n - xhat * (dscale / n))
+  return dx, dscale.sum(axis=(0, 1)), dbias.sum(axis=(0, 1))
+
+
+_bn_normalize.defvjp(_bn_normalize_fwd, _bn_normalize_bwd)
+
+
 class BatchNorm(nn.Module):
   """BatchNorm2d with PyTorch semantics over the last (channel) axis.
 
@@ -72,27 +108,25 @@ class BatchNorm(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
     ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
     ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
-    axes = tuple(range(x.ndim - 1))
     acc = accum_dtype(self.dtype)
     if train:
-      xf = x.astype(acc)
       groups = x.shape[0] // self.group_size if self.group_size else 1
       if groups * (self.group_size or x.shape[0]) != x.shape[0]:
         raise ValueError(f"batch {x.shape[0]} is not a multiple of bn group size {self.group_size}")
-      xg = xf.reshape((groups, -1) + x.shape[1:])
-      group_axes = tuple(range(1, xg.ndim - 1))
-      mean = xg.mean(axis=group_axes, keepdims=True)
-      var = jnp.square(xg - mean).mean(axis=group_axes, keepdims=True)
-      y = (xg - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+      # [groups, images * pixels, channels]: a free reshape of the NHWC batch.
+      xg = x.astype(acc).reshape(groups, -1, features)
+      y = _bn_normalize(xg, scale.astype(acc), bias.astype(acc), self.epsilon)
       if not self.is_initializing():
-        n = x.size // features // groups
-        mean, var = mean[0].reshape(features), var[0].reshape(features)
+        mean, var = jax.lax.stop_gradient(_bn_statistics(xg))
+        n = xg.shape[1]
+        mean, var = mean[0, 0], var[0, 0]
         unbiased = var * (n / max(n - 1, 1))
         m = self.momentum
         ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(jnp.float32)
         ra_var.value = ((1 - m) * ra_var.value + m * unbiased).astype(jnp.float32)
       return y.reshape(x.shape).astype(self.dtype)
-    y = (x.astype(acc) - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon) * scale + bias
+    a = scale * jax.lax.rsqrt(ra_var.value + self.epsilon)
+    y = (x.astype(acc) - ra_mean.value) * a + bias
     return y.astype(self.dtype)
 
 
