@@ -173,3 +173,19 @@ def test_bfloat16_step_stays_close_to_float32():
   rel = np.linalg.norm(update16 - update32) / np.linalg.norm(update32)
   cos = update16 @ update32 / (np.linalg.norm(update16) * np.linalg.norm(update32))
   assert rel < 0.1 and cos > 0.99, (rel, cos)
+
+
+def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  assert sharding.compiler_options(mesh) == sharding.CPU_FAST_ELEMENTWISE
+  assert sharding.compiler_options(mesh, fast_elementwise=False) is None
+
+  class FakeGpuMesh:  # only the platform of the first device is consulted
+    devices = np.asarray([type("Device", (), {"platform": "gpu"})()])
+
+  assert sharding.compiler_options(FakeGpuMesh()) is None
+  runs = {flag: _run_steps(_config("demo", xla_cpu_fast_elementwise=flag), 1, 2)
+          for flag in (True, False)}
+  np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(runs[True][1].params), jax.tree.leaves(runs[False][1].params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-4)
