@@ -101,6 +101,7 @@ def run(config, steps: int, warmup: int, synthetic: bool) -> dict:
       "backend": jax.default_backend(), "jax": jax.__version__,
       "batch_size": batch, "dtype": config.dtype, "model_depth": config.model.depth,
       "num_experts": config.model.num_experts, "conv_impl": config.model.conv_impl,
+      "xla_cpu_fast_elementwise": config.xla_cpu_fast_elementwise,
       "augment": {k: config.augment[k] for k in config.augment}, "num_workers": config.num_workers,
       "synthetic": synthetic, "steps": steps,
   }
