@@ -212,6 +212,24 @@ def _restore_if_any(ckpt, state, config, mesh, num_train, log):
   return state
 
 
+def _earlier_evaluations(workdir: str, upto_step: int) -> list[dict]:
+  """The evaluation history of the runs this one resumes, from their metrics.jsonl (the
+  last entry per step, none after the checkpoint resumed from)."""
+  by_step = {}
+  path = os.path.join(workdir, "metrics.jsonl")
+  if upto_step and os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          entry = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash
+          continue
+        if entry.get("kind") == "eval" and entry.get("step", upto_step + 1) <= upto_step:
+          by_step[entry["step"]] = {k: entry[k] for k in ("epoch", "top1", "many", "medium",
+                                                           "few", "rarest3") if k in entry}
+  return [by_step[k] for k in sorted(by_step)]
+
+
 class _Progress:
   """Training-loss window, images/s and ETA for the console and the metrics log."""
 
@@ -262,7 +280,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         num_workers=config.num_workers, image_size=config.dataset.image_size,
         fill=tuple(round(255 * m) for m in config.dataset.mean))
     progress = _Progress(config, total_steps, lr_table, log)
-    history, pending, report, t_train = [], None, None, 0.0
+    history = _earlier_evaluations(workdir, start_step)
+    pending, report, t_train = None, None, 0.0
     t_last = time.time()
     with _stop_on_sigterm():
       for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):

@@ -79,6 +79,9 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(other)):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
   assert resumed["final"]["top1"] == full["final"]["top1"]
+  # The report's evaluation history spans the interruption.
+  assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+  assert resumed["history"] == full["history"]
 
 
 def test_sigterm_requests_a_stop():
