@@ -163,14 +163,19 @@ class GatherEvalBatch(grain.transforms.Map):
 
 
 def eval_iterator(images, labels, *, global_batch: int, image_size: int = 224,
-                  recipe: str = "cifar"):
+                  recipe: str = "cifar", num_workers: int = 0):
+  """This process's evaluation batches in order. Image files (ImageNet-size recipes) are
+  decoded in ``num_workers`` processes; in-memory arrays need none."""
   pc, pi = jax.process_count(), jax.process_index()
   if global_batch % pc:
     raise ValueError(f"config.eval_batch_size={global_batch} is not divisible by {pc} processes")
   num_batches = -(-len(labels) // global_batch)
   ds = grain.MapDataset.range(num_batches).map(
       GatherEvalBatch(images, labels, global_batch, pi, pc, image_size, recipe))
-  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+  if num_workers > 0 and recipe != "cifar":
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
+  return iter(it)
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:

@@ -105,7 +105,8 @@ def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, 
   totals = None
   it = input_pipeline.eval_iterator(test.images, test.labels, global_batch=config.eval_batch_size,
                                     image_size=config.dataset.image_size,
-                                    recipe=config.augment.recipe)
+                                    recipe=config.augment.recipe,
+                                    num_workers=config.num_workers)
   for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):
     counts = steps.eval(state, batch)
     totals = counts if totals is None else jax.tree.map(jnp.add, totals, counts)

@@ -30,6 +30,22 @@ def make_tree(tmp_path, name, num_test=10):
   return root, splits
 
 
+def test_eval_decoding_in_worker_processes_gives_the_same_batches(tmp_path):
+  root, splits = make_tree(tmp_path, "imagenet_lt", num_test=23)
+  data = datasets.load_split_files("imagenet_lt", str(splits), str(root))
+  batches = {}
+  for workers in (0, 2):
+    batches[workers] = list(input_pipeline.eval_iterator(
+        data.test.images, data.test.labels, global_batch=10, image_size=32, recipe="imagenet",
+        num_workers=workers))
+  assert len(batches[0]) == len(batches[2]) == 3
+  for a, b in zip(batches[0], batches[2]):
+    assert a["image"].shape == (10, 32, 32, 3)
+    for key in ("image", "label", "mask"):
+      np.testing.assert_array_equal(a[key], b[key])
+  assert sum(int(b["mask"].sum()) for b in batches[2]) == 23
+
+
 @pytest.mark.parametrize("name", ["imagenet_lt_resnet50", "imagenet_lt_resnext50",
                                   "inaturalist_resnet50", "places_lt_resnet152"])
 def test_quick_config_trains_a_step_and_evaluates(tmp_path, name):
