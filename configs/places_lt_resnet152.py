@@ -6,8 +6,8 @@
   python -m lgla_jax.main --config=configs/places_lt_resnet152.py:quick ...   # smoke run
 
 Separate layer3/layer4 per expert, all initialised from the pretrained ResNet-152's
-layer3/layer4 (model.pretrained: the PyTorch state_dict as .npz, or .pth with torch
-installed). Recipe: batch 128, SGD lr 0.01 Nesterov, weight decay 4e-4, 30 epochs with x0.1
+layer3/layer4 (model.pretrained: the PyTorch state_dict as .pth, read without torch,
+or .npz). Recipe: batch 128, SGD lr 0.01 Nesterov, weight decay 4e-4, 30 epochs with x0.1
 at epochs 10 and 20, tau 2.4; RandomResizedCrop, ColorJitter, grayscale 0.2, blur 0.5, flip.
 Official: 4 GPUs (--config.model.bn_group_size=32 for per-GPU BatchNorm).
 """

@@ -141,24 +141,18 @@ def torch_from_variables(variables, prefix: str = "backbone.",
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """PyTorch-named arrays from an ``.npz`` (or a ``.pth`` when torch is installed)."""
+  """PyTorch-named arrays from an ``.npz`` or a ``.pth`` (read without torch)."""
   import os
+  from lgla_jax import torch_file
   if not os.path.exists(path):
     raise FileNotFoundError(
         f"pretrained weights {path} do not exist: give the ImageNet-pretrained ResNet-152 "
-        f"as an .npz of its PyTorch state_dict (numpy.savez(path, **{{k: v.numpy() for k, v "
-        f"in state_dict.items()}})) or a .pth with torch installed")
+        f"as a PyTorch .pth (torchvision's resnet152 weights, say) or an .npz of its "
+        f"state_dict (numpy.savez(path, **{{k: v.numpy() for k, v in state_dict.items()}}))")
   if path.endswith(".npz"):
     with np.load(path) as f:
       return {k: f[k] for k in f.files}
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError(f"{path} is a PyTorch file and torch is not installed: install torch, or "
-                      f"convert it to .npz where torch is available") from e
-  state = torch.load(path, map_location="cpu")
-  state = state.get("state_dict", state) if isinstance(state, dict) else state
-  return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "numpy")}
+  return torch_file.read_state_dict(path)
 
 
 def load_pretrained_resnet(variables, weights, num_experts: int):
