@@ -51,7 +51,8 @@ def run(config, steps: int, warmup: int, synthetic: bool) -> dict:
       splits.train.images, splits.train.labels, seed=config.seed, global_batch=batch,
       num_epochs=-(-n * batch // len(splits.train.labels)), augment_config=config.augment,
       num_workers=config.num_workers, image_size=config.dataset.image_size,
-      fill=tuple(round(255 * m) for m in config.dataset.mean))
+      fill=tuple(round(255 * m) for m in config.dataset.mean),
+      drop_last=True)  # steady state: full batches only (a padded one compiles a second step)
 
   # Input pipeline alone (host side: gather + augmentation).
   it = make_iter()

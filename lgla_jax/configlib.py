@@ -95,7 +95,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.step_epochs = (10, 20)  # step: the two epochs of the x gamma decays
 
   c.num_epochs = 400
-  c.batch_size = 128  # global batch, split over all devices; incomplete last batches are dropped
+  c.batch_size = 128  # global batch, split over all devices
+  c.drop_last_batch = False  # False: keep each epoch's incomplete last batch (padded + masked), as the official DataLoader
   c.eval_batch_size = 500  # global; the last batch is padded and masked
   c.eval_every_epochs = 20  # evaluate on the test set every N epochs (0: only at the end)
   c.checkpoint_every_epochs = 20  # save every N epochs (0: only at the end)

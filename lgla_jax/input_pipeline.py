@@ -4,8 +4,10 @@ Training: global batch ``k`` of epoch ``e`` is ``perm_e[k*B:(k+1)*B]`` with ``pe
 permutation seeded by (seed, epoch); every process gathers only its contiguous share of
 each global batch, so the global batch does not depend on the number of processes, and
 the position in the data is a pure function of the global step (which is how a resumed
-run continues at the exact batch). Incomplete last batches are dropped. Augmentation runs
-per batch in grain (optionally in worker processes) with a per-batch seed.
+run continues at the exact batch). The incomplete last batch of an epoch is kept, as
+PyTorch's DataLoader does (``drop_last=True`` drops it): it is padded to the full batch
+and carries a ``mask`` of its valid images. Augmentation runs per batch in grain
+(optionally in worker processes) with a per-batch seed.
 
 Evaluation: every test image exactly once; the last batch is padded and masked.
 """
@@ -47,8 +49,13 @@ class GatherTrainBatch(grain.transforms.Map):
       self._epoch, self._perm = epoch, epoch_permutation(self.seed, epoch, len(self.labels))
     local = self.global_batch // self.process_count
     start = k * self.global_batch + self.process_index * local
-    idx = self._perm[start:start + local]
-    return {"image": self.images[idx], "label": self.labels[idx], "step": np.int64(step)}
+    positions = np.arange(start, start + local)
+    valid = positions < len(self.labels)
+    idx = self._perm[np.where(valid, positions, 0)]
+    batch = {"image": self.images[idx], "label": self.labels[idx], "step": np.int64(step)}
+    if (k + 1) * self.global_batch > len(self.labels):  # the epoch's incomplete last batch
+      batch["mask"] = valid  # (padded with a repeat of the epoch's first image)
+    return batch
 
 
 @dataclasses.dataclass
@@ -89,7 +96,10 @@ class AugmentBatch(grain.transforms.Map):
           augment_imagenet.train_image(_open(path), np.random.default_rng(s), self.recipe,
                                        self.image_size, self.fill)
           for path, s in zip(batch["image"], seeds)])
-    return {"image": images, "label": batch["label"]}
+    out = {"image": images, "label": batch["label"]}
+    if "mask" in batch:
+      out["mask"] = batch["mask"]
+    return out
 
 
 def _open(path):
@@ -105,22 +115,22 @@ def _open(path):
     raise ValueError(f"cannot decode image {path}: {e}") from e
 
 
-def steps_per_epoch(num_examples: int, global_batch: int) -> int:
-  steps = num_examples // global_batch
-  if steps == 0:
+def steps_per_epoch(num_examples: int, global_batch: int, drop_last: bool = False) -> int:
+  """Steps per epoch: ``ceil(n / B)`` (PyTorch's default), ``floor`` with ``drop_last``."""
+  if global_batch > num_examples:
     raise ValueError(f"config.batch_size={global_batch} is larger than the training set "
                      f"({num_examples} images)")
-  return steps
+  return num_examples // global_batch if drop_last else -(-num_examples // global_batch)
 
 
 def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: int,
                    start_step: int = 0, augment_config=None, num_workers: int = 0,
-                   image_size: int = 224, fill=(124, 116, 104)):
+                   image_size: int = 224, fill=(124, 116, 104), drop_last: bool = False):
   """An iterator of this process's training batches from global step ``start_step`` on."""
   pc, pi = jax.process_count(), jax.process_index()
   if global_batch % pc:
     raise ValueError(f"config.batch_size={global_batch} is not divisible by {pc} processes")
-  spe = steps_per_epoch(len(labels), global_batch)
+  spe = steps_per_epoch(len(labels), global_batch, drop_last)
   total = spe * num_epochs
   ds = grain.MapDataset.range(start_step, total).map(
       GatherTrainBatch(images, labels, seed, global_batch, spe, pi, pc))

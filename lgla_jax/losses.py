@@ -45,18 +45,22 @@ def _target_values(x_ExBxC: jax.Array, labels_B: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x_ExBxC, idx.astype(jnp.int32), axis=-1)[..., 0]
 
 
-def aaw_weights_from_regions(expert_logits_ExBxC, labels_B, regions_RxC, *, scale=30.0):
+def aaw_weights_from_regions(expert_logits_ExBxC, labels_B, regions_RxC, *, scale=30.0,
+                             mask_B=None):
   """Adaptive Angular Weights ``[E, B]`` from precomputed region masks.
 
   ``theta_eb = acos(z_eb[y_b] / scale)`` on the unadjusted logits; the weight is
   ``1 + max(0, theta_eb - mean theta of the sample's region in this batch, expert e)``.
-  Samples in no region get weight 1. No gradient flows through the weights.
+  Samples in no region get weight 1. No gradient flows through the weights. ``mask_B``
+  (padding of an incomplete batch) keeps invalid samples out of the region means.
   """
   logits = jax.lax.stop_gradient(_at_least_f32(expert_logits_ExBxC))
   labels = jnp.asarray(labels_B)
   cos_ExB = jnp.clip(_target_values(logits, labels) / scale, -1.0, 1.0)
   theta_ExB = jnp.arccos(cos_ExB)
   in_region_RxB = jnp.asarray(regions_RxC, bool)[:, labels].astype(jnp.float32)
+  if mask_B is not None:
+    in_region_RxB = in_region_RxB * jnp.asarray(mask_B, jnp.float32)[None]
   # Masked sums (not matmuls) keep the region means exact on every backend.
   count_R = in_region_RxB.sum(axis=-1)
   total_ExR = (theta_ExB[:, None, :] * in_region_RxB[None]).sum(axis=-1)
@@ -75,14 +79,24 @@ def aaw_weights(expert_logits, labels, class_counts, *, scale=30.0):
   return aaw_weights_from_regions(expert_logits, labels, regions, scale=scale)
 
 
+def _batch_mean(x_xB, mask_B):
+  """Mean over the last (batch) axis, over the valid samples only when ``mask_B`` is given."""
+  if mask_B is None:
+    return x_xB.mean(axis=-1)
+  m = jnp.asarray(mask_B, x_xB.dtype)
+  return (x_xB * m).sum(axis=-1) / jnp.maximum(m.sum(), 1.0)
+
+
 def lgla_expert_losses(expert_logits_ExBxC, labels_B, *, log_priors_ExC, regions_RxC,
-                       scale=30.0):
-  """Per-expert LGLA losses ``[E]`` (their sum is the training loss)."""
+                       scale=30.0, mask_B=None):
+  """Per-expert LGLA losses ``[E]`` (their sum is the training loss); ``mask_B`` marks
+  the valid samples of a padded batch."""
   logits = jnp.asarray(expert_logits_ExBxC)
-  weights_ExB = aaw_weights_from_regions(logits, labels_B, regions_RxC, scale=scale)
+  weights_ExB = aaw_weights_from_regions(logits, labels_B, regions_RxC, scale=scale,
+                                         mask_B=mask_B)
   adjusted = _at_least_f32(logits) + jnp.asarray(log_priors_ExC, jnp.float32)[:, None, :]
   logp_ExB = _target_values(jax.nn.log_softmax(adjusted, axis=-1), jnp.asarray(labels_B))
-  return -(weights_ExB * logp_ExB).mean(axis=-1)
+  return -_batch_mean(weights_ExB * logp_ExB, mask_B)
 
 
 def lgla_loss(expert_logits, labels, class_counts, *, tau, scale=30.0):
@@ -103,13 +117,13 @@ def lgla_loss(expert_logits, labels, class_counts, *, tau, scale=30.0):
                             regions_RxC=regions, scale=scale).sum()
 
 
-def cross_entropy(logits_BxC, labels_B):
-  """Mean softmax cross entropy."""
+def cross_entropy(logits_BxC, labels_B, mask_B=None):
+  """Mean softmax cross entropy (over the valid samples when ``mask_B`` is given)."""
   logp = jax.nn.log_softmax(_at_least_f32(logits_BxC), axis=-1)
-  return -_target_values(logp[None], jnp.asarray(labels_B))[0].mean()
+  return -_batch_mean(_target_values(logp[None], jnp.asarray(labels_B))[0], mask_B)
 
 
-def logit_adjusted_cross_entropy(logits_BxC, labels_B, class_counts, *, tau=1.0):
+def logit_adjusted_cross_entropy(logits_BxC, labels_B, class_counts, *, tau=1.0, mask_B=None):
   """Logit-adjusted cross entropy (Menon et al., 2021): CE on ``logits + tau * log prior``."""
   prior = long_tail.class_prior(_concrete_counts(class_counts))
-  return cross_entropy(_at_least_f32(logits_BxC) + tau * jnp.log(prior), labels_B)
+  return cross_entropy(_at_least_f32(logits_BxC) + tau * jnp.log(prior), labels_B, mask_B)

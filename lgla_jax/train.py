@@ -56,33 +56,37 @@ def make_steps(config, model, tx, class_counts, mesh) -> Steps:
   mean, std = tuple(config.dataset.mean), tuple(config.dataset.std)
   scale = config.model.scale if config.model.use_norm else 1.0
 
-  def loss_fn(params, batch_stats, images, labels):
+  def loss_fn(params, batch_stats, images, labels, mask):
     out, updated = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                               train=True, mutable=["batch_stats"])
+                               train=True, mask=mask, mutable=["batch_stats"])
     if config.loss.name == "lgla":
       per_expert = losses.lgla_expert_losses(out["logits"].transpose(1, 0, 2), labels,
                                              log_priors_ExC=priors, regions_RxC=regions,
-                                             scale=scale)
+                                             scale=scale, mask_B=mask)
       loss = per_expert.sum()
     elif config.loss.name == "ce":
-      loss = losses.cross_entropy(out["output"], labels)
+      loss = losses.cross_entropy(out["output"], labels, mask)
       per_expert = jnp.zeros((e,))
     else:
       loss = losses.logit_adjusted_cross_entropy(out["output"], labels, class_counts,
-                                                 tau=config.loss.tau)
+                                                 tau=config.loss.tau, mask_B=mask)
       per_expert = jnp.zeros((e,))
     return loss, (updated["batch_stats"], per_expert, out["output"])
 
   def train_step(state, batch):
+    # A batch with a "mask" (an epoch's padded incomplete last batch) traces a second
+    # version of this step; full batches never pay for masking.
     images = normalize(batch["image"], mean, std)
-    labels = batch["label"]
+    labels, mask = batch["label"], batch.get("mask")
     (loss, (batch_stats, per_expert, output)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params, state.batch_stats, images, labels)
+        loss_fn, has_aux=True)(state.params, state.batch_stats, images, labels, mask)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               batch_stats=batch_stats, opt_state=opt_state)
-    metrics = {"loss": loss, "expert_losses": per_expert,
-               "correct": jnp.sum(jnp.argmax(output, -1) == labels)}
+    correct = jnp.argmax(output, -1) == labels
+    if mask is not None:
+      correct &= mask
+    metrics = {"loss": loss, "expert_losses": per_expert, "correct": jnp.sum(correct)}
     return new_state, metrics
 
   def eval_step(state, batch):
@@ -167,7 +171,8 @@ def _stop_on_sigterm():
 
 def _meta(config, epoch, step, num_train):
   return {"epoch": int(epoch), "step": int(step), "seed": int(config.seed),
-          "num_train_images": int(num_train), "batch_size": int(config.batch_size)}
+          "num_train_images": int(num_train), "batch_size": int(config.batch_size),
+          "drop_last_batch": bool(config.drop_last_batch)}
 
 
 def setup(config, mesh=None, splits=None):
@@ -176,7 +181,8 @@ def setup(config, mesh=None, splits=None):
   configlib.validate(config, num_devices=mesh.size)
   splits = splits or datasets.load(config.dataset)
   model = build_model(config, splits.num_classes)
-  spe = input_pipeline.steps_per_epoch(len(splits.train.labels), config.batch_size)
+  spe = input_pipeline.steps_per_epoch(len(splits.train.labels), config.batch_size,
+                                       config.drop_last_batch)
   tx, lr_table = optim.make_optimizer(config.optim, config.num_epochs, spe)
   size = config.dataset.image_size
   image_shape = (size, size, 3)
@@ -203,7 +209,8 @@ def _restore_if_any(ckpt, state, config, mesh, num_train, log):
     return state
   state, meta = ckpt.restore(latest, checkpoint.abstract(state, sharding.replicated(mesh)))
   expected = _meta(config, 0, latest, num_train)
-  for key in ("seed", "num_train_images", "batch_size"):
+  meta.setdefault("drop_last_batch", True)  # checkpoints from before the option dropped it
+  for key in ("seed", "num_train_images", "batch_size", "drop_last_batch"):
     if meta.get(key) != expected[key]:
       raise checkpoint.CheckpointError(
           f"checkpoint {ckpt.directory}/{latest} was made with {key}={meta.get(key)}, this "
@@ -279,7 +286,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         splits.train.images, splits.train.labels, seed=config.seed, global_batch=config.batch_size,
         num_epochs=config.num_epochs, start_step=start_step, augment_config=config.augment,
         num_workers=config.num_workers, image_size=config.dataset.image_size,
-        fill=tuple(round(255 * m) for m in config.dataset.mean))
+        fill=tuple(round(255 * m) for m in config.dataset.mean),
+        drop_last=config.drop_last_batch)
     progress = _Progress(config, total_steps, lr_table, log)
     history = _earlier_evaluations(workdir, start_step)
     pending, report, t_train = None, None, 0.0

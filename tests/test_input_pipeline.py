@@ -19,7 +19,8 @@ def _ids(images):
 
 def test_train_batches_cover_each_epoch_once_and_reshuffle():
   images, labels = _data()
-  it = input_pipeline.train_iterator(images, labels, seed=3, global_batch=10, num_epochs=3)
+  it = input_pipeline.train_iterator(images, labels, seed=3, global_batch=10, num_epochs=3,
+                                     drop_last=True)
   batches = list(it)
   assert len(batches) == 3 * (103 // 10)
   epochs = [np.concatenate([_ids(b["image"]) for b in batches[e * 10:(e + 1) * 10]]) for e in range(3)]
@@ -27,6 +28,24 @@ def test_train_batches_cover_each_epoch_once_and_reshuffle():
     assert len(set(ids.tolist())) == 100  # no repeats within an epoch, 3 dropped
   assert not np.array_equal(epochs[0], epochs[1])
   np.testing.assert_array_equal(labels[epochs[0]], np.concatenate([b["label"] for b in batches[:10]]))
+  assert not any("mask" in b for b in batches)
+
+
+def test_incomplete_last_batch_is_kept_padded_and_masked():
+  # PyTorch's DataLoader default (drop_last=False), which the official code uses: every
+  # image once per epoch, ceil(103 / 10) = 11 steps, the last one with 3 valid images.
+  images, labels = _data()
+  batches = list(input_pipeline.train_iterator(images, labels, seed=3, global_batch=10,
+                                               num_epochs=2))
+  assert len(batches) == 2 * 11 == 2 * input_pipeline.steps_per_epoch(103, 10)
+  for e in range(2):
+    epoch = batches[e * 11:(e + 1) * 11]
+    assert all("mask" not in b for b in epoch[:-1])
+    last = epoch[-1]
+    assert last["image"].shape == (10, 8, 8, 3) and last["mask"].tolist() == [True] * 3 + [False] * 7
+    ids = np.concatenate([_ids(b["image"]) for b in epoch[:-1]] + [_ids(last["image"])[:3]])
+    assert sorted(ids.tolist()) == list(range(103))
+    np.testing.assert_array_equal(last["label"][:3], labels[_ids(last["image"])[:3]])
 
 
 def test_train_position_is_a_function_of_the_step():
@@ -46,10 +65,11 @@ def test_augmented_batches_deterministic_with_worker_processes():
   kw = dict(seed=5, global_batch=10, num_epochs=1, augment_config=aug)
   a = list(input_pipeline.train_iterator(images, labels, **kw))
   b = list(input_pipeline.train_iterator(images, labels, num_workers=2, **kw))
-  assert len(a) == len(b) == 10
+  assert len(a) == len(b) == 11 and "mask" in a[-1] and "mask" in b[-1]
   for x, y in zip(a, b):
-    np.testing.assert_array_equal(x["image"], y["image"])
-    np.testing.assert_array_equal(x["label"], y["label"])
+    assert sorted(x) == sorted(y)
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key])
 
 
 def test_process_shares_make_up_the_global_batch():
@@ -57,10 +77,12 @@ def test_process_shares_make_up_the_global_batch():
   spe = input_pipeline.steps_per_epoch(len(labels), 12)
   whole = input_pipeline.GatherTrainBatch(images, labels, 1, 12, spe)
   parts = [input_pipeline.GatherTrainBatch(images, labels, 1, 12, spe, p, 3) for p in range(3)]
-  for step in (0, 5, spe + 2):
+  for step in (0, 5, spe - 1, spe + 2):  # spe - 1: the padded last batch (7 valid)
     ref = whole.map(step)
-    got = np.concatenate([p.map(step)["image"] for p in parts])
-    np.testing.assert_array_equal(got, ref["image"])
+    shares = [p.map(step) for p in parts]
+    for key in ("image", "label") + (("mask",) if step == spe - 1 else ()):
+      np.testing.assert_array_equal(np.concatenate([s[key] for s in shares]), ref[key])
+  assert whole.map(spe - 1)["mask"].sum() == 103 - 12 * (spe - 1) == 7
 
 
 @pytest.mark.parametrize("devices", [1, 8])

@@ -118,3 +118,27 @@ def test_baselines():
   logpa = za - np.log(np.exp(za).sum(-1, keepdims=True))
   np.testing.assert_allclose(float(losses.logit_adjusted_cross_entropy(z, y, counts, tau=1.5)),
                              -logpa[np.arange(8), y].mean(), rtol=1e-5)
+
+
+def test_masked_losses_equal_losses_on_the_valid_samples():
+  # A padded incomplete batch: the masked loss (AAW region means included) must be the
+  # loss of the valid samples alone, whatever the padding holds.
+  counts = long_tail.imbalanced_counts(20, 50, 0.1)
+  regions = long_tail.expert_regions(counts, 3)
+  priors = long_tail.expert_log_priors(counts, 3, 2.0, regions=regions)
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.uniform(-25, 25, (3, 12, 20)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 20, 12))
+  mask = jnp.arange(12) < 7
+  kw = dict(log_priors_ExC=priors, regions_RxC=regions)
+  f = lambda z, y, m=None: losses.lgla_expert_losses(z, y, mask_B=m, **kw)
+  np.testing.assert_allclose(f(logits, labels, mask), f(logits[:, :7], labels[:7]), rtol=1e-6)
+  g_masked = jax.grad(lambda z: f(z, labels, mask).sum())(logits)
+  g_valid = jax.grad(lambda z: f(z, labels[:7]).sum())(logits[:, :7])
+  np.testing.assert_allclose(g_masked[:, :7], g_valid, rtol=1e-5, atol=1e-7)
+  assert float(jnp.abs(g_masked[:, 7:]).max()) == 0.0
+  np.testing.assert_allclose(losses.cross_entropy(logits[0], labels, mask),
+                             losses.cross_entropy(logits[0, :7], labels[:7]), rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.logit_adjusted_cross_entropy(logits[0], labels, counts, tau=1.5, mask_B=mask),
+      losses.logit_adjusted_cross_entropy(logits[0, :7], labels[:7], counts, tau=1.5), rtol=1e-6)

@@ -165,3 +165,31 @@ def test_batchnorm_hand_written_vjp_matches_autodiff(group_size):
     for a, b in zip(jax.grad(ours, argnums=(0, 1, 2))(x, scale, bias),
                     jax.grad(reference, argnums=(0, 1, 2))(x, scale, bias)):
       np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bn_group_size", [0, 4])
+def test_masked_training_forward_equals_forward_on_the_valid_images(bn_group_size):
+  # BatchNorm statistics (and the running statistics they update) over the valid images
+  # of a padded batch only; the padding cannot reach the valid outputs.
+  model = ExpertResNetCifar(10, 3, depth=8, bn_group_size=bn_group_size)
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(8, 32, 32, 3)), jnp.float32)
+  variables = model.init(jax.random.key(0), x, train=False)
+  apply = lambda images, mask=None: model.apply(variables, images, train=True, mask=mask,
+                                                mutable=["batch_stats"])
+  if bn_group_size:  # two groups of 4: the first full, the second with 2 valid images
+    mask = jnp.asarray([True] * 6 + [False] * 2)
+    out_masked, stats_masked = apply(x, mask)
+    # Reference: the two groups [0:4] and [4:6] on their own (running stats follow group 0).
+    plain = ExpertResNetCifar(10, 3, depth=8)
+    first, ref_stats = plain.apply(variables, x[:4], train=True, mutable=["batch_stats"])
+    second, _ = plain.apply(variables, x[4:6], train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(out_masked["logits"][:4], first["logits"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out_masked["logits"][4:6], second["logits"], rtol=1e-4, atol=1e-4)
+  else:
+    mask = jnp.arange(8) < 5
+    out_masked, stats_masked = apply(x.at[5:].set(100.0), mask)  # wild padding
+    out_valid, ref_stats = apply(x[:5])
+    np.testing.assert_allclose(out_masked["logits"][:5], out_valid["logits"], rtol=1e-4, atol=1e-4)
+  for a, b in zip(jax.tree.leaves(stats_masked), jax.tree.leaves(ref_stats)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

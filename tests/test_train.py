@@ -192,3 +192,29 @@ def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
   np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(runs[True][1].params), jax.tree.leaves(runs[False][1].params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-4)
+
+
+def test_padded_last_batch_step_equals_a_step_on_its_valid_images():
+  config = _config("demo")
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  mesh, splits, _, _, _, spe, state, steps = train.setup(config, mesh)
+  assert spe == -(-len(splits.train.labels) // config.batch_size)  # ceil: the last one kept
+  data = sharding.batch_sharding(mesh)
+  b, r = config.batch_size, 13
+  images, labels = splits.train.images[:b], splits.train.labels[:b]
+  padded = {"image": images, "label": labels, "mask": np.arange(b) < r}
+  copy = lambda s: jax.tree.map(lambda x: x.copy(), s)
+  s_pad, m_pad = steps.train(copy(state), input_pipeline.to_global(padded, data))
+  s_val, m_val = steps.train(copy(state), input_pipeline.to_global(
+      {"image": images[:r], "label": labels[:r]}, data))
+  np.testing.assert_allclose(float(m_pad["loss"]), float(m_val["loss"]), rtol=1e-5)
+  assert int(m_pad["correct"]) == int(m_val["correct"])
+  for part in ("params", "batch_stats"):
+    for x, y in zip(jax.tree.leaves(getattr(s_pad, part)), jax.tree.leaves(getattr(s_val, part))):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=2e-5)
+
+
+def test_resuming_with_another_drop_last_batch_is_refused(tmp_path):
+  train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+  with pytest.raises(checkpoint.CheckpointError, match="drop_last_batch"):
+    train.train_and_evaluate(_config("demo", num_epochs=2, drop_last_batch=True), str(tmp_path))

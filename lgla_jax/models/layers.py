@@ -102,7 +102,9 @@ class BatchNorm(nn.Module):
   group_size: int = 0
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, mask=None):
+    """``mask`` ([batch] bool, training only): statistics over the valid images of a
+    padded incomplete batch."""
     features = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
@@ -115,12 +117,21 @@ class BatchNorm(nn.Module):
         raise ValueError(f"batch {x.shape[0]} is not a multiple of bn group size {self.group_size}")
       # [groups, images * pixels, channels]: a free reshape of the NHWC batch.
       xg = x.astype(acc).reshape(groups, -1, features)
-      y = _bn_normalize(xg, scale.astype(acc), bias.astype(acc), self.epsilon)
-      if not self.is_initializing():
+      if mask is None:
+        y = _bn_normalize(xg, scale.astype(acc), bias.astype(acc), self.epsilon)
         mean, var = jax.lax.stop_gradient(_bn_statistics(xg))
         n = xg.shape[1]
+      else:  # the rare padded batch: plain autodiff through masked statistics
+        pixels = x.size // x.shape[0] // features
+        m = jnp.repeat(jnp.asarray(mask, acc), pixels).reshape(groups, -1, 1)
+        count = jnp.maximum(m.sum(axis=1, keepdims=True), 1.0)
+        mean = (xg * m).sum(axis=1, keepdims=True) / count
+        var = (jnp.square(xg - mean) * m).sum(axis=1, keepdims=True) / count
+        y = (xg - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+        mean, var, n = jax.lax.stop_gradient((mean, var, count[0, 0, 0]))
+      if not self.is_initializing():
         mean, var = mean[0, 0], var[0, 0]
-        unbiased = var * (n / max(n - 1, 1))
+        unbiased = var * (n / max(n - 1, 1) if isinstance(n, int) else n / jnp.maximum(n - 1, 1))
         m = self.momentum
         ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(jnp.float32)
         ra_var.value = ((1 - m) * ra_var.value + m * unbiased).astype(jnp.float32)

@@ -43,23 +43,26 @@ class Bottleneck(nn.Module):
   bn_group_size: int = 0
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, mask=None):
     width = int(self.planes * (self.base_width / 64.0)) * self.card
     out = self.planes * EXPANSION
     conv = lambda name, f, k, s, groups: ExpertConv(
         f, groups=groups, kernel_size=k, strides=s, padding=k // 2, impl=self.conv_impl,
         dtype=self.dtype, experts=self.experts, kernel_init=fb_resnet_conv_init, name=name)
     bn = lambda name: BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name=name)
-    y = nn.relu(bn("bn1")(conv("conv1", width, 1, 1, self.experts)(x), train))
-    y = nn.relu(bn("bn2")(conv("conv2", width, 3, self.strides, self.card * self.experts)(y), train))
-    y = bn("bn3")(conv("conv3", out, 1, 1, self.experts)(y), train)
+    y = nn.relu(bn("bn1")(conv("conv1", width, 1, 1, self.experts)(x), train, mask))
+    y = nn.relu(bn("bn2")(conv("conv2", width, 3, self.strides, self.card * self.experts)(y), train, mask))
+    y = bn("bn3")(conv("conv3", out, 1, 1, self.experts)(y), train, mask)
     if self.strides != 1 or x.shape[-1] != out:
-      x = bn("downsample_1")(conv("downsample_0", out, 1, self.strides, self.experts)(x), train)
+      x = bn("downsample_1")(conv("downsample_0", out, 1, self.strides, self.experts)(x), train, mask)
     return nn.relu(y + x.astype(y.dtype))
 
 
 class ExpertResNet(nn.Module):
-  """Multi-expert ResNet for ImageNet-size input (NHWC); ``arch`` from ``ARCHS``."""
+  """Multi-expert ResNet for ImageNet-size input (NHWC); ``arch`` from ``ARCHS``.
+
+  ``mask`` ([B] bool, in training): the valid images of a padded incomplete batch, the
+  only ones BatchNorm statistics cover."""
 
   num_classes: int
   num_experts: int = 3
@@ -73,7 +76,7 @@ class ExpertResNet(nn.Module):
   bn_group_size: int = 0  # see layers.BatchNorm.group_size
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, mask=None):
     if self.arch not in ARCHS:
       raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {self.arch!r}")
     layers, card, base_width = ARCHS[self.arch]
@@ -84,11 +87,11 @@ class ExpertResNet(nn.Module):
     b = self.base_planes
     x = ExpertConv(b, kernel_size=7, strides=2, padding=3, impl=self.conv_impl, dtype=self.dtype,
                    kernel_init=fb_resnet_conv_init, name="conv1")(x)
-    x = nn.relu(BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn1")(x, train))
+    x = nn.relu(BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn1")(x, train, mask))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, planes, stride in (("layer1", b, 1), ("layer2", 2 * b, 2)):
       for i in range(layers[int(stage[-1]) - 1]):
-        x = Bottleneck(planes, stride if i == 0 else 1, name=f"{stage}_{i}", **kw)(x, train)
+        x = Bottleneck(planes, stride if i == 0 else 1, name=f"{stage}_{i}", **kw)(x, train, mask)
 
     if self.separate_experts:
       outs = []
@@ -96,14 +99,14 @@ class ExpertResNet(nn.Module):
         y = x
         for stage, planes, n in (("layer3s", 4 * b, layers[2]), ("layer4s", 8 * b, layers[3])):
           for i in range(n):
-            y = Bottleneck(planes, 2 if i == 0 else 1, name=f"{stage}_{k}_{i}", **kw)(y, train)
+            y = Bottleneck(planes, 2 if i == 0 else 1, name=f"{stage}_{k}_{i}", **kw)(y, train, mask)
         outs.append(y)
       x = jnp.concatenate(outs, axis=-1)
     else:
       x = jnp.concatenate([x] * e, axis=-1)
       for stage, planes, n in (("layer3s", 4 * b, layers[2]), ("layer4s", 8 * b, layers[3])):
         for i in range(n):
-          x = Bottleneck(planes * e, 2 if i == 0 else 1, experts=e, name=f"{stage}_{i}", **kw)(x, train)
+          x = Bottleneck(planes * e, 2 if i == 0 else 1, experts=e, name=f"{stage}_{i}", **kw)(x, train, mask)
 
     acc = accum_dtype(self.dtype)
     feat = x.astype(acc).mean(axis=(1, 2)).reshape(x.shape[0], e, -1)

@@ -49,13 +49,13 @@ class BasicBlock(nn.Module):
   bn_group_size: int = 0
 
   @nn.compact
-  def __call__(self, x, train: bool):
+  def __call__(self, x, train: bool, mask=None):
     conv = lambda name, s: ExpertConv(self.features, groups=self.groups, strides=s,
                                       impl=self.conv_impl, dtype=self.dtype, name=name)
     y = conv("conv1", self.strides)(x)
-    y = nn.relu(BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn1")(y, train))
+    y = nn.relu(BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn1")(y, train, mask))
     y = conv("conv2", 1)(y)
-    y = BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn2")(y, train)
+    y = BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn2")(y, train, mask)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = shortcut_option_a(x, self.features, self.groups, self.expert_layout)
     return nn.relu(y + x.astype(y.dtype))
@@ -65,7 +65,9 @@ class ExpertResNetCifar(nn.Module):
   """Multi-expert ResNet for 32x32 inputs (NHWC), depth 6n+2 (32 for LGLA).
 
   Returns ``{"output": [B, C], "logits": [B, E, C], "feat": [B, E, 64]}``; ``output`` is
-  the plain mean of the expert logits (the official prediction).
+  the plain mean of the expert logits (the official prediction). ``mask`` ([B] bool, in
+  training) marks the valid images of a padded incomplete batch: BatchNorm statistics
+  cover only those.
   """
 
   num_classes: int
@@ -79,7 +81,7 @@ class ExpertResNetCifar(nn.Module):
   bn_group_size: int = 0  # see layers.BatchNorm.group_size
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, mask=None):
     if (self.depth - 2) % 6 or self.depth < 8:
       raise ValueError(f"depth must be 6n+2 with n >= 1 (e.g. 20, 32, 44, 56), got {self.depth}")
     if self.expert_layout not in EXPERT_LAYOUTS:
@@ -92,14 +94,14 @@ class ExpertResNetCifar(nn.Module):
               bn_group_size=self.bn_group_size)
 
     x = ExpertConv(16, impl=self.conv_impl, dtype=self.dtype, name="conv1")(x)
-    x = nn.relu(BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn1")(x, train))
+    x = nn.relu(BatchNorm(dtype=self.dtype, group_size=self.bn_group_size, name="bn1")(x, train, mask))
     for i in range(n):
-      x = BasicBlock(16, name=f"layer1_{i}", **kw)(x, train)
+      x = BasicBlock(16, name=f"layer1_{i}", **kw)(x, train, mask)
     x = jnp.concatenate([x] * e, axis=-1)
     for stage, width in (("layer2s", 32), ("layer3s", 64)):
       for i in range(n):
         x = BasicBlock(width * e, strides=2 if i == 0 else 1, groups=e,
-                       name=f"{stage}_{i}", **kw)(x, train)
+                       name=f"{stage}_{i}", **kw)(x, train, mask)
 
     acc = accum_dtype(self.dtype)
     feat_BxEx64 = x.astype(acc).mean(axis=(1, 2)).reshape(x.shape[0], e, 64)
