@@ -50,6 +50,13 @@ class _StorageType:
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
   """A tensor as numpy: ``size`` elements with ``stride`` (in elements) from ``offset``."""
   itemsize = storage.dtype.itemsize
+  size, stride = tuple(int(n) for n in size), tuple(int(s) for s in stride)
+  if any(n == 0 for n in size):
+    return np.empty(size, storage.dtype)
+  last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+  if offset < 0 or min(stride, default=0) < 0 or last >= len(storage):
+    raise TorchFileError(f"a tensor of size {size} reaches past its storage of {len(storage)} "
+                         f"elements: the file is corrupt")
   if not size:
     return storage[offset:offset + 1].reshape(()).copy()
   view = np.lib.stride_tricks.as_strided(

@@ -52,3 +52,12 @@ def test_refuses_code_and_foreign_files(tmp_path):
   (tmp_path / "cut.pth").write_bytes(truncated)
   with pytest.raises(torch_file.TorchFileError, match="truncated"):
     torch_file.read_state_dict(str(tmp_path / "cut.pth"))
+
+
+def test_a_tensor_past_its_storage_is_an_error():
+  # Strides that would read past the storage (a corrupt file) must not read other memory.
+  storage = np.arange(6, dtype=np.float32)
+  np.testing.assert_array_equal(torch_file._rebuild_tensor(storage, 1, (2, 2), (3, 1)),
+                                [[1, 2], [4, 5]])
+  with pytest.raises(torch_file.TorchFileError, match="corrupt"):
+    torch_file._rebuild_tensor(storage, 2, (2, 2), (3, 1))
