@@ -174,9 +174,23 @@ def autoaugment_cifar10(images: np.ndarray, rng: np.random.Generator, positions=
   return out
 
 
-def train_augment(images: np.ndarray, rng: np.random.Generator, *, crop_padding: int,
-                  flip: bool, autoaugment: bool, cutout_size: int, positions=None,
+def random_rotate(images: np.ndarray, rng: np.random.Generator, degrees: float, positions=None,
                   total=None) -> np.ndarray:
+  """Rotate each image by an angle uniform in [-degrees, degrees] about its centre, nearest
+  neighbour, black corners (torchvision ``RandomRotation(degrees)``, as RIDE's loader)."""
+  if degrees <= 0:
+    return images
+  positions, least = _share(positions, images.shape[0])
+  angles = rng.uniform(-degrees, degrees, size=total or least)[positions]
+  out = images.copy()
+  for i, angle in enumerate(angles):
+    out[i] = np.asarray(Image.fromarray(images[i]).rotate(float(angle), Image.NEAREST, fillcolor=0))
+  return out
+
+
+def train_augment(images: np.ndarray, rng: np.random.Generator, *, crop_padding: int,
+                  flip: bool, autoaugment: bool, cutout_size: int, rotate: float = 0.0,
+                  positions=None, total=None) -> np.ndarray:
   """The configured training augmentation of one uint8 batch, in the official order.
 
   ``positions``/``total``: this batch is the share at ``positions`` of a global batch of
@@ -185,6 +199,7 @@ def train_augment(images: np.ndarray, rng: np.random.Generator, *, crop_padding:
   images = random_crop(images, rng, crop_padding, **share)
   if flip:
     images = random_flip(images, rng, **share)
+  images = random_rotate(images, rng, rotate, **share)
   if autoaugment:
     images = autoaugment_cifar10(images, rng, **share)
   return cutout(images, rng, cutout_size, **share)

@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lgla_jax import configlib, datasets, input_pipeline, long_tail, sharding, train
+from lgla_jax import datasets, input_pipeline, long_tail, sharding, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed steps (after warm-up).")
@@ -27,7 +27,7 @@ _SYNTHETIC = flags.DEFINE_bool("synthetic", False, "Random CIFAR-shaped data ins
 
 def synthetic_splits(config, num_train: int, num_test: int) -> datasets.DataSplits:
   """Random uint8 images with labels drawn from the config's long-tailed class counts."""
-  num_classes = configlib.DATASETS[config.dataset.name][0]
+  num_classes = datasets.DATASETS[config.dataset.name].num_classes
   counts = np.asarray(long_tail.imbalanced_counts(
       num_classes, config.dataset.max_per_class or 500, min(config.dataset.imbalance_factor, 0.01)),
       np.int64)
@@ -44,7 +44,8 @@ def run(config, steps: int, warmup: int, synthetic: bool) -> dict:
   batch = config.batch_size
   splits = (synthetic_splits(config, batch * (steps + warmup), 4 * config.eval_batch_size)
             if synthetic else None)
-  mesh, splits, _, _, _, _, state, step_fns = train.setup(config, splits=splits)
+  setup = train.setup(config, splits=splits)
+  mesh, splits, state, step_fns = setup.mesh, setup.splits, setup.state, setup.steps
   data = sharding.batch_sharding(mesh)
   n = steps + warmup
   make_iter = lambda: input_pipeline.train_iterator(

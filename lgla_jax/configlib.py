@@ -20,20 +20,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INATURALIST_MEAN = (0.466, 0.471, 0.380)
 INATURALIST_STD = (0.195, 0.194, 0.192)
 
-DATASETS = {  # name -> (number of classes, images per class in the balanced training set)
-    "cifar10": (10, 5000),
-    "cifar100": (100, 500),
-    "fashion_mnist": (10, 6000),
-    "digits": (10, None),
-    "imagenet_lt": (1000, None),
-    "inaturalist2018": (8142, None),
-    "places_lt": (365, None),
-}
-SOURCES = ("tfds", "cifar_archive", "idx", "sklearn", "split_files")
-RECIPES = ("cifar", "imagenet", "places")
-ARCHS = ("resnet50", "resnext50_32x4d", "resnet152", "resnet26")
-SCHEDULES = ("warmup_multistep", "cosine", "step")
-LOSSES = ("lgla", "ce", "logit_adjusted")
 DTYPES = ("float32", "bfloat16")
 
 
@@ -43,7 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0  # model init, data order and augmentation all derive from it
 
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = "cifar100"  # cifar10 | cifar100 | fashion_mnist | digits
+  c.dataset.name = "cifar100"  # a name in datasets.DATASETS (cifar10 | cifar100 | fashion_mnist | digits | imagenet_lt | inaturalist2018 | places_lt)
   c.dataset.source = "tfds"  # tfds | cifar_archive (the original python archive) | idx | sklearn
   c.dataset.data_dir = config_dict.placeholder(str)  # where the data lives (None: the source's default); split_files: the image root
   c.dataset.split_dir = config_dict.placeholder(str)  # split_files: folder of the split .txt files
@@ -60,11 +46,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment.recipe = "cifar"  # cifar (the fields below) | imagenet | places (per-image PIL recipes)
   c.augment.crop_padding = 4  # random crop after zero-padding by this many pixels (0: off)
   c.augment.flip = True  # random horizontal flip
+  c.augment.rotate = 0.0  # random rotation in [-rotate, rotate] degrees after the flip (RIDE's loader: 15; 0: off)
   c.augment.autoaugment = True  # AutoAugment, CIFAR-10 policy (as the official loader)
   c.augment.cutout = 16  # side of the one Cutout hole in pixels (0: off)
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "resnet_cifar"  # resnet_cifar (ResNet-32 family) | resnet (ImageNet-size)
+  c.model.name = "resnet_cifar"  # a name in models.REGISTRY: resnet_cifar (ResNet-32 family) | resnet (ImageNet-size)
   c.model.arch = "resnet50"  # resnet: resnet50 | resnext50_32x4d | resnet152 | resnet26
   c.model.separate_experts = False  # resnet: separate layer3/layer4 per expert (Places ResNet-152)
   c.model.base_planes = 64  # resnet: stem width (smaller only for smoke tests)
@@ -74,12 +61,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.num_experts = 3  # E: E-1 region experts (LLA) + 1 global expert (GLA)
   c.model.use_norm = True  # cosine classifier (NormedLinear); False: plain linear, scale 1
   c.model.scale = 30.0  # cosine classifier scale s
-  c.model.expert_layout = "official"  # official (cross-expert shortcut leak) | independent
+  c.model.expert_layout = "official"  # resnet_cifar: official (cross-expert shortcut leak) | independent
+  c.model.expert_widths = (32, 64)  # resnet_cifar: per-expert widths of layer2s / layer3s (RIDE's reduce_dimension: (24, 48))
   c.model.conv_impl = "auto"  # auto | grouped | split (same numbers; split is fast on CPU)
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.name = "lgla"  # lgla | ce | logit_adjusted (baselines on the mean logits)
-  c.loss.tau = 2.5  # GLA strength (and logit-adjusted CE's tau)
+  c.loss.name = "lgla"  # a name in losses.REGISTRY: lgla | ce | class_balanced_ce | focal | logit_adjusted | ldam | ride
+  c.loss.tau = 2.5  # lgla: GLA strength; logit_adjusted: tau
+  c.loss.gamma = 1.0  # focal: focusing parameter (LDAM-DRW's value; 0 = CE)
+  c.loss.beta = 0.9999  # class_balanced_ce, and the DRW weights of ldam / ride: (1 - beta) / (1 - beta^n)
+  c.loss.max_m = 0.5  # ldam / ride: the largest margin, in cosine units (scaled by model.scale)
+  c.loss.reweight_epoch = -1  # ldam / ride: class-balanced re-weighting (DRW) for epochs > this; -1: never
+  c.loss.reweight = True  # ride: allow the re-weighting above
+  c.loss.base_diversity_temperature = 1.0  # ride: T of the diversity KL
+  c.loss.base_loss_factor = 1.0  # ride: weight of each expert's LDAM term
+  c.loss.additional_diversity_factor = -0.2  # ride: weight of the diversity KL (negative: experts diverge)
+  c.loss.reweight_factor = 0.05  # ride: per-class temperature factor after the re-weighting epoch
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 0.1  # base learning rate for batch_size
@@ -118,17 +115,15 @@ def _fail(field: str, problem: str):
 
 
 def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-  """Raise ``ValueError`` naming the first inconsistent field."""
+  """Raise ``ConfigError`` naming the first inconsistent field. Names are checked against
+  the registries of the modules that own them (data sets, models, losses, schedules)."""
+  from lgla_jax import datasets, input_pipeline, losses, models, optim  # jax loads here
   reference = base_config()
   _check_keys(c, reference, "")
   d = c.dataset
-  if d.name not in DATASETS:
-    _fail("dataset.name", f"{d.name!r} is not one of {sorted(DATASETS)}")
-  if d.source not in SOURCES:
-    _fail("dataset.source", f"{d.source!r} is not one of {SOURCES}")
-  allowed = {"cifar10": ("tfds", "cifar_archive"), "cifar100": ("tfds", "cifar_archive"),
-             "fashion_mnist": ("idx", "tfds"), "digits": ("sklearn",), "imagenet_lt": ("split_files",),
-             "inaturalist2018": ("split_files",), "places_lt": ("split_files",)}[d.name]
+  if d.name not in datasets.DATASETS:
+    _fail("dataset.name", f"{d.name!r} is not one of {sorted(datasets.DATASETS)}")
+  allowed = datasets.DATASETS[d.name].sources
   if d.source not in allowed:
     _fail("dataset.source", f"{d.name} can be read from {allowed}, not {d.source!r}")
   if not 0 < d.imbalance_factor <= 1:
@@ -137,33 +132,23 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
     _fail("dataset.imbalance_kind", f"must be 'exp' or 'step', got {d.imbalance_kind!r}")
   if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
     _fail("dataset.mean/std", "need three values each, std positive")
-  if c.augment.recipe not in RECIPES:
-    _fail("augment.recipe", f"{c.augment.recipe!r} is not one of {RECIPES}")
+  if c.augment.recipe not in input_pipeline.RECIPES:
+    _fail("augment.recipe", f"{c.augment.recipe!r} is not one of {input_pipeline.RECIPES}")
   if (c.augment.recipe == "cifar") != (d.source != "split_files"):
     _fail("augment.recipe", f"{c.augment.recipe!r} does not fit dataset.source={d.source!r}: "
           f"the cifar recipe works on in-memory images, imagenet/places on image files")
+  if not 0 <= c.augment.rotate < 180:
+    _fail("augment.rotate", f"must be in [0, 180) degrees, got {c.augment.rotate}")
   m = c.model
-  if m.name not in ("resnet_cifar", "resnet"):
-    _fail("model.name", f"{m.name!r} is not a known model (resnet_cifar, resnet)")
-  if m.name == "resnet_cifar" and ((m.depth - 2) % 6 or m.depth < 8):
-    _fail("model.depth", f"must be 6n+2 (20, 32, 44, ...), got {m.depth}")
-  if m.name == "resnet" and m.arch not in ARCHS:
-    _fail("model.arch", f"{m.arch!r} is not one of {ARCHS}")
-  if m.pretrained and not (m.name == "resnet" and m.separate_experts):
-    _fail("model.pretrained", "pretrained trunks load into the separate-experts ResNet (Places-LT)")
+  for field, problem in models.problems(m):
+    _fail(field, problem)
   if m.bn_group_size < 0 or (m.bn_group_size and c.batch_size % m.bn_group_size):
     _fail("model.bn_group_size", f"must be 0 or divide batch_size={c.batch_size}, got {m.bn_group_size}")
-  if m.num_experts < 2 and c.loss.name == "lgla":
-    _fail("model.num_experts", "LGLA needs at least 2 experts")
-  if m.expert_layout not in ("official", "independent"):
-    _fail("model.expert_layout", f"must be 'official' or 'independent', got {m.expert_layout!r}")
-  if m.conv_impl not in ("auto", "grouped", "split"):
-    _fail("model.conv_impl", f"must be auto, grouped or split, got {m.conv_impl!r}")
-  if c.loss.name not in LOSSES:
-    _fail("loss.name", f"{c.loss.name!r} is not one of {LOSSES}")
+  for field, problem in losses.problems(c.loss, m.num_experts, m.use_norm):
+    _fail(field, problem)
   o = c.optim
-  if o.schedule not in SCHEDULES:
-    _fail("optim.schedule", f"{o.schedule!r} is not one of {SCHEDULES}")
+  if o.schedule not in optim.SCHEDULES:
+    _fail("optim.schedule", f"{o.schedule!r} is not one of {optim.SCHEDULES}")
   if o.lr <= 0:
     _fail("optim.lr", f"must be positive, got {o.lr}")
   if list(o.milestones) != sorted(o.milestones):
@@ -198,24 +183,34 @@ def _check_keys(c, reference, prefix):
 
 def cifar_lt_config(name: str, imbalance_factor: float, tau: float, arg: str = ""):
   """The official CIFAR-LT recipe for ``name`` (cifar10 | cifar100); ``arg='quick'`` gives a
-  tiny smoke variant (depth 8, 100 images in the largest class, 2 epochs, batch 16)."""
+  tiny smoke variant (``shrink_to_quick``)."""
   c = base_config()
   c.dataset.name = name
   c.dataset.imbalance_factor = imbalance_factor
   c.loss.tau = tau
   c.num_workers = 4  # AutoAugment runs in PIL per image: spread it over processes
   if arg == "quick":
-    c.num_workers = 0
-    c.model.depth = 8
-    c.dataset.max_per_class = 100  # IR100 keeps >= 1 image in the rarest class
-    c.num_epochs = 2
-    c.optim.warmup_epochs = 1
-    c.optim.milestones = (1,)
-    c.batch_size = 16
-    c.eval_batch_size = 64
-    c.log_every_steps = 5
+    shrink_to_quick(c)
   elif arg:
     raise ValueError(f"unknown config argument {arg!r} (use '' or 'quick')")
+  return c
+
+
+def shrink_to_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A CIFAR config's smoke variant: depth 8, 100 images in the largest class, 2 epochs
+  (the schedule's decays and any re-weighting fall at epoch 1), batch 16."""
+  c.num_workers = 0
+  c.model.depth = 8
+  c.dataset.max_per_class = 100  # IR100 keeps >= 1 image in the rarest class
+  c.num_epochs = 2
+  c.optim.warmup_epochs = 1
+  c.optim.milestones = (1,)
+  c.optim.step_epochs = (1, 2)
+  if c.loss.reweight_epoch != -1:
+    c.loss.reweight_epoch = 1  # the second epoch re-weights
+  c.batch_size = 16
+  c.eval_batch_size = 64
+  c.log_every_steps = 5
   return c
 
 

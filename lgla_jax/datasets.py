@@ -64,6 +64,28 @@ class ArrayData(NamedTuple):
   labels: np.ndarray
 
 
+class DatasetInfo(NamedTuple):
+  """What is known of a data set before reading it."""
+
+  num_classes: int
+  sources: tuple[str, ...]  # where config.dataset.source may read it from
+  split_files: tuple[str, str] | None = None  # split_files: (train, evaluation) file names
+
+
+DATASETS = {  # config.dataset.name -> DatasetInfo: the one table of data sets
+    "cifar10": DatasetInfo(10, ("tfds", "cifar_archive")),
+    "cifar100": DatasetInfo(100, ("tfds", "cifar_archive")),
+    "fashion_mnist": DatasetInfo(10, ("idx", "tfds")),
+    "digits": DatasetInfo(10, ("sklearn",)),
+    "imagenet_lt": DatasetInfo(1000, ("split_files",),
+                               ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt")),
+    "inaturalist2018": DatasetInfo(8142, ("split_files",),
+                                   ("iNaturalist18_train.txt", "iNaturalist18_val.txt")),
+    "places_lt": DatasetInfo(365, ("split_files",), ("Places_LT_train.txt", "Places_LT_test.txt")),
+}
+SOURCES = tuple(sorted({s for info in DATASETS.values() for s in info.sources}))
+
+
 class DataSplits(NamedTuple):
   train: ArrayData  # long-tailed training set (official subset rule)
   test: ArrayData  # balanced test set
@@ -228,7 +250,13 @@ def load(dataset_config) -> DataSplits:
     train, test = load_tfds(d.name, d.data_dir, d.download)
   else:
     raise ValueError(f"config.dataset.source: unknown source {d.source!r}")
-  num_classes = int(train.labels.max()) + 1
+  num_classes = DATASETS[d.name].num_classes
+  for split, data in (("training", train), ("test", test)):
+    bad = np.flatnonzero((data.labels < 0) | (data.labels >= num_classes))
+    if bad.size:
+      raise DataError(f"{d.name} ({d.source}): {split} image {bad[0]} has label "
+                      f"{data.labels[bad[0]]}, outside the data set's {num_classes} classes "
+                      f"({bad.size} such labels): is the data the right data set?")
   per_class = np.bincount(train.labels, minlength=num_classes)
   max_per_class = d.max_per_class or int(per_class.max())
   counts = long_tail.imbalanced_counts(num_classes, max_per_class, d.imbalance_factor,
@@ -254,12 +282,6 @@ class FileImages:
     return self.paths[idx]
 
 
-# Split files of the ImageNet-size benchmarks: (train, evaluation) file names, classes.
-SPLIT_FILES = {
-    "imagenet_lt": ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt", 1000),
-    "inaturalist2018": ("iNaturalist18_train.txt", "iNaturalist18_val.txt", 8142),
-    "places_lt": ("Places_LT_train.txt", "Places_LT_test.txt", 365),
-}
 _SPLIT_HINT = ("the split files (one 'relative/path label' per line) come with the official "
                "LGLA code (data_txt/) and the OLTR project (ImageNet_LT, Places_LT); pass "
                "their folder as --config.dataset.split_dir")
@@ -291,7 +313,7 @@ def read_split_file(split_path: str, root: str) -> ArrayData:
 
 
 def load_split_files(name: str, split_dir: str | None, root: str | None) -> DataSplits:
-  train_file, test_file, num_classes = SPLIT_FILES[name]
+  (train_file, test_file), num_classes = DATASETS[name].split_files, DATASETS[name].num_classes
   if not split_dir:
     raise FileNotFoundError(f"config.dataset.split_dir is not set: {_SPLIT_HINT}")
   train = read_split_file(os.path.join(split_dir, train_file), root)

@@ -15,7 +15,8 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None) -> dict:
   The report is written to ``workdir/eval_report.json`` (default: next to the checkpoints).
   """
   directory, step = checkpoint.resolve(path)
-  mesh, splits, _, _, _, _, state, steps = train.setup(config)
+  run = train.setup(config)
+  mesh, splits, state, steps = run.mesh, run.splits, run.state, run.steps
   ckpt = checkpoint.Checkpointer(directory)
   step = ckpt.latest_step() if step is None else step
   if step is None:

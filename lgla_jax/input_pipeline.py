@@ -23,6 +23,8 @@ from jax.sharding import NamedSharding
 
 from lgla_jax import augment, augment_imagenet
 
+RECIPES = ("cifar",) + augment_imagenet.RECIPES  # config.augment.recipe
+
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
@@ -76,6 +78,7 @@ class AugmentBatch(grain.transforms.Map):
   recipe: str = "cifar"
   image_size: int = 224
   fill: tuple = (124, 116, 104)
+  rotate: float = 0.0
 
   def map(self, batch):
     rng = np.random.default_rng([self.seed, int(batch["step"]), 0xA06])
@@ -88,7 +91,8 @@ class AugmentBatch(grain.transforms.Map):
     elif self.recipe == "cifar":
       images = augment.train_augment(batch["image"], rng, crop_padding=self.crop_padding,
                                      flip=self.flip, autoaugment=self.autoaugment,
-                                     cutout_size=self.cutout, positions=positions,
+                                     cutout_size=self.cutout, rotate=self.rotate,
+                                     positions=positions,
                                      total=self.global_batch)
     else:
       seeds = rng.integers(0, 2**63 - 1, size=self.global_batch)[positions]
@@ -137,7 +141,7 @@ def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: 
   if augment_config is not None:
     a = augment_config
     ds = ds.map(AugmentBatch(seed, a.crop_padding, a.flip, a.autoaugment, a.cutout,
-                             global_batch, pi, a.recipe, image_size, tuple(fill)))
+                             global_batch, pi, a.recipe, image_size, tuple(fill), a.rotate))
   elif not isinstance(images, np.ndarray):
     ds = ds.map(AugmentBatch(seed, 0, False, False, 0, global_batch, pi, "eval", image_size))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))

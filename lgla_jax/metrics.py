@@ -17,13 +17,13 @@ from lgla_jax import long_tail
 ECE_BINS = 15
 
 
-def eval_counts(output_BxC, logits_BxExC, labels_B, mask_B) -> dict:
+def eval_counts(output_BxC, logits_ExBxC, labels_B, mask_B) -> dict:
   """Per-batch sums (jittable): confusion matrix, per-expert hits, calibration bins."""
   num_classes = output_BxC.shape[-1]
   valid = mask_B.astype(jnp.float32)
   onehot = jax.nn.one_hot(labels_B, num_classes) * valid[:, None]
   pred = jnp.argmax(output_BxC, -1)
-  expert_hit = (jnp.argmax(logits_BxExC, -1) == labels_B[:, None]).astype(jnp.float32)
+  expert_hit = (jnp.argmax(logits_ExBxC, -1) == labels_B[None]).astype(jnp.float32)
   probs = jax.nn.softmax(output_BxC.astype(jnp.float32), axis=-1)
   confidence = probs.max(-1)
   hit = (pred == labels_B).astype(jnp.float32) * valid
@@ -31,7 +31,7 @@ def eval_counts(output_BxC, logits_BxExC, labels_B, mask_B) -> dict:
   in_bin = jax.nn.one_hot(bins, ECE_BINS) * valid[:, None]
   return {
       "confusion": onehot.T @ jax.nn.one_hot(pred, num_classes),  # [true, predicted]
-      "expert_correct": jnp.einsum("be,bc->ec", expert_hit, onehot),
+      "expert_correct": expert_hit @ onehot,  # [E, C]
       "bin_count": in_bin.sum(0),
       "bin_confidence": (in_bin * confidence[:, None]).sum(0),
       "bin_correct": (in_bin * hit[:, None]).sum(0),

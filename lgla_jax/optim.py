@@ -61,6 +61,9 @@ def torch_sgd(learning_rate, momentum: float = 0.9, nesterov: bool = True,
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+SCHEDULES = ("warmup_multistep", "cosine", "step")  # config.optim.schedule
+
+
 def warmup_multistep_lr(base_lr: float, num_epochs: int, milestones=(320, 360),
                         gamma: float = 0.1, warmup_epochs: int = 5,
                         warmup_factor: float = 1.0 / 3) -> np.ndarray:

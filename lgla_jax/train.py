@@ -15,93 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lgla_jax import checkpoint, configlib, convert, datasets, input_pipeline, long_tail, losses
+from lgla_jax import checkpoint, configlib, datasets, input_pipeline, losses, models
 from lgla_jax import metrics as metrics_lib
 from lgla_jax import optim, reporting, sharding, state as state_lib
-from lgla_jax.models import ExpertResNet, ExpertResNetCifar
-
-
-def build_model(config, num_classes: int):
-  m = config.model
-  dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
-  common = dict(use_norm=m.use_norm, scale=m.scale, conv_impl=m.conv_impl, dtype=dtype,
-                bn_group_size=m.bn_group_size)
-  if m.name == "resnet":
-    return ExpertResNet(num_classes, m.num_experts, arch=m.arch, separate_experts=m.separate_experts,
-                        base_planes=m.base_planes, **common)
-  return ExpertResNetCifar(num_classes, m.num_experts, depth=m.depth,
-                           expert_layout=m.expert_layout, **common)
-
-
-def normalize(images_u8, mean, std):
-  x = images_u8.astype(jnp.float32) / 255.0
-  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-
-
-@dataclasses.dataclass(frozen=True)
-class Steps:
-  """The jitted train and eval steps of one run."""
-
-  train: callable
-  eval: callable
-
-
-def make_steps(config, model, tx, class_counts, mesh) -> Steps:
-  num_classes = len(class_counts)
-  e = config.model.num_experts
-  # Computed once per run, closed over as constants: the jitted step never rebuilds them.
-  regions = long_tail.expert_regions(class_counts, e) if config.loss.name == "lgla" else None
-  priors = (long_tail.expert_log_priors(class_counts, e, config.loss.tau, regions=regions)
-            if config.loss.name == "lgla" else None)
-  mean, std = tuple(config.dataset.mean), tuple(config.dataset.std)
-  scale = config.model.scale if config.model.use_norm else 1.0
-
-  def loss_fn(params, batch_stats, images, labels, mask):
-    out, updated = model.apply({"params": params, "batch_stats": batch_stats}, images,
-                               train=True, mask=mask, mutable=["batch_stats"])
-    if config.loss.name == "lgla":
-      per_expert = losses.lgla_expert_losses(out["logits"].transpose(1, 0, 2), labels,
-                                             log_priors_ExC=priors, regions_RxC=regions,
-                                             scale=scale, mask_B=mask)
-      loss = per_expert.sum()
-    elif config.loss.name == "ce":
-      loss = losses.cross_entropy(out["output"], labels, mask)
-      per_expert = jnp.zeros((e,))
-    else:
-      loss = losses.logit_adjusted_cross_entropy(out["output"], labels, class_counts,
-                                                 tau=config.loss.tau, mask_B=mask)
-      per_expert = jnp.zeros((e,))
-    return loss, (updated["batch_stats"], per_expert, out["output"])
-
-  def train_step(state, batch):
-    # A batch with a "mask" (an epoch's padded incomplete last batch) traces a second
-    # version of this step; full batches never pay for masking.
-    images = normalize(batch["image"], mean, std)
-    labels, mask = batch["label"], batch.get("mask")
-    (loss, (batch_stats, per_expert, output)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params, state.batch_stats, images, labels, mask)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              batch_stats=batch_stats, opt_state=opt_state)
-    correct = jnp.argmax(output, -1) == labels
-    if mask is not None:
-      correct &= mask
-    metrics = {"loss": loss, "expert_losses": per_expert, "correct": jnp.sum(correct)}
-    return new_state, metrics
-
-  def eval_step(state, batch):
-    images = normalize(batch["image"], mean, std)
-    out = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
-    return metrics_lib.eval_counts(out["output"], out["logits"], batch["label"], batch["mask"])
-
-  rep = sharding.replicated(mesh)
-  data = sharding.batch_sharding(mesh)
-  options = sharding.compiler_options(mesh, config.xla_cpu_fast_elementwise)
-  train = jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0,
-                  compiler_options=options)
-  evaluate = jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep,
-                     compiler_options=options)
-  return Steps(train, evaluate)
+from lgla_jax.steps import Steps, make_steps
 
 
 def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, config, mesh) -> dict:
@@ -175,12 +92,28 @@ def _meta(config, epoch, step, num_train):
           "drop_last_batch": bool(config.drop_last_batch)}
 
 
-def setup(config, mesh=None, splits=None):
-  """Validate, read the data (unless given), build model, optimizer, state and steps."""
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """Everything a run is made of, built once by ``setup``."""
+
+  mesh: jax.sharding.Mesh
+  splits: datasets.DataSplits
+  model: models.Model
+  tx: optax.GradientTransformation
+  lr_table: np.ndarray  # learning rate of every epoch
+  steps_per_epoch: int
+  state: state_lib.TrainState  # freshly initialised (or pretrained), replicated on the mesh
+  steps: Steps
+
+
+def setup(config, mesh=None, splits=None) -> Run:
+  """Validate, read the data (unless given), build model, loss, optimizer, state and steps."""
   mesh = mesh or sharding.make_mesh()
   configlib.validate(config, num_devices=mesh.size)
   splits = splits or datasets.load(config.dataset)
-  model = build_model(config, splits.num_classes)
+  dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+  model = models.build(config.model, splits.num_classes, dtype)
+  loss_fn = losses.make(config.loss, splits.class_counts, config.model.num_experts, model.logit_scale)
   spe = input_pipeline.steps_per_epoch(len(splits.train.labels), config.batch_size,
                                        config.drop_last_batch)
   tx, lr_table = optim.make_optimizer(config.optim, config.num_epochs, spe)
@@ -193,13 +126,14 @@ def setup(config, mesh=None, splits=None):
   state = state_lib.create(model, tx, jax.random.PRNGKey(config.seed), image_shape,
                            sharding.replicated(mesh))
   if config.model.pretrained:
-    loaded = convert.load_pretrained_resnet(
-        jax.device_get({"params": state.params, "batch_stats": state.batch_stats}),
-        config.model.pretrained, config.model.num_experts)
-    loaded = jax.device_put(loaded, sharding.replicated(mesh))
-    state = state.replace(params=loaded["params"], batch_stats=loaded["batch_stats"])
-  steps = make_steps(config, model, tx, splits.class_counts, mesh)
-  return mesh, splits, model, tx, lr_table, spe, state, steps
+    params, model_state = model.load_pretrained(
+        *jax.device_get((state.params, state.model_state)), config.model.pretrained)
+    params, model_state = jax.device_put((params, model_state), sharding.replicated(mesh))
+    state = state.replace(params=params, model_state=model_state)
+  steps = make_steps(model, tx, loss_fn, mean=config.dataset.mean, std=config.dataset.std,
+                     steps_per_epoch=spe, mesh=mesh,
+                     xla_cpu_fast_elementwise=config.xla_cpu_fast_elementwise)
+  return Run(mesh, splits, model, tx, lr_table, spe, state, steps)
 
 
 def _restore_if_any(ckpt, state, config, mesh, num_train, log):
@@ -271,7 +205,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ``request_stop``) after saving a checkpoint at step N.
   """
   t_start = time.time()
-  mesh, splits, _, _, lr_table, spe, state, steps = setup(config)
+  run = setup(config)
+  mesh, splits, lr_table, spe, state, steps = (run.mesh, run.splits, run.lr_table,
+                                               run.steps_per_epoch, run.state, run.steps)
   log = Logger(workdir)
   num_train = len(splits.train.labels)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
@@ -281,7 +217,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     total_steps = spe * config.num_epochs
     log.print(f"{config.dataset.name}: {num_train} training images (counts "
               f"{splits.class_counts.tolist()}), {len(splits.test.labels)} test images; {spe} "
-              f"steps/epoch x {config.num_epochs} epochs on {mesh.size} device(s)")
+              f"steps/epoch x {config.num_epochs} epochs on {mesh.size} device(s); model "
+              f"{config.model.name}, loss {losses.describe(config.loss)}")
     it = input_pipeline.train_iterator(
         splits.train.images, splits.train.labels, seed=config.seed, global_batch=config.batch_size,
         num_epochs=config.num_epochs, start_step=start_step, augment_config=config.augment,

@@ -70,3 +70,24 @@ def test_train_augment_shapes_and_determinism(autoaugment):
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
   assert len(augment.CIFAR10_POLICY) == 25
+
+
+def test_random_rotation_is_torchvision_random_rotation():
+  """RIDE's RandomRotation(15): an angle uniform in [-15, 15], nearest neighbour about the
+  centre, black corners; 0 degrees is the identity and draws nothing."""
+  images = _batch(n=64)
+  rng = np.random.default_rng(3)
+  assert augment.random_rotate(images, rng, 0.0) is images
+  assert rng.random() == np.random.default_rng(3).random()  # no draw was made
+  out = augment.random_rotate(images, np.random.default_rng(4), 15.0)
+  angles = np.random.default_rng(4).uniform(-15, 15, 64)
+  assert np.abs(angles).max() > 10
+  from PIL import Image
+  for i in (0, 7, 63):
+    ref = np.asarray(Image.fromarray(images[i]).rotate(angles[i], Image.NEAREST, fillcolor=0))
+    np.testing.assert_array_equal(out[i], ref)
+  assert (out[:, 0, 0] == 0).all(-1).mean() > 0.7  # the corners rotate out, filled black
+  # a process's share is rotated as in the whole global batch
+  share = augment.random_rotate(images[8:16], np.random.default_rng(4), 15.0,
+                                positions=np.arange(8, 16), total=64)
+  np.testing.assert_array_equal(share, out[8:16])

@@ -53,7 +53,7 @@ def test_command_line_overrides_and_unknown_keys():
     ("model.depth", 33, "model.depth"),
     ("optim.schedule", "linear", "optim.schedule"),
     ("optim.milestones", (360, 320), "optim.milestones"),
-    ("loss.name", "focal", "loss.name"),
+    ("loss.name", "nope", "loss.name"),
     ("batch_size", 100, "batch_size"),
     ("dtype", "float16", "dtype"),
 ])
@@ -70,3 +70,36 @@ def test_unknown_key_added_in_code_is_rejected():
   c.optim.lr_decay = 0.5
   with pytest.raises(ValueError, match="optim.lr_decay"):
     configlib.validate(c)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"loss.name": "focal", "loss.gamma": -1.0}, "loss.gamma"),
+    ({"loss.name": "class_balanced_ce", "loss.beta": 1.0}, "loss.beta"),
+    ({"loss.name": "ldam", "model.use_norm": False}, "model.use_norm"),
+    ({"loss.name": "lgla", "model.num_experts": 1}, "model.num_experts"),
+    ({"model.name": "vit"}, "model.name"),
+    ({"model.expert_widths": (24, 20)}, "model.expert_widths"),
+    ({"augment.rotate": -5.0}, "augment.rotate"),
+])
+def test_method_fields_are_checked_by_the_modules_that_own_them(overrides, message):
+  c = configlib.base_config()
+  for field, value in overrides.items():
+    section, _, key = field.rpartition(".")
+    c[section][key] = value
+  with pytest.raises(configlib.ConfigError, match=message.replace(".", r"\.")):
+    configlib.validate(c, num_devices=1)
+
+
+def test_names_come_from_the_registries():
+  """A loss or model registered in its module is a valid config name at once."""
+  from lgla_jax import losses, models
+  c = configlib.base_config()
+  c.loss.name, c.model.name = "my_loss", "my_model"
+  with pytest.raises(configlib.ConfigError, match="model.name"):
+    configlib.validate(c, num_devices=1)
+  models.register("my_model", models.resnet_cifar.build)
+  losses.register("my_loss")(lambda *a: None)
+  try:
+    configlib.validate(c, num_devices=1)
+  finally:
+    del models.REGISTRY["my_model"], losses.REGISTRY["my_loss"]

@@ -13,7 +13,8 @@ from test_train import _config
 
 def make_tree(tmp_path, name, num_test=10):
   """A few JPEGs, and split files naming every class (paths may repeat)."""
-  train_file, test_file, num_classes = datasets.SPLIT_FILES[name]
+  (train_file, test_file), num_classes = (datasets.DATASETS[name].split_files,
+                                          datasets.DATASETS[name].num_classes)
   root, splits = tmp_path / "images", tmp_path / "splits"
   (root / "train").mkdir(parents=True)
   splits.mkdir()
@@ -53,8 +54,9 @@ def test_quick_config_trains_a_step_and_evaluates(tmp_path, name):
   root, splits = make_tree(tmp_path, dataset)
   config = _config(name, **{"dataset.data_dir": str(root), "dataset.split_dir": str(splits)})
   mesh = sharding.make_mesh(jax.devices()[:1])
-  mesh, data, _, _, _, _, state, steps = train.setup(config, mesh)
-  assert data.class_counts[0] == 6 and data.num_classes == datasets.SPLIT_FILES[dataset][2]
+  run = train.setup(config, mesh)
+  data, state, steps = run.splits, run.state, run.steps
+  assert data.class_counts[0] == 6 and data.num_classes == datasets.DATASETS[dataset].num_classes
   it = input_pipeline.train_iterator(
       data.train.images, data.train.labels, seed=0, global_batch=config.batch_size, num_epochs=1,
       augment_config=config.augment, image_size=config.dataset.image_size)
@@ -111,7 +113,7 @@ def test_bn_group_size_normalises_groups_like_separate_gpus():
   first, new_first = model.apply(variables, x[:4], train=True, mutable=["batch_stats"])
   second, _ = model.apply(variables, x[4:], train=True, mutable=["batch_stats"])
   np.testing.assert_allclose(np.asarray(out["logits"]),
-                             np.concatenate([first["logits"], second["logits"]]), atol=1e-4)
+                             np.concatenate([first["logits"], second["logits"]], axis=1), atol=1e-4)
   # running statistics follow the first group, as DataParallel keeps device 0's replica
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6),
                new["batch_stats"], new_first["batch_stats"])

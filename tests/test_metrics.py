@@ -13,7 +13,7 @@ def test_eval_counts_match_numpy():
   labels = rng.randint(0, c, b)
   mask = np.arange(b) < 50
   got = {k: np.asarray(v) for k, v in metrics.eval_counts(
-      jnp.asarray(output), jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(mask)).items()}
+      jnp.asarray(output), jnp.asarray(logits.transpose(1, 0, 2)), jnp.asarray(labels), jnp.asarray(mask)).items()}
   pred = output.argmax(-1)
   conf = np.zeros((c, c))
   np.add.at(conf, (labels[mask], pred[mask]), 1)

@@ -19,14 +19,16 @@ def official(golden):
 def test_forward_matches_official(official, impl):
   d, variables, x = official
   model = ExpertResNetCifar(100, 3, conv_impl=impl)
+  # The official model stacks experts on axis 1 ([B, E, ...]); ours lead with them.
+  batch_first = lambda out, k: np.asarray(out[k]) if k == "output" else np.swapaxes(out[k], 0, 1)
   out = model.apply(variables, x, train=False)
   for k in ("output", "logits"):
-    np.testing.assert_allclose(np.asarray(out[k]), d[f"eval.{k}"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(batch_first(out, k), d[f"eval.{k}"], rtol=0, atol=1e-4)
   # Eval-mode features at init are large (unit running stats): compare relatively.
-  np.testing.assert_allclose(np.asarray(out["feat"]), d["eval.feat"], rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(batch_first(out, "feat"), d["eval.feat"], rtol=1e-5, atol=1e-4)
   out, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
   for k in ("output", "logits", "feat"):
-    np.testing.assert_allclose(np.asarray(out[k]), d[f"train.{k}"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(batch_first(out, k), d[f"train.{k}"], rtol=0, atol=1e-4)
   after = convert.torch_from_variables({"params": variables["params"], **updated},
                                        num_batches_tracked=1)
   keys = [k for k in d.keys() if k.startswith("after_train_forward.")]
@@ -41,8 +43,8 @@ def test_output_shapes_and_param_counts(golden):
                         "resnet32_e4_c100.npz": (100, 4)}.items():
     model = ExpertResNetCifar(c, e)
     out, variables = model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((2, 32, 32, 3)))
-    assert out["output"].shape == (2, c) and out["logits"].shape == (2, e, c)
-    assert out["feat"].shape == (2, e, 64)
+    assert out["output"].shape == (2, c) and out["logits"].shape == (e, 2, c)
+    assert out["feat"].shape == (e, 2, 64)
     params = variables["params"]
     count = lambda prefix: sum(int(np.prod(v.shape)) for k, sub in params.items()
                                if k.split("_")[0] == prefix for v in jax.tree.leaves(sub))
@@ -56,7 +58,7 @@ def _leakage(model, variables, x, e):
   """(i, j) = norm of d sum(logits[:, i]) / d (expert j's slice of every layer2s param)."""
   out = np.zeros((e, e))
   for i in range(e):
-    g = jax.grad(lambda p: model.apply({**variables, "params": p}, x)["logits"][:, i].sum())(
+    g = jax.grad(lambda p: model.apply({**variables, "params": p}, x)["logits"][i].sum())(
         variables["params"])
     for j in range(e):
       total = 0.0
@@ -92,7 +94,7 @@ def test_independent_layout_keeps_experts_separate():
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
   variables = model.init(jax.random.PRNGKey(0), x)
   for i in range(e):
-    g = jax.grad(lambda p: model.apply({**variables, "params": p}, x)["logits"][:, i].sum())(
+    g = jax.grad(lambda p: model.apply({**variables, "params": p}, x)["logits"][i].sum())(
         variables["params"])
     for name, block in g.items():
       if not (name.startswith("layer2s") or name.startswith("layer3s")):
@@ -123,8 +125,8 @@ def test_plain_linear_head_and_depth():
   out, variables = model.init_with_output(jax.random.PRNGKey(0), x)
   head = variables["params"]["linears_1"]
   assert set(head) == {"kernel", "bias"}
-  feat = out["feat"][:, 1]
-  np.testing.assert_allclose(np.asarray(out["logits"][:, 1]),
+  feat = out["feat"][1]
+  np.testing.assert_allclose(np.asarray(out["logits"][1]),
                              np.asarray(feat @ head["kernel"] + head["bias"]), rtol=1e-5, atol=1e-5)
   assert sum(1 for k in variables["params"] if k.startswith("layer1_")) == 3
   with pytest.raises(ValueError, match="6n\\+2"):
@@ -184,12 +186,12 @@ def test_masked_training_forward_equals_forward_on_the_valid_images(bn_group_siz
     plain = ExpertResNetCifar(10, 3, depth=8)
     first, ref_stats = plain.apply(variables, x[:4], train=True, mutable=["batch_stats"])
     second, _ = plain.apply(variables, x[4:6], train=True, mutable=["batch_stats"])
-    np.testing.assert_allclose(out_masked["logits"][:4], first["logits"], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(out_masked["logits"][4:6], second["logits"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out_masked["logits"][:, :4], first["logits"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out_masked["logits"][:, 4:6], second["logits"], rtol=1e-4, atol=1e-4)
   else:
     mask = jnp.arange(8) < 5
     out_masked, stats_masked = apply(x.at[5:].set(100.0), mask)  # wild padding
     out_valid, ref_stats = apply(x[:5])
-    np.testing.assert_allclose(out_masked["logits"][:5], out_valid["logits"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out_masked["logits"][:, :5], out_valid["logits"], rtol=1e-4, atol=1e-4)
   for a, b in zip(jax.tree.leaves(stats_masked), jax.tree.leaves(ref_stats)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

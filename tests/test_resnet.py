@@ -61,8 +61,8 @@ def resnext():
 def test_forward_shapes_and_grouped_equals_split(resnext):
   model, variables, x = resnext
   out = model.apply(variables, x)
-  assert out["output"].shape == (2, 10) and out["logits"].shape == (2, 3, 10)
-  assert out["feat"].shape == (2, 3, 2048)
+  assert out["output"].shape == (2, 10) and out["logits"].shape == (3, 2, 10)
+  assert out["feat"].shape == (3, 2, 2048)
   grouped = ExpertResNet(10, 3, arch="resnext50_32x4d", conv_impl="grouped").apply(variables, x)
   split = ExpertResNet(10, 3, arch="resnext50_32x4d", conv_impl="split").apply(variables, x)
   np.testing.assert_allclose(np.asarray(grouped["logits"]), np.asarray(split["logits"]), atol=1e-4)
@@ -71,7 +71,7 @@ def test_forward_shapes_and_grouped_equals_split(resnext):
 def test_no_leakage_between_experts(resnext):
   model, variables, x = resnext
   for i in range(3):
-    g = jax.grad(lambda p: model.apply({**variables, "params": p}, x[:1])["logits"][:, i].sum())(
+    g = jax.grad(lambda p: model.apply({**variables, "params": p}, x[:1])["logits"][i].sum())(
         variables["params"])
     for name, block in g.items():
       if not name.startswith("layer3s"):

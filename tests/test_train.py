@@ -29,7 +29,8 @@ def _config(name, arg="quick", **overrides):
 
 def _run_steps(config, devices, n):
   mesh = sharding.make_mesh(jax.devices()[:devices])
-  mesh, splits, _, _, _, _, state, steps = train.setup(config, mesh)
+  run = train.setup(config, mesh)
+  splits, state, steps = run.splits, run.state, run.steps
   it = input_pipeline.train_iterator(splits.train.images, splits.train.labels, seed=config.seed,
                                      global_batch=config.batch_size, num_epochs=1,
                                      augment_config=config.augment)
@@ -50,7 +51,7 @@ def test_one_and_eight_devices_agree():
   loss1, state1 = _run_steps(config, 1, 2)
   loss8, state8 = _run_steps(config, 8, 2)
   np.testing.assert_allclose(loss8, loss1, rtol=1e-6)
-  for part in ("params", "batch_stats"):
+  for part in ("params", "model_state"):
     for a, b in zip(jax.tree.leaves(getattr(state1, part)), jax.tree.leaves(getattr(state8, part))):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5)
   assert int(state8.step) == 2
@@ -67,7 +68,7 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
       "stopped_at_step": 1}
   train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "stop"))
   mesh = sharding.make_mesh()
-  _, _, _, _, _, _, template, _ = train.setup(_config("demo", num_epochs=2), mesh)
+  template = train.setup(_config("demo", num_epochs=2), mesh).state
   states = []
   for run in ("full", "cut", "stop"):
     ckpt = checkpoint.Checkpointer(str(tmp_path / run / "checkpoints"))
@@ -165,11 +166,11 @@ def test_bfloat16_step_stays_close_to_float32():
   for dtype in ("float32", "bfloat16"):
     loss, state = _run_steps(_config("demo", dtype=dtype), 1, 1)
     losses[dtype], params[dtype] = loss[0], state
-    leaves = jax.tree.leaves(state.params) + jax.tree.leaves(state.batch_stats)
+    leaves = jax.tree.leaves(state.params) + jax.tree.leaves(state.model_state)
     assert all(x.dtype == np.float32 for x in leaves)  # parameters and statistics stay float32
   np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  init = jax.device_get(train.setup(_config("demo"), mesh)[6].params)
+  init = jax.device_get(train.setup(_config("demo"), mesh).state.params)
   flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
   update32 = flat(params["float32"].params) - flat(init)
   update16 = flat(params["bfloat16"].params) - flat(init)
@@ -197,7 +198,8 @@ def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
 def test_padded_last_batch_step_equals_a_step_on_its_valid_images():
   config = _config("demo")
   mesh = sharding.make_mesh(jax.devices()[:1])
-  mesh, splits, _, _, _, spe, state, steps = train.setup(config, mesh)
+  run = train.setup(config, mesh)
+  splits, spe, state, steps = run.splits, run.steps_per_epoch, run.state, run.steps
   assert spe == -(-len(splits.train.labels) // config.batch_size)  # ceil: the last one kept
   data = sharding.batch_sharding(mesh)
   b, r = config.batch_size, 13
@@ -209,7 +211,7 @@ def test_padded_last_batch_step_equals_a_step_on_its_valid_images():
       {"image": images[:r], "label": labels[:r]}, data))
   np.testing.assert_allclose(float(m_pad["loss"]), float(m_val["loss"]), rtol=1e-5)
   assert int(m_pad["correct"]) == int(m_val["correct"])
-  for part in ("params", "batch_stats"):
+  for part in ("params", "model_state"):
     for x, y in zip(jax.tree.leaves(getattr(s_pad, part)), jax.tree.leaves(getattr(s_val, part))):
       np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=0, atol=2e-5)
 

@@ -24,8 +24,7 @@ import numpy as np
 import optax
 import pytest
 
-from lgla_jax import convert, long_tail, losses, optim
-from lgla_jax.models import ExpertResNetCifar
+from lgla_jax import configlib, convert, losses, models, optim
 
 ELEMENTWISE_EXACT = ("linears.", "layer3s.4.", "running_")
 
@@ -36,27 +35,26 @@ def run(golden):
   init = golden("resnet32_e3_c100.npz")  # the run's init is bit-identical to this one
   keys = [str(k) for k in d["state_dict_keys"]]
   variables = convert.variables_from_torch({k: init[k] for k in keys}, 3)
-  counts, tau = d["cls_num_list"], float(d["tau"])
-  regions = long_tail.expert_regions(counts, 3)
-  priors = long_tail.expert_log_priors(counts, 3, tau, regions=regions)
-  model = ExpertResNetCifar(100, 3)
+  # Model and loss built by name from the config, as a run builds them.
+  config = configlib.base_config()
+  config.loss.tau = float(d["tau"])
+  model = models.build(config.model, 100)
+  loss_fn = losses.make(config.loss, d["cls_num_list"], 3, model.logit_scale)
   tx = optim.torch_sgd(optim.per_step_schedule(d["lr_per_step"], 1), momentum=0.9,
                        nesterov=True, weight_decay=2e-4)
 
   @jax.jit
-  def step(params, batch_stats, opt_state, images, labels):
-    def loss_fn(p):
-      out, upd = model.apply({"params": p, "batch_stats": batch_stats}, images, train=True,
-                             mutable=["batch_stats"])
-      loss = losses.lgla_expert_losses(out["logits"].transpose(1, 0, 2), labels,
-                                       log_priors_ExC=priors, regions_RxC=regions).sum()
-      return loss, (upd["batch_stats"], out["logits"])
+  def step(params, model_state, opt_state, images, labels):
+    def objective(p):
+      out, updated = model.apply(p, model_state, images, train=True)
+      loss, _ = loss_fn(out, labels, None, jnp.int32(1))
+      return loss, (updated, out["logits"].transpose(1, 0, 2))  # official order [B, E, C]
 
-    (loss, (new_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    (loss, (new_stats, logits)), grads = jax.value_and_grad(objective, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new_stats, opt_state, loss, logits
 
-  params, stats = variables["params"], variables["batch_stats"]
+  params, stats = variables["params"], {"batch_stats": variables["batch_stats"]}
   opt_state = tx.init(params)
   result = {"losses": [], "logits": [], "init": {k: init[k] for k in keys}}
   for k in range(3):
@@ -66,7 +64,7 @@ def run(golden):
     result["losses"].append(float(loss))
     result["logits"].append(np.asarray(logits))
     result[f"step{k + 1}"] = convert.torch_from_variables(
-        {"params": params, "batch_stats": stats}, num_batches_tracked=k + 1)
+        {"params": params, **stats}, num_batches_tracked=k + 1)
   return d, keys, result
 
 

@@ -141,6 +141,9 @@ class BatchNorm(nn.Module):
     return y.astype(self.dtype)
 
 
+CONV_IMPLS = ("auto", "grouped", "split")
+
+
 class ExpertConv(nn.Module):
   """A 3x3 (or kxk) convolution over E experts' concatenated channels, PyTorch padding.
 
@@ -173,7 +176,7 @@ class ExpertConv(nn.Module):
     impl = self.impl
     if impl == "auto":
       impl = "split" if jax.default_backend() == "cpu" else "grouped"
-    if impl not in ("grouped", "split"):
+    if impl not in CONV_IMPLS[1:]:
       raise ValueError(f"conv impl must be 'auto', 'grouped' or 'split', got {impl!r}")
     x = x.astype(self.dtype)
     kernel = kernel.astype(self.dtype)

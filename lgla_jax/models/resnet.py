@@ -7,7 +7,7 @@ convolutions over the concatenated experts (downsample convs grouped too, so, un
 CIFAR ResNet, nothing leaks between experts); the Places ResNet-152 keeps separate
 ``layer3s[e]``/``layer4s[e]`` per expert (``separate_experts=True``). Global average
 pooling (the official ``AvgPool2d(7)`` at 224x224), one classifier per expert.
-Returns ``{"output": [B, C], "logits": [B, E, C], "feat": [B, E, 2048]}``.
+Returns ``{"output": [B, C], "logits": [E, B, C], "feat": [E, B, 2048]}``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from lgla_jax import convert
 
 from lgla_jax.models.layers import (BatchNorm, ExpertConv, NormedLinear, TorchLinear,
                                     accum_dtype, fb_resnet_conv_init)
@@ -75,6 +77,11 @@ class ExpertResNet(nn.Module):
   base_planes: int = 64  # the stem width; the stages use 1x, 2x, 4x, 8x (smaller for tests)
   bn_group_size: int = 0  # see layers.BatchNorm.group_size
 
+  @property
+  def logit_scale(self) -> float:
+    """What the logits are multiplied by: s for the cosine head, 1 for a linear one."""
+    return self.scale if self.use_norm else 1.0
+
   @nn.compact
   def __call__(self, x, train: bool = False, mask=None):
     if self.arch not in ARCHS:
@@ -109,11 +116,35 @@ class ExpertResNet(nn.Module):
           x = Bottleneck(planes * e, 2 if i == 0 else 1, experts=e, name=f"{stage}_{i}", **kw)(x, train, mask)
 
     acc = accum_dtype(self.dtype)
-    feat = x.astype(acc).mean(axis=(1, 2)).reshape(x.shape[0], e, -1)
+    feat_ExBxF = x.astype(acc).mean(axis=(1, 2)).reshape(x.shape[0], e, -1).transpose(1, 0, 2)
     heads = []
     for k in range(e):
       head = (NormedLinear(self.num_classes, scale=self.scale, dtype=self.dtype, name=f"linears_{k}")
               if self.use_norm else TorchLinear(self.num_classes, dtype=self.dtype, name=f"linears_{k}"))
-      heads.append(head(feat[:, k]))
-    logits = jnp.stack(heads, axis=1).astype(acc)
-    return {"output": logits.mean(axis=1), "logits": logits, "feat": feat}
+      heads.append(head(feat_ExBxF[k]))
+    logits_ExBxC = jnp.stack(heads).astype(acc)
+    return {"output": logits_ExBxC.mean(axis=0), "logits": logits_ExBxC, "feat": feat_ExBxF}
+
+
+def build(model_config, num_classes: int, dtype) -> ExpertResNet:
+  """The model of ``config.model`` (``name="resnet"``)."""
+  m = model_config
+  return ExpertResNet(num_classes, m.num_experts, arch=m.arch, separate_experts=m.separate_experts,
+                      use_norm=m.use_norm, scale=m.scale, conv_impl=m.conv_impl, dtype=dtype,
+                      base_planes=m.base_planes, bn_group_size=m.bn_group_size)
+
+
+def check(model_config) -> list[tuple[str, str]]:
+  """``(field, problem)`` pairs of ``config.model`` for this model."""
+  m, found = model_config, []
+  if m.arch not in ARCHS:
+    found.append(("model.arch", f"{m.arch!r} is not one of {tuple(ARCHS)}"))
+  if m.pretrained and not m.separate_experts:
+    found.append(("model.pretrained", "pretrained trunks load into the separate-experts ResNet "
+                  "(Places-LT): set model.separate_experts=True"))
+  return found
+
+
+def load_pretrained(variables: dict, path: str, model_config) -> dict:
+  """Fill the trunk and every expert's layer3/layer4 from ImageNet weights (.npz/.pth)."""
+  return convert.load_pretrained_resnet(variables, path, model_config.num_experts)

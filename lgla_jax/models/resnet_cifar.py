@@ -2,7 +2,8 @@
 
 Stem and ``layer1`` (16 channels) are shared; the ``layer1`` output is repeated E times
 along channels and ``layer2s``/``layer3s`` run all experts as one grouped network on the
-concatenated channels (32E and 64E wide). Each expert's 64 channels are average-pooled
+concatenated channels (32E and 64E wide; ``expert_widths`` changes the per-expert widths,
+e.g. RIDE's ``reduce_dimension`` (24, 48)). Each expert's last channels are average-pooled
 (``feat``) and fed to its own classifier.
 
 ``expert_layout="official"`` applies the option-A (zero-pad) shortcut to the concatenated
@@ -64,7 +65,7 @@ class BasicBlock(nn.Module):
 class ExpertResNetCifar(nn.Module):
   """Multi-expert ResNet for 32x32 inputs (NHWC), depth 6n+2 (32 for LGLA).
 
-  Returns ``{"output": [B, C], "logits": [B, E, C], "feat": [B, E, 64]}``; ``output`` is
+  Returns ``{"output": [B, C], "logits": [E, B, C], "feat": [E, B, F]}``; ``output`` is
   the plain mean of the expert logits (the official prediction). ``mask`` ([B] bool, in
   training) marks the valid images of a padded incomplete batch: BatchNorm statistics
   cover only those.
@@ -79,6 +80,12 @@ class ExpertResNetCifar(nn.Module):
   conv_impl: str = "auto"
   dtype: Any = jnp.float32
   bn_group_size: int = 0  # see layers.BatchNorm.group_size
+  expert_widths: tuple[int, int] = (32, 64)  # per-expert widths of layer2s / layer3s
+
+  @property
+  def logit_scale(self) -> float:
+    """What the logits are multiplied by: s for the cosine head, 1 for a linear one."""
+    return self.scale if self.use_norm else 1.0
 
   @nn.compact
   def __call__(self, x, train: bool = False, mask=None):
@@ -98,13 +105,13 @@ class ExpertResNetCifar(nn.Module):
     for i in range(n):
       x = BasicBlock(16, name=f"layer1_{i}", **kw)(x, train, mask)
     x = jnp.concatenate([x] * e, axis=-1)
-    for stage, width in (("layer2s", 32), ("layer3s", 64)):
+    for stage, width in zip(("layer2s", "layer3s"), self.expert_widths):
       for i in range(n):
         x = BasicBlock(width * e, strides=2 if i == 0 else 1, groups=e,
                        name=f"{stage}_{i}", **kw)(x, train, mask)
 
     acc = accum_dtype(self.dtype)
-    feat_BxEx64 = x.astype(acc).mean(axis=(1, 2)).reshape(x.shape[0], e, 64)
+    feat_ExBxF = x.astype(acc).mean(axis=(1, 2)).reshape(x.shape[0], e, -1).transpose(1, 0, 2)
     logits = []
     for k in range(e):
       if self.use_norm:
@@ -112,6 +119,29 @@ class ExpertResNetCifar(nn.Module):
                             name=f"linears_{k}")
       else:  # the official code sets s = 1 for a plain linear head
         head = TorchLinear(self.num_classes, dtype=self.dtype, name=f"linears_{k}")
-      logits.append(head(feat_BxEx64[:, k]))
-    logits_BxExC = jnp.stack(logits, axis=1).astype(acc)
-    return {"output": logits_BxExC.mean(axis=1), "logits": logits_BxExC, "feat": feat_BxEx64}
+      logits.append(head(feat_ExBxF[k]))
+    logits_ExBxC = jnp.stack(logits).astype(acc)
+    return {"output": logits_ExBxC.mean(axis=0), "logits": logits_ExBxC, "feat": feat_ExBxF}
+
+
+def build(model_config, num_classes: int, dtype) -> ExpertResNetCifar:
+  """The model of ``config.model`` (``name="resnet_cifar"``)."""
+  m = model_config
+  return ExpertResNetCifar(num_classes, m.num_experts, depth=m.depth, use_norm=m.use_norm,
+                           scale=m.scale, expert_layout=m.expert_layout, conv_impl=m.conv_impl,
+                           dtype=dtype, bn_group_size=m.bn_group_size,
+                           expert_widths=tuple(m.expert_widths))
+
+
+def check(model_config) -> list[tuple[str, str]]:
+  """``(field, problem)`` pairs of ``config.model`` for this model."""
+  m, found = model_config, []
+  if (m.depth - 2) % 6 or m.depth < 8:
+    found.append(("model.depth", f"must be 6n+2 (20, 32, 44, ...), got {m.depth}"))
+  if m.expert_layout not in EXPERT_LAYOUTS:
+    found.append(("model.expert_layout", f"must be one of {EXPERT_LAYOUTS}, got {m.expert_layout!r}"))
+  widths = tuple(m.expert_widths)
+  if len(widths) != 2 or not 16 <= widths[0] <= widths[1] or any(w % 2 for w in widths):
+    found.append(("model.expert_widths", f"two even widths 16 <= layer2s <= layer3s (the "
+                  f"zero-pad shortcut only widens), got {widths}"))
+  return found
