@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.integration  # Runs the throughput benchmark.
+
 ROOT = pathlib.Path(__file__).parents[1]
 KEYS = ("train_images_per_s", "pipeline_images_per_s", "eval_images_per_s")
 

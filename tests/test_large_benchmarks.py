@@ -10,6 +10,8 @@ from lgla_jax import augment_imagenet, datasets, input_pipeline, sharding, train
 from lgla_jax.models import ExpertResNetCifar
 from test_train import _config
 
+pytestmark = pytest.mark.integration  # ImageNet-size models and pipelines on generated JPEG trees.
+
 
 def make_tree(tmp_path, name, num_test=10):
   """A few JPEGs, and split files naming every class (paths may repeat)."""

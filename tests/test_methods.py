@@ -17,14 +17,14 @@ from test_train import _config
 
 
 class NoNormNet(nn.Module):
-  """Experts as linear heads on pooled pixels: no BatchNorm, no state besides params."""
+  """Experts as linear heads on the pixels: no BatchNorm, no state besides params."""
 
   num_classes: int
   num_experts: int
 
   @nn.compact
   def __call__(self, x, train: bool = False, mask=None):
-    feat_BxF = jnp.concatenate([x.mean((1, 2)), x.std((1, 2))], -1)
+    feat_BxF = x.reshape(x.shape[0], -1)
     logits_ExBxC = jnp.stack([nn.Dense(self.num_classes, name=f"head_{e}")(feat_BxF)
                               for e in range(self.num_experts)])
     return {"output": logits_ExBxC.mean(0), "logits": logits_ExBxC,
@@ -44,6 +44,7 @@ def registered():
   del models.REGISTRY["no_norm_net"], losses.REGISTRY["epoch_probe"]
 
 
+@pytest.mark.integration
 def test_model_without_batchnorm_trains_checkpoints_and_resumes(registered, tmp_path):
   config = _config("demo", **{"model.name": "no_norm_net", "loss.name": "ce", "num_epochs": 2})
   run = train.setup(config, sharding.make_mesh(jax.devices()[:1]))
@@ -53,9 +54,10 @@ def test_model_without_batchnorm_trains_checkpoints_and_resumes(registered, tmp_
                                    str(tmp_path))
   result = train.train_and_evaluate(config, str(tmp_path))  # resumes after epoch 1
   assert first["final"]["epoch"] == 1 and result["final"]["epoch"] == 2
-  assert 0.2 < result["final"]["top1"] <= 1  # a linear model on pixel statistics learns a bit
+  assert 0.5 < result["final"]["top1"] <= 1  # a linear model on digit pixels learns
 
 
+@pytest.mark.integration
 def test_the_step_gives_the_loss_its_1_based_epoch(registered):
   config = _config("demo", **{"loss.name": "epoch_probe"})
   mesh = sharding.make_mesh(jax.devices()[:1])
@@ -71,14 +73,15 @@ def test_the_step_gives_the_loss_its_1_based_epoch(registered):
   assert seen == [1.0] * spe + [2.0] * spe
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["cifar100_ir100_ride", "cifar100_ir100_ldam_drw"])
 def test_ride_and_ldam_drw_recipes_train_end_to_end(tmp_path, name):
   # The recipes' networks, losses (re-weighting switched on in epoch 2), schedules and
   # augmentation (RIDE: rotation), on generated CIFAR-10-shaped data.
-  make_cifar10_folder(tmp_path / "data", per_class=60)
+  make_cifar10_folder(tmp_path / "data", per_class=100)
   config = _config(name, **{"dataset.name": "cifar10", "dataset.source": "cifar_archive",
                             "dataset.data_dir": str(tmp_path / "data"),
-                            "dataset.max_per_class": 60})
+                            "dataset.max_per_class": 100})
   assert config.loss.reweight_epoch == 1 and config.num_epochs == 2
   result = train.train_and_evaluate(config, str(tmp_path / "run"))
   final = result["final"]

@@ -72,6 +72,7 @@ def _leakage(model, variables, x, e):
   return out
 
 
+@pytest.mark.integration
 def test_official_layout_reproduces_cross_expert_leakage(official):
   # The fixture's input for this measurement is not recorded, so the pattern (which
   # expert's logits reach which expert's layer2s parameters) is compared, not magnitudes.

@@ -9,6 +9,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration  # Two processes with jax.distributed.
 
 ROOT = pathlib.Path(__file__).parents[1]
 # lr 0.01: early LGLA training amplifies float32 reduction-order noise ~5x per step (see

@@ -8,6 +8,8 @@ import pytest
 from lgla_jax import train
 from test_train import _config
 
+pytestmark = pytest.mark.integration  # Executes the notebook (and trains a demo workdir).
+
 NOTEBOOK = pathlib.Path(__file__).parents[1] / "notebooks" / "loss_inspection.ipynb"
 
 

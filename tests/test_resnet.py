@@ -58,6 +58,7 @@ def resnext():
   return model, model.init(jax.random.PRNGKey(0), x), x
 
 
+@pytest.mark.integration
 def test_forward_shapes_and_grouped_equals_split(resnext):
   model, variables, x = resnext
   out = model.apply(variables, x)
@@ -68,6 +69,7 @@ def test_forward_shapes_and_grouped_equals_split(resnext):
   np.testing.assert_allclose(np.asarray(grouped["logits"]), np.asarray(split["logits"]), atol=1e-4)
 
 
+@pytest.mark.integration
 def test_no_leakage_between_experts(resnext):
   model, variables, x = resnext
   for i in range(3):
@@ -83,6 +85,7 @@ def test_no_leakage_between_experts(resnext):
           assert (norm > 0) if i == j else (norm == 0), (name, i, j)
 
 
+@pytest.mark.integration
 def test_converter_round_trip(resnext):
   _, variables, _ = resnext
   sd = convert.torch_from_variables(variables)
@@ -95,6 +98,7 @@ def _tiny(experts, **kw):
   return model, model.init(jax.random.PRNGKey(experts), jnp.zeros((1, 32, 32, 3)))
 
 
+@pytest.mark.integration
 def test_pretrained_trunk_fills_every_expert(tmp_path):
   import re
   _, single = _tiny(1)

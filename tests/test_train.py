@@ -12,6 +12,8 @@ import pytest
 from lgla_jax import checkpoint, input_pipeline, sharding, train
 from test_datasets import make_cifar10_folder
 
+pytestmark = pytest.mark.integration  # Training runs, resume, CLI: minutes in all.
+
 ROOT = pathlib.Path(__file__).parents[1]
 
 
