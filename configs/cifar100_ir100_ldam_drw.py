@@ -17,19 +17,13 @@ from lgla_jax import configlib
 
 
 def get_config(arg: str = ""):
-  c = configlib.cifar_lt_config("cifar100", imbalance_factor=0.01, tau=2.5)
+  c = configlib.cifar_200_epoch_recipe(
+      configlib.cifar_lt_config("cifar100", imbalance_factor=0.01, tau=2.5))
   c.model.num_experts = 1
   c.loss.name = "ldam"
   c.loss.reweight_epoch = 160
   c.optim.nesterov = False
   c.optim.weight_decay = 2e-4
-  c.optim.schedule = "step"
-  c.optim.step_epochs = (160, 180)
-  c.optim.gamma = 0.01
-  c.optim.warmup_epochs = 5
-  c.num_epochs = 200
-  c.augment.autoaugment = False
-  c.augment.cutout = 0
   c.num_workers = 0  # crop and flip run vectorised in the main process
   if arg == "quick":
     configlib.shrink_to_quick(c)

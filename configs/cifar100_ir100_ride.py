@@ -19,20 +19,14 @@ from lgla_jax import configlib
 
 
 def get_config(arg: str = ""):
-  c = configlib.cifar_lt_config("cifar100", imbalance_factor=0.01, tau=2.5)
+  c = configlib.cifar_200_epoch_recipe(
+      configlib.cifar_lt_config("cifar100", imbalance_factor=0.01, tau=2.5))
   c.model.expert_layout = "independent"
   c.model.expert_widths = (24, 48)
   c.loss.name = "ride"
   c.loss.additional_diversity_factor = -0.45
   c.loss.reweight_epoch = 160
   c.optim.weight_decay = 5e-4
-  c.optim.schedule = "step"
-  c.optim.step_epochs = (160, 180)
-  c.optim.gamma = 0.01
-  c.optim.warmup_epochs = 5
-  c.num_epochs = 200
-  c.augment.autoaugment = False
-  c.augment.cutout = 0
   c.augment.rotate = 15.0
   c.num_workers = 2  # rotation is cheap next to AutoAugment
   if arg == "quick":

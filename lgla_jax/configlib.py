@@ -196,6 +196,20 @@ def cifar_lt_config(name: str, imbalance_factor: float, tau: float, arg: str = "
   return c
 
 
+def cifar_200_epoch_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The schedule and augmentation LDAM-DRW and RIDE share on CIFAR-LT: 200 epochs, linear
+  warm-up over 5, x0.01 at epoch 160 and again at 180 (their CustomLR /
+  adjust_learning_rate), pad-4 crop and flip without AutoAugment or Cutout."""
+  c.num_epochs = 200
+  c.optim.schedule = "step"
+  c.optim.step_epochs = (160, 180)
+  c.optim.gamma = 0.01
+  c.optim.warmup_epochs = 5
+  c.augment.autoaugment = False
+  c.augment.cutout = 0
+  return c
+
+
 def shrink_to_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """A CIFAR config's smoke variant: depth 8, 100 images in the largest class, 2 epochs
   (the schedule's decays and any re-weighting fall at epoch 1), batch 16."""

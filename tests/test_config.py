@@ -1,5 +1,6 @@
 import pathlib
 
+import numpy as np
 import pytest
 from absl import flags
 from ml_collections import config_flags
@@ -103,3 +104,22 @@ def test_names_come_from_the_registries():
     configlib.validate(c, num_devices=1)
   finally:
     del models.REGISTRY["my_model"], losses.REGISTRY["my_loss"]
+
+
+def test_ride_and_ldam_drw_recipes():
+  """The two recipes as their code bases run them (see the config docstrings)."""
+  from lgla_jax import optim
+  ride = _parse([f"--config={CONFIGS[0].parent / 'cifar100_ir100_ride.py'}"])
+  ldam = _parse([f"--config={CONFIGS[0].parent / 'cifar100_ir100_ldam_drw.py'}"])
+  for c in (ride, ldam):
+    lr = optim.lr_per_epoch(c.optim, c.num_epochs)  # lr[e - 1] is epoch e's (1-based)
+    np.testing.assert_allclose(lr[[0, 4, 159, 160, 179, 180, 199]],
+                               [0.02, 0.1, 0.1, 1e-3, 1e-3, 1e-5, 1e-5], rtol=1e-12)
+    assert (c.num_epochs, c.batch_size, c.loss.reweight_epoch) == (200, 128, 160)
+    assert not c.augment.autoaugment and c.augment.cutout == 0 and c.dataset.imbalance_factor == 0.01
+  assert (ride.model.num_experts, tuple(ride.model.expert_widths), ride.model.expert_layout) == (
+      3, (24, 48), "independent")
+  assert (ride.loss.name, ride.loss.additional_diversity_factor, ride.optim.weight_decay,
+          ride.optim.nesterov, ride.augment.rotate) == ("ride", -0.45, 5e-4, True, 15.0)
+  assert (ldam.model.num_experts, ldam.loss.name, ldam.loss.max_m, ldam.optim.weight_decay,
+          ldam.optim.nesterov, ldam.augment.rotate) == (1, "ldam", 0.5, 2e-4, False, 0.0)

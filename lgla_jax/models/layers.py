@@ -223,3 +223,22 @@ class TorchLinear(nn.Module):
     y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype),
                 preferred_element_type=accum_dtype(self.dtype))
     return y + bias
+
+
+def expert_heads(x_BxHxWxEF, num_classes: int, num_experts: int, *, use_norm: bool, scale: float,
+                 dtype) -> dict:
+  """Global average pooling of each expert's channels and one classifier per expert
+  (``linears_{e}`` of the calling module: call it inside a compact ``__call__``). Cosine
+  heads when ``use_norm``, else plain linear ones (the official code then sets s = 1).
+  Returns the models' output dict: ``output`` [B, C] (the mean of the expert logits, the
+  official prediction), ``logits`` [E, B, C], ``feat`` [E, B, F]."""
+  acc = accum_dtype(dtype)
+  b = x_BxHxWxEF.shape[0]
+  feat_ExBxF = x_BxHxWxEF.astype(acc).mean(axis=(1, 2)).reshape(b, num_experts, -1).transpose(1, 0, 2)
+  logits = []
+  for k in range(num_experts):
+    head = (NormedLinear(num_classes, scale=scale, dtype=dtype, name=f"linears_{k}") if use_norm
+            else TorchLinear(num_classes, dtype=dtype, name=f"linears_{k}"))
+    logits.append(head(feat_ExBxF[k]))
+  logits_ExBxC = jnp.stack(logits).astype(acc)
+  return {"output": logits_ExBxC.mean(axis=0), "logits": logits_ExBxC, "feat": feat_ExBxF}

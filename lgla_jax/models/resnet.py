@@ -19,8 +19,7 @@ import jax.numpy as jnp
 
 from lgla_jax import convert
 
-from lgla_jax.models.layers import (BatchNorm, ExpertConv, NormedLinear, TorchLinear,
-                                    accum_dtype, fb_resnet_conv_init)
+from lgla_jax.models.layers import BatchNorm, ExpertConv, expert_heads, fb_resnet_conv_init
 
 ARCHS = {  # name -> (blocks per stage, groups of the 3x3 conv, width per group)
     "resnet50": ((3, 4, 6, 3), 1, 64),
@@ -115,15 +114,8 @@ class ExpertResNet(nn.Module):
         for i in range(n):
           x = Bottleneck(planes * e, 2 if i == 0 else 1, experts=e, name=f"{stage}_{i}", **kw)(x, train, mask)
 
-    acc = accum_dtype(self.dtype)
-    feat_ExBxF = x.astype(acc).mean(axis=(1, 2)).reshape(x.shape[0], e, -1).transpose(1, 0, 2)
-    heads = []
-    for k in range(e):
-      head = (NormedLinear(self.num_classes, scale=self.scale, dtype=self.dtype, name=f"linears_{k}")
-              if self.use_norm else TorchLinear(self.num_classes, dtype=self.dtype, name=f"linears_{k}"))
-      heads.append(head(feat_ExBxF[k]))
-    logits_ExBxC = jnp.stack(heads).astype(acc)
-    return {"output": logits_ExBxC.mean(axis=0), "logits": logits_ExBxC, "feat": feat_ExBxF}
+    return expert_heads(x, self.num_classes, e, use_norm=self.use_norm, scale=self.scale,
+                        dtype=self.dtype)
 
 
 def build(model_config, num_classes: int, dtype) -> ExpertResNet:

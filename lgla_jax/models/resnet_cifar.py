@@ -20,7 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lgla_jax.models.layers import BatchNorm, ExpertConv, NormedLinear, TorchLinear, accum_dtype
+from lgla_jax.models.layers import BatchNorm, ExpertConv, expert_heads
 
 EXPERT_LAYOUTS = ("official", "independent")
 
@@ -110,18 +110,8 @@ class ExpertResNetCifar(nn.Module):
         x = BasicBlock(width * e, strides=2 if i == 0 else 1, groups=e,
                        name=f"{stage}_{i}", **kw)(x, train, mask)
 
-    acc = accum_dtype(self.dtype)
-    feat_ExBxF = x.astype(acc).mean(axis=(1, 2)).reshape(x.shape[0], e, -1).transpose(1, 0, 2)
-    logits = []
-    for k in range(e):
-      if self.use_norm:
-        head = NormedLinear(self.num_classes, scale=self.scale, dtype=self.dtype,
-                            name=f"linears_{k}")
-      else:  # the official code sets s = 1 for a plain linear head
-        head = TorchLinear(self.num_classes, dtype=self.dtype, name=f"linears_{k}")
-      logits.append(head(feat_ExBxF[k]))
-    logits_ExBxC = jnp.stack(logits).astype(acc)
-    return {"output": logits_ExBxC.mean(axis=0), "logits": logits_ExBxC, "feat": feat_ExBxF}
+    return expert_heads(x, self.num_classes, e, use_norm=self.use_norm, scale=self.scale,
+                        dtype=self.dtype)
 
 
 def build(model_config, num_classes: int, dtype) -> ExpertResNetCifar:
