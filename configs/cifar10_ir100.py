@@ -3,9 +3,10 @@
   python -m lgla_jax.main --config=configs/cifar10_ir100.py --workdir=workdirs/cifar10_ir100
   python -m lgla_jax.main --config=configs/cifar10_ir100.py:quick --workdir=/tmp/cifar10_quick
 
-Data: tfds 'cifar10' by default (--config.dataset.data_dir=DIR for prepared data), or the
-original python archive with --config.dataset.source=cifar_archive
---config.dataset.data_dir=DIR. ResNet-32 with 3 experts and a cosine classifier (s=30);
+Data: the original CIFAR python archive (cifar-10-python.tar.gz), downloaded on first use into
+~/.cache/lgla_jax (or --config.dataset.data_dir=DIR) and checked against its MD5, as the
+official code's torchvision loader does; --config.dataset.source=tfds reads prepared tfds
+ArrayRecord data instead. ResNet-32 with 3 experts and a cosine classifier (s=30);
 LGLA with tau 3.0; SGD lr 0.1, momentum 0.9, Nesterov, weight decay 2e-4, batch 128;
 400 epochs, 5 warm-up epochs, x0.1 at epochs 320 and 360; AutoAugment (CIFAR-10 policy) +
 Cutout 16. Any field can be overridden, e.g. --config.optim.lr=0.05.

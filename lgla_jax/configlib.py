@@ -30,10 +30,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "cifar100"  # a name in datasets.DATASETS (cifar10 | cifar100 | fashion_mnist | digits | imagenet_lt | inaturalist2018 | places_lt)
-  c.dataset.source = "tfds"  # tfds | cifar_archive (the original python archive) | idx | sklearn
+  c.dataset.source = "cifar_archive"  # cifar_archive (the original python archive) | tfds | idx | sklearn | split_files
   c.dataset.data_dir = config_dict.placeholder(str)  # where the data lives (None: the source's default); split_files: the image root
   c.dataset.split_dir = config_dict.placeholder(str)  # split_files: folder of the split .txt files
-  c.dataset.download = False  # let tfds download and prepare missing data (needs network)
+  c.dataset.download = True  # fetch missing data: the original archive / IDX files (checked by MD5); tfds: prepare it (needs TensorFlow)
   c.dataset.imbalance_factor = 0.01  # smallest/largest class (official imb_factor); 1.0 = balanced
   c.dataset.imbalance_kind = "exp"  # exp | step profile of the class counts
   c.dataset.max_per_class = config_dict.placeholder(int)  # largest class (None: the balanced set's)

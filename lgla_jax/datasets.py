@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import os
 import pickle
 import tarfile
@@ -10,10 +11,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lgla_jax import long_tail
+from lgla_jax import download, long_tail
 
 # Where the Debian package `dataset-fashion-mnist` installs the original IDX files.
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = tuple(r.filename for r in download.FILES["fashion_mnist"])
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32,
                0x0D: np.float32, 0x0E: np.float64}
 
@@ -45,15 +47,21 @@ def read_idx(path: str) -> np.ndarray:
   return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
 
 
+def has_fashion_mnist(folder: str) -> bool:
+  """Whether ``folder`` holds the four IDX files."""
+  return all(os.path.exists(os.path.join(folder, f)) for f in FASHION_MNIST_FILES)
+
+
 def fashion_mnist_dir(data_dir: str | None = None) -> str:
   """The folder holding Fashion-MNIST's four IDX files, or a clear error saying how to get them."""
   candidates = [data_dir] if data_dir else [FASHION_MNIST_DEBIAN_DIR]
   for d in candidates:
-    if d and os.path.exists(os.path.join(d, "train-labels-idx1-ubyte.gz")):
-      return d
+    if d and has_fashion_mnist(os.path.expanduser(d)):
+      return os.path.expanduser(d)
   hint = ("install the Debian package `dataset-fashion-mnist` (apt-get install "
-          "dataset-fashion-mnist), or download the four *-ubyte.gz files published by the "
-          "dataset's authors into a folder and pass it as data_dir")
+          "dataset-fashion-mnist), let lgla-jax download the four *-ubyte.gz files published "
+          "by the dataset's authors (--config.dataset.download=True), or put them into a "
+          "folder and pass it as data_dir")
   raise FileNotFoundError(f"no Fashion-MNIST IDX files in {candidates[0]}: {hint}")
 
 
@@ -142,10 +150,20 @@ CIFAR_ARCHIVES = {
 
 def _cifar_hint(name: str, data_dir) -> str:
   folder, archive = CIFAR_ARCHIVES[name][:2]
-  return (f"looked in data_dir={data_dir!r} for {folder}/ or {archive}. Either put the "
-          f"original CIFAR python archive there (the file torchvision downloads) and pass "
+  return (f"looked in data_dir={data_dir!r} for {folder}/ or {archive}. Let lgla-jax "
+          f"download the archive (--config.dataset.download=True), put the original CIFAR "
+          f"python archive there (the file torchvision downloads) and pass "
           f"--config.dataset.data_dir=DIR, or use --config.dataset.source=tfds with "
           f"prepared tfds data (see the README)")
+
+
+def has_cifar_archive(name: str, data_dir: str) -> bool:
+  """Whether ``data_dir`` holds the extracted CIFAR folder (or its files) or the archive."""
+  folder, archive, train_files, test_files, _ = CIFAR_ARCHIVES[name]
+  data_dir = os.path.expanduser(data_dir)
+  return os.path.exists(os.path.join(data_dir, archive)) or any(
+      all(os.path.exists(os.path.join(root, f)) for f in train_files + test_files)
+      for root in (os.path.join(data_dir, folder), data_dir))
 
 
 def _decode_cifar_batch(raw: bytes, where: str, label_key: bytes) -> ArrayData:
@@ -164,8 +182,6 @@ def _decode_cifar_batch(raw: bytes, where: str, label_key: bytes) -> ArrayData:
 def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, ArrayData]:
   """The original CIFAR python version: the extracted folder or the .tar.gz in ``data_dir``."""
   folder, archive, train_files, test_files, label_key = CIFAR_ARCHIVES[name]
-  if not data_dir:
-    raise FileNotFoundError(f"dataset.source=cifar_archive needs a data_dir: {_cifar_hint(name, data_dir)}")
   data_dir = os.path.expanduser(data_dir)
   candidates = [os.path.join(data_dir, folder), data_dir]
   for root in candidates:
@@ -198,6 +214,10 @@ def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, Arra
   return train, test
 
 
+def _can_prepare_tfds() -> bool:
+  return importlib.util.find_spec("tensorflow") is not None
+
+
 def _tfds_split(name: str, split: str, data_dir, download: bool) -> ArrayData:
   import tensorflow_datasets as tfds  # imported lazily: heavy, and only this source needs it
   how = (f"Prepare it once with network access and TensorFlow (pip install "
@@ -206,6 +226,11 @@ def _tfds_split(name: str, split: str, data_dir, download: bool) -> ArrayData:
          f"--config.dataset.source=cifar_archive with the original archive")
   # array_record: random access for grain without TensorFlow.
   builder_kwargs = {"file_format": "array_record"}
+  if download and not _can_prepare_tfds():
+    builder = tfds.builder(name, data_dir=data_dir, **builder_kwargs)
+    if not builder.is_prepared():  # preparing needs TensorFlow: say so now, not after retries
+      raise FileNotFoundError(f"no prepared tfds data for {name} in {builder.data_dir}, and "
+                              f"preparing it needs TensorFlow, which is not installed. {how}")
   if not download:
     builder = tfds.builder(name, data_dir=data_dir, **builder_kwargs)
     if not builder.is_prepared():
@@ -241,11 +266,17 @@ def load(dataset_config) -> DataSplits:
   if d.source == "split_files":  # already long-tailed: used as they are
     return load_split_files(d.name, d.split_dir, d.data_dir)
   if d.source == "idx":
-    train, test = load_fashion_mnist(d.data_dir)
+    data_dir = d.data_dir
+    if d.download and not has_fashion_mnist(data_dir or FASHION_MNIST_DEBIAN_DIR):
+      data_dir = download.ensure(d.name, data_dir)
+    train, test = load_fashion_mnist(data_dir)
   elif d.source == "sklearn":
     train, test = load_digits()
   elif d.source == "cifar_archive":
-    train, test = load_cifar_archive(d.name, d.data_dir)
+    data_dir = d.data_dir or download.DEFAULT_DIR
+    if d.download and not has_cifar_archive(d.name, data_dir):
+      download.ensure(d.name, data_dir)
+    train, test = load_cifar_archive(d.name, data_dir)
   elif d.source == "tfds":
     train, test = load_tfds(d.name, d.data_dir, d.download)
   else:

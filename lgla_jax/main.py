@@ -60,10 +60,10 @@ def main(argv):
   if config is None:
     raise app.UsageError("--config=configs/NAME.py is required")
   init_distributed()
-  from lgla_jax import checkpoint, configlib, datasets, evaluate, train  # jax starts here
+  from lgla_jax import checkpoint, configlib, datasets, download, evaluate, train  # jax starts here
 
   user_errors = (FileNotFoundError, configlib.ConfigError, datasets.DataError,
-                 checkpoint.CheckpointError)
+                 checkpoint.CheckpointError, download.DownloadError)
   try:
     _run(config, train, evaluate)
   except user_errors as e:  # a problem with the input, not a bug: no traceback

@@ -6,6 +6,9 @@ import pathlib
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# No test reaches the internet: a download a test did not arrange goes to a closed port on
+# loopback and fails at once (tests/test_download.py serves files on 127.0.0.1).
+os.environ["LGLA_DATA_MIRROR"] = "http://127.0.0.1:9"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -46,6 +46,7 @@ def _config(name, source, data_dir, max_per_class, factor):
   c = configlib.base_config().dataset
   c.name, c.source, c.data_dir = name, source, str(data_dir)
   c.max_per_class, c.imbalance_factor = max_per_class, factor
+  c.download = False  # reading only (tests/test_download.py covers downloads)
   return c
 
 
@@ -84,10 +85,11 @@ def test_missing_and_corrupt_cifar(tmp_path):
     datasets.load(_config("cifar100", "cifar_archive", bad, 4, 0.25))
 
 
-def test_tfds_source_with_mock_data():
+def test_tfds_source_with_mock_data(monkeypatch):
   import tensorflow_datasets as tfds
   c = _config("cifar10", "tfds", None, 15, 0.2)
   c.download = True  # mocked: nothing is downloaded
+  monkeypatch.setattr(datasets, "_can_prepare_tfds", lambda: True)
   with tfds.testing.mock_data(num_examples=300):
     splits = datasets.load(c)
   assert splits.train.images.shape[1:] == (32, 32, 3) and splits.train.images.dtype == np.uint8
@@ -98,6 +100,10 @@ def test_tfds_source_with_mock_data():
 def test_tfds_missing_data_fails_fast_with_instructions(tmp_path):
   with pytest.raises(FileNotFoundError, match=r"(?s)cifar100.*download=True.*cifar_archive"):
     datasets.load(_config("cifar100", "tfds", tmp_path, None, 0.01))
+  c = _config("cifar100", "tfds", tmp_path, None, 0.01)
+  c.download = True  # allowed, but preparing needs TensorFlow, which the tests do not have
+  with pytest.raises(FileNotFoundError, match=r"(?s)needs TensorFlow.*cifar_archive"):
+    datasets.load(c)
 
 
 def test_fashion_mnist_idx():

@@ -4,6 +4,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -134,14 +135,25 @@ def test_quick_cifar_end_to_end_and_eval_entry(tmp_path):
 
 
 def test_missing_data_fails_fast_with_a_clear_message(tmp_path):
+  # The default: download the archive. Here the download goes to a closed loopback port
+  # (tests/conftest.py sets LGLA_DATA_MIRROR): one message, no traceback, nothing left.
+  t0 = time.time()
   done = _cli(f"--config={ROOT / 'configs/cifar100_ir100.py'}", f"--workdir={tmp_path / 'w'}",
+              f"--config.dataset.data_dir={tmp_path / 'nothing'}", timeout=120)
+  assert done.returncode != 0 and time.time() - t0 < 60
+  assert "error: could not download http://127.0.0.1:9/cifar-100-python.tar.gz" in done.stderr
+  assert f"{tmp_path / 'nothing' / 'cifar-100-python.tar.gz'}" in done.stderr
+  assert "Traceback" not in done.stderr
+  assert not list((tmp_path / "nothing").glob("*.gz"))
+  done = _cli(f"--config={ROOT / 'configs/cifar100_ir100.py'}", f"--workdir={tmp_path / 'w'}",
+              "--config.dataset.download=False", f"--config.dataset.data_dir={tmp_path}", timeout=120)
+  assert done.returncode != 0 and "cifar-100-python" in done.stderr and "Traceback" not in done.stderr
+  done = _cli(f"--config={ROOT / 'configs/cifar100_ir100.py'}", f"--workdir={tmp_path / 'w'}",
+              "--config.dataset.source=tfds", "--config.dataset.download=False",
               f"--config.dataset.data_dir={tmp_path / 'nothing'}", timeout=120)
   assert done.returncode != 0
   assert "error: no prepared tfds data for cifar100" in done.stderr
   assert "Traceback" not in done.stderr
-  done = _cli(f"--config={ROOT / 'configs/cifar100_ir100.py'}", f"--workdir={tmp_path / 'w'}",
-              "--config.dataset.source=cifar_archive", f"--config.dataset.data_dir={tmp_path}", timeout=120)
-  assert done.returncode != 0 and "cifar-100-python" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
