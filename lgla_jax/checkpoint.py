@@ -1,21 +1,38 @@
-"""orbax checkpoints of the train state together with the data position.
+"""orbax checkpoints of the train state together with the data position and the config.
 
 Each checkpoint holds ``state`` (the ``TrainState``) and ``meta`` (JSON): the epoch, the
-global step (which is the input pipeline's position, see ``input_pipeline``), and what the
-data position depends on (seed, training-set size, global batch). Restoring with a
-different data set or batch size is refused instead of silently continuing elsewhere.
+global step (which is the input pipeline's position, see ``input_pipeline``), what the
+data position depends on (seed, training-set size, global batch), the run's full config
+and a digest of every state tensor. ``restore`` verifies the digests, so flipped bytes in
+a checkpoint are found instead of restored; ``save`` surfaces a failed asynchronous write
+(a full disk) at the next save or ``check``, not at the end of the run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
 class CheckpointError(ValueError):
-  """A checkpoint that cannot be restored into this run."""
+  """A checkpoint that cannot be written, or restored into this run."""
+
+
+def digests(state) -> dict:
+  """``{tensor path: sha256 prefix}`` of a state (process-local values: the state is
+  replicated, so every process computes the same)."""
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  out = {}
+  for path, leaf in leaves:
+    value = np.asarray(jax.device_get(leaf.addressable_data(0) if hasattr(leaf, "addressable_data") else leaf))
+    h = hashlib.sha256(str((value.dtype, value.shape)).encode())
+    h.update(np.ascontiguousarray(value).tobytes())
+    out[jax.tree_util.keystr(path)] = h.hexdigest()[:16]
+  return out
 
 
 class Checkpointer:
@@ -23,23 +40,58 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int = 2):
     self.directory = os.path.abspath(directory)
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-        item_names=("state", "meta"))
+    self._keep = keep
+    self._manager = self._open()
+
+  def _open(self):
+    try:
+      return ocp.CheckpointManager(
+          self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
+          item_names=("state", "meta"))
+    except OSError as e:
+      raise CheckpointError(f"cannot create the checkpoint folder {self.directory} "
+                            f"({e.strerror or e}): choose a writable --workdir") from None
 
   def latest_step(self):
     return self._manager.latest_step()
 
   def all_steps(self):
-    return list(self._manager.all_steps())
+    return sorted(self._manager.all_steps())
 
   def save(self, step: int, state, meta: dict) -> None:
-    self._manager.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    """Start saving ``step`` (asynchronously); first raise any error of an earlier save."""
+    self.check()
+    meta = dict(meta, digests=digests(state))
+    try:
+      self._manager.save(int(step), args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    except Exception as e:  # noqa: BLE001 - a failed write, whatever orbax calls it
+      raise self._write_error(step, e) from None
+
+  def check(self) -> None:
+    """Raise ``CheckpointError`` if a finished asynchronous save has failed (cheap, never
+    blocks on a save in progress: the training loop calls it every step)."""
+    try:
+      if not self._manager.is_saving_in_progress():
+        self._manager.wait_until_finished()  # returns at once; raises the save's error
+      self._manager.check_for_errors()
+    except Exception as e:  # noqa: BLE001
+      raise self._write_error(None, e) from None
+
+  def _write_error(self, step, e) -> CheckpointError:
+    what = f"checkpoint {step}" if step is not None else "a checkpoint"
+    reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    latest = self.latest_step()
+    since = f"its last complete checkpoint, step {latest}" if latest is not None else "the start"
+    return CheckpointError(f"writing {what} to {self.directory} failed ({reason}). Free space "
+                           f"there (or choose another --workdir) and rerun the same command: "
+                           f"it resumes from {since}")
 
   def restore(self, step: int, abstract_state):
-    """Restore ``step`` into the shapes and shardings of ``abstract_state``."""
+    """Restore ``step`` into the shapes and shardings of ``abstract_state``, verifying the
+    digests saved with it."""
+    hint = (f"delete (or move away) {self.directory}/{step} to resume from an older "
+            f"checkpoint{self._older(step)}, or start a new workdir")
     try:
       restored = self._manager.restore(int(step), args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
@@ -47,16 +99,41 @@ class Checkpointer:
       raise CheckpointError(
           f"checkpoint {self.directory}/{step} cannot be restored ({type(e).__name__}: "
           f"{str(e).splitlines()[0][:300] if str(e) else ''}). It is corrupt or from a "
-          f"different model/config: delete that step folder to resume from an older "
-          f"checkpoint, or start a new workdir") from e
-    return restored.state, dict(restored.meta)
+          f"different model/config: {hint}") from e
+    meta = dict(restored.meta)
+    saved = meta.pop("digests", None)
+    if saved is not None:
+      bad = [k for k, v in digests(restored.state).items() if saved.get(k) != v]
+      if bad:
+        raise CheckpointError(f"checkpoint {self.directory}/{step} is corrupt: {len(bad)} tensor(s) "
+                              f"differ from the digests saved with them ({', '.join(bad[:3])}): {hint}")
+    return restored.state, meta
+
+  def _older(self, step) -> str:
+    older = [s for s in self.all_steps() if s < step]
+    return f" ({self.directory}/{older[-1]})" if older else ""
+
+  def set_aside(self, step: int) -> str:
+    """Rename a corrupt step folder out of the manager's sight; returns its new path."""
+    self._manager.wait_until_finished()
+    src = os.path.join(self.directory, str(step))
+    dst = os.path.join(self.directory, f"corrupt-{step}")
+    os.replace(src, dst)
+    self._manager.reload()
+    return dst
 
   def wait(self):
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._write_error(None, e) from None
+    self.check()
 
   def close(self):
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
 
 
 def resolve(path: str) -> tuple[str, int | None]:

@@ -102,6 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_workers = 0  # grain worker processes for augmentation (0: in the main process)
   c.dtype = "float32"  # float32 | bfloat16 (compute dtype; parameters stay float32)
   c.xla_cpu_fast_elementwise = True  # CPU only: elementwise ops as YNNPACK fusions (faster step)
+  c.resume_with_changes = False  # resume even if training settings differ from the checkpoint's (recorded in the report)
   c.report_best = False  # also report the best evaluated epoch (labelled; chosen on the test set)
   return c
 

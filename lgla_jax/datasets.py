@@ -325,7 +325,7 @@ def read_split_file(split_path: str, root: str) -> ArrayData:
   if not root or not os.path.isdir(root):
     raise FileNotFoundError(f"image root {root!r} does not exist: pass the folder the split "
                             f"file's paths are relative to as --config.dataset.data_dir")
-  paths, labels = [], []
+  paths, labels, line_numbers = [], [], []
   with open(split_path) as f:
     for n, line in enumerate(f, 1):
       if not line.strip():
@@ -335,10 +335,14 @@ def read_split_file(split_path: str, root: str) -> ArrayData:
         raise DataError(f"{split_path}, line {n}: expected 'relative/path label', got {line.strip()!r}")
       paths.append(os.path.join(root, parts[0]))
       labels.append(int(parts[1]))
+      line_numbers.append(n)
   if not paths:
     raise DataError(f"{split_path} lists no image")
-  if not os.path.isfile(paths[0]):
-    raise FileNotFoundError(f"{paths[0]} (line 1 of {split_path}) does not exist: is "
+  missing = [(n, p) for n, p in zip(line_numbers, paths) if not os.path.isfile(p)]
+  if missing:
+    n, p = missing[0]
+    raise FileNotFoundError(f"{p} (line {n} of {split_path}) does not exist ({len(missing)} of "
+                            f"{len(paths)} listed images are missing): is "
                             f"--config.dataset.data_dir the image root the split file refers to?")
   return ArrayData(FileImages(paths), np.asarray(labels, np.int64))
 
@@ -349,10 +353,12 @@ def load_split_files(name: str, split_dir: str | None, root: str | None) -> Data
     raise FileNotFoundError(f"config.dataset.split_dir is not set: {_SPLIT_HINT}")
   train = read_split_file(os.path.join(split_dir, train_file), root)
   test = read_split_file(os.path.join(split_dir, test_file), root)
-  for split, data in (("train", train), ("test", test)):
-    if data.labels.max() >= num_classes:
-      raise DataError(f"{name} {split} split has label {data.labels.max()}, but the data set "
-                      f"has {num_classes} classes")
+  for split_file, data in ((train_file, train), (test_file, test)):
+    bad = np.flatnonzero(data.labels >= num_classes)
+    if bad.size:
+      raise DataError(f"{os.path.join(split_dir, split_file)}: {data.images[bad[0]]} has label "
+                      f"{data.labels[bad[0]]}, but {name} has {num_classes} classes (0..{num_classes - 1}; "
+                      f"{bad.size} such lines)")
   counts = np.bincount(train.labels, minlength=num_classes).astype(np.int64)
   if (counts == 0).any():
     raise DataError(f"{name}: classes {np.where(counts == 0)[0][:10].tolist()} have no "

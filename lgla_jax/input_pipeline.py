@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding
 
-from lgla_jax import augment, augment_imagenet
+from lgla_jax import augment, augment_imagenet, datasets
 
 RECIPES = ("cifar",) + augment_imagenet.RECIPES  # config.augment.recipe
 
@@ -116,7 +116,8 @@ def _open(path):
       img.load()
       return img
   except (OSError, ValueError) as e:
-    raise ValueError(f"cannot decode image {path}: {e}") from e
+    raise datasets.DataError(f"cannot decode image {path}: {e}; replace the file or remove "
+                             f"its line from the split file") from None
 
 
 def steps_per_epoch(num_examples: int, global_batch: int, drop_last: bool = False) -> int:

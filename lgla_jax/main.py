@@ -51,34 +51,92 @@ def init_distributed(environ=os.environ) -> bool:
   return False
 
 
+# Exit statuses: 0 done; 1 the run failed (data, checkpoint, divergence, workdir); 2 a
+# usage error (flags, config); 75 stopped on request (SIGTERM / SIGINT) after saving a
+# checkpoint: rerun the same command to resume.
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+def _usage_error(message: str):
+  sys.stderr.write(f"error: {message}\n")
+  sys.exit(EXIT_USAGE)
+
+
+def _unknown_override(argv) -> str | None:
+  """The first ``--config.a.b=...`` whose field does not exist, with a hint."""
+  from lgla_jax import configlib
+  reference = configlib.base_config()
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].split("=", 1)[0]
+    node = reference
+    for part in path.split("."):
+      if not hasattr(node, "keys") or part not in node:
+        near = [k for k in (node.keys() if hasattr(node, "keys") else []) if k[:3] == part[:3]]
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        return f"--config.{path}: unknown config field{hint}; the fields are in lgla_jax/configlib.py"
+      node = node[part]
+  return None
+
+
+def parse_flags(argv):
+  """absl flag parsing with one-line messages (exit status 2) instead of tracebacks for a
+  missing or failing config file and unknown or ill-typed config overrides."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # noqa: BLE001 - absl and ml_collections raise many kinds
+    _usage_error(_unknown_override(argv) or str(e).strip().splitlines()[-1] or type(e).__name__)
+
+
+def _load_config():
+  """The parsed config; a config file that is missing or fails to load is a usage error."""
+  try:
+    config = _CONFIG.value
+    if config is not None:
+      config.keys()  # a failed load hands back a stand-in that raises on first use
+    return config
+  except Exception as e:  # noqa: BLE001 - the loader wraps what the file raised
+    lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
+    _usage_error(f"--config={flags.FLAGS['config'].config_filename}: {lines[-1] if lines else type(e).__name__}")
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _usage_error(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # library INFO logs (orbax) drown the progress
     logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
+  config = _load_config()
   if config is None:
-    raise app.UsageError("--config=configs/NAME.py is required")
+    _usage_error("--config=configs/NAME.py is required")
   init_distributed()
-  from lgla_jax import checkpoint, configlib, datasets, download, evaluate, train  # jax starts here
+  from lgla_jax import (checkpoint, configlib, datasets, download, evaluate, progress, resume,  # jax starts here
+                        train, workdir)
 
-  user_errors = (FileNotFoundError, configlib.ConfigError, datasets.DataError,
-                 checkpoint.CheckpointError, download.DownloadError)
+  failures = (FileNotFoundError, datasets.DataError, checkpoint.CheckpointError,
+              download.DownloadError, progress.TrainingDiverged, workdir.WorkdirError)
   try:
-    _run(config, train, evaluate)
-  except user_errors as e:  # a problem with the input, not a bug: no traceback
-    sys.exit(f"error: {e}")
+    stopped = _run(config, train, evaluate)
+  except (configlib.ConfigError, app.UsageError) as e:
+    _usage_error(str(e))
+  except failures as e:  # a problem with the input or the machine, not a bug: no traceback
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(EXIT_FAILED)
+  if stopped:
+    sys.exit(resume.STOPPED_EXIT_STATUS)
 
 
-def _run(config, train, evaluate):
+def _run(config, train, evaluate) -> bool:
+  """Train or evaluate; whether the run was stopped before its end."""
   if _MODE.value == "train":
     workdir = _WORKDIR.value or os.path.join("workdirs", _config_name())
-    train.train_and_evaluate(config, workdir)
+    return "stopped_at_step" in train.train_and_evaluate(config, workdir)
   else:
     if not _CHECKPOINT.value:
       raise app.UsageError("--mode=eval needs --checkpoint=PATH")
     report = evaluate.evaluate_checkpoint(config, _CHECKPOINT.value, _WORKDIR.value)
     print(json.dumps({k: report[k] for k in ("epoch", "top1", "many", "medium", "few", "rarest3")}))
+    return False
 
 
 def _config_name() -> str:
@@ -87,4 +145,4 @@ def _config_name() -> str:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -18,10 +18,50 @@ PLOTS = ("per_class_accuracy.png", "expert_accuracy.png", "rare_confusion.png", 
 _GROUP_COLOURS = {"many": "#dbe9f6", "medium": "#fde9d9", "few": "#e2f0d9"}
 
 
+def strict(value, path: str = "", found: list | None = None):
+  """``value`` with every non-finite float replaced by None (strict JSON); the paths of
+  the replaced values are appended to ``found``."""
+  found = [] if found is None else found
+  if isinstance(value, dict):
+    return {k: strict(v, f"{path}.{k}" if path else str(k), found) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [strict(v, f"{path}[{i}]", found) for i, v in enumerate(value)]
+  if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+    found.append(path)
+    return None
+  if isinstance(value, np.generic):
+    return value.item()
+  return value
+
+
+def write_json(path: str, body: dict) -> list[str]:
+  """Write ``body`` as strict JSON, atomically (a temporary file, then a rename). Non-finite
+  values become null and are listed under ``non_finite``. A well-formed report already at
+  ``path`` is never replaced by one with non-finite values: that one goes to
+  ``<name>.non_finite.json``. Returns the non-finite paths."""
+  found = []
+  body = strict(body, found=found)
+  if found:
+    body["non_finite"] = found
+    if os.path.exists(path):
+      try:
+        with open(path) as f:
+          if "non_finite" not in json.load(f):
+            path = path[:-len(".json")] + ".non_finite.json" if path.endswith(".json") else path + ".non_finite"
+      except (OSError, ValueError):
+        pass
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(body, f, indent=1, allow_nan=False)
+  os.replace(tmp, path)
+  return found
+
+
 def write(report: dict, class_counts, directory: str, name: str = "report.json",
           evaluation: dict | None = None) -> None:
-  """``report`` as JSON in ``directory/name``; the confusion matrix of ``evaluation`` (the
-  accuracy report, default ``report``) as ``confusion.npy`` and the plots beside it."""
+  """``report`` as strict JSON in ``directory/name`` (``write_json``); the confusion matrix
+  of ``evaluation`` (the accuracy report, default ``report``) as ``confusion.npy`` and the
+  plots beside it."""
   os.makedirs(directory, exist_ok=True)
   evaluation = report if evaluation is None else evaluation
   confusion = np.asarray(evaluation.get("confusion", []))
@@ -29,8 +69,7 @@ def write(report: dict, class_counts, directory: str, name: str = "report.json",
   body = strip(report)
   if "final" in body:
     body["final"] = strip(body["final"])
-  with open(os.path.join(directory, name), "w") as f:
-    json.dump(body, f, indent=1)
+  write_json(os.path.join(directory, name), body)
   if confusion.size:
     np.save(os.path.join(directory, "confusion.npy"), confusion)
     write_plots(evaluation, class_counts, directory)

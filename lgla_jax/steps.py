@@ -56,7 +56,8 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
     correct = jnp.argmax(output, -1) == labels
     if mask is not None:
       correct &= mask
-    metrics = {"loss": loss, "expert_losses": per_expert, "correct": jnp.sum(correct)}
+    metrics = {"loss": loss, "expert_losses": per_expert, "correct": jnp.sum(correct),
+               "grad_norm": jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grads)))}
     return new_state, metrics
 
   def eval_step(state, batch):

@@ -1,0 +1,89 @@
+"""What a run tells: console progress, metrics.jsonl (strict JSON lines) and TensorBoard
+events, from process 0 only; and the guard that stops a diverging run."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from lgla_jax import reporting
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss or the gradient norm stopped being finite."""
+
+
+def check_finite(metrics: dict, step: int, epoch: int, last_checkpoint: str | None) -> None:
+  """Raise ``TrainingDiverged`` naming step and epoch if the step's loss or gradient norm is
+  not finite (called on every step's metrics before anything is saved)."""
+  bad = [k for k in ("loss", "grad_norm") if k in metrics and not np.isfinite(metrics[k])]
+  if bad:
+    values = ", ".join(f"{k} {float(metrics[k])}" for k in bad)
+    kept = (f"the last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint
+            else "no checkpoint was saved")
+    raise TrainingDiverged(f"training diverged at step {step} (epoch {epoch}): {values}. "
+                           f"Nothing was saved after it; {kept}. Lower --config.optim.lr (or "
+                           f"check the data) and rerun in a new workdir, or rerun here to "
+                           f"resume from that checkpoint")
+
+
+class Logger:
+  """Console progress, metrics.jsonl and TensorBoard events, from process 0 only."""
+
+  def __init__(self, workdir: str):
+    self.active = jax.process_index() == 0
+    self._tb = None
+    if self.active:
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      from tensorboardX import SummaryWriter  # writes event files without TensorFlow
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def print(self, text: str):
+    if self.active:
+      print(text, flush=True)
+
+  def write(self, step: int, kind: str, values: dict):
+    if not self.active:
+      return
+    line = reporting.strict({"step": int(step), "kind": kind, **values})
+    self._jsonl.write(json.dumps(line, allow_nan=False) + "\n")
+    self._jsonl.flush()
+    for k, v in values.items():
+      if isinstance(v, (int, float)) and v is not None:
+        self._tb.add_scalar(f"{kind}/{k}", v, int(step))
+
+  def close(self):
+    if self.active:
+      self._jsonl.close()
+      self._tb.close()
+
+
+class Progress:
+  """Training-loss window, images/s and ETA for the console and the metrics log."""
+
+  def __init__(self, config, total_steps, lr_table, log):
+    self.config, self.total_steps, self.lr_table, self.log = config, total_steps, lr_table, log
+    self.window, self.t0, self.images = [], time.time(), 0
+
+  def add(self, fetched_metrics):
+    self.window.append(fetched_metrics)
+    self.images += self.config.batch_size
+
+  def maybe_report(self, step, epoch):
+    if step % self.config.log_every_steps or not self.window:
+      return
+    loss = float(np.mean([w["loss"] for w in self.window]))
+    expert = np.mean([w["expert_losses"] for w in self.window], axis=0)
+    rate = self.images / (time.time() - self.t0)
+    eta = (self.total_steps - step) * self.config.batch_size / max(rate, 1e-9)
+    lr = float(self.lr_table[epoch - 1])
+    self.log.print(f"epoch {epoch}/{self.config.num_epochs} step {step}/{self.total_steps} "
+                   f"loss {loss:.4f} lr {lr:.5f} {rate:.1f} img/s ETA {eta / 60:.1f} min")
+    self.log.write(step, "train", {"loss": loss, "lr": lr, "images_per_s": rate,
+                                   **{f"loss_expert{i}": float(v) for i, v in enumerate(expert)}})
+    self.window, self.t0, self.images = [], time.time(), 0

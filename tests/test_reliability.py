@@ -1,0 +1,204 @@
+"""Faults a long run meets: divergence, a full disk, a crash in evaluation, bad labels,
+corrupt checkpoints, changed configs, two runs in one workdir, Ctrl-C, usage errors."""
+
+import errno
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from lgla_jax import checkpoint, datasets, reporting, sharding, train
+from lgla_jax import workdir as workdir_lib
+from test_datasets import make_cifar10_folder
+from test_train import ROOT, _cli, _config
+
+pytestmark = pytest.mark.integration
+
+
+def _restore_latest(workdir, config):
+  mesh = sharding.make_mesh()
+  template = train.setup(config, mesh).state
+  ckpt = checkpoint.Checkpointer(str(pathlib.Path(workdir) / "checkpoints"))
+  try:
+    step = ckpt.latest_step()
+    return step, ckpt.restore(step, checkpoint.abstract(template, sharding.replicated(mesh)))
+  finally:
+    ckpt.close()
+
+
+def test_diverging_run_stops_before_saving_and_keeps_the_last_good_checkpoint(tmp_path):
+  done = _cli(f"--config={ROOT / 'configs/demo.py'}", "--config.optim.lr=1e4",
+              "--config.checkpoint_every_epochs=1", "--config.eval_every_epochs=0",
+              f"--workdir={tmp_path}", timeout=600)
+  assert done.returncode == 1, done.stderr[-2000:]
+  assert "error: training diverged at step" in done.stderr and "Traceback" not in done.stderr
+  assert not (tmp_path / "report.json").exists()
+  step, (state, meta) = _restore_latest(tmp_path, _config("demo", arg=""))
+  diverged_at = int(done.stderr.split("diverged at step ")[1].split()[0])
+  assert step < diverged_at and f"checkpoints/{step}" in done.stderr
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
+  for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+    json.loads(line)  # strict JSON lines even with a non-finite loss in the window
+
+
+def _fail_finalize(monkeypatch, after=0):
+  """Make orbax's commit of every checkpoint after the first ``after`` fail with ENOSPC."""
+  from orbax.checkpoint._src.path import atomicity
+  original, calls = atomicity.AtomicRenameTemporaryPath.finalize, []
+
+  def finalize(self, *a, **k):
+    calls.append(1)
+    if len(calls) > after:
+      raise OSError(errno.ENOSPC, "No space left on device")
+    return original(self, *a, **k)
+
+  monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", finalize)
+
+
+def test_full_disk_stops_the_run_at_once(tmp_path, monkeypatch):
+  _fail_finalize(monkeypatch)
+  config = _config("demo", num_epochs=4, checkpoint_every_epochs=1, eval_every_epochs=0)
+  with pytest.raises(checkpoint.CheckpointError, match="No space left on device.*rerun the same command"):
+    train.train_and_evaluate(config, str(tmp_path))
+  trained = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert max(trained, default=0) < 2 * 14  # stopped in epoch 2, not at the end (56 steps)
+
+
+def test_a_failing_final_save_still_writes_the_report(tmp_path, monkeypatch):
+  _fail_finalize(monkeypatch)
+  with pytest.raises(checkpoint.CheckpointError, match="No space left"):
+    train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+  report = json.loads((tmp_path / "report.json").read_text())
+  assert report["final"]["epoch"] == 1 and 0 <= report["final"]["top1"] <= 1
+
+
+def test_a_crash_in_evaluation_keeps_the_epochs_training(tmp_path, monkeypatch):
+  def broken(*a, **k):
+    raise datasets.DataError("cannot decode image test/0001.jpg")
+
+  monkeypatch.setattr(train, "run_evaluation", broken)
+  with pytest.raises(datasets.DataError):
+    train.train_and_evaluate(_config("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["14"]
+  monkeypatch.undo()
+  result = train.train_and_evaluate(_config("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
+  assert result["final"]["epoch"] == 2
+
+
+def test_flipped_bytes_are_found_and_the_previous_checkpoint_is_taken(tmp_path, capsys):
+  config = _config("demo", num_epochs=2, checkpoint_every_epochs=1)
+  train.train_and_evaluate(config, str(tmp_path))
+  chunks = [p for p in (tmp_path / "checkpoints" / "28" / "state").rglob("*")
+            if p.is_file() and p.stat().st_size > 4096]
+  target = max(chunks, key=lambda p: p.stat().st_size)
+  data = bytearray(target.read_bytes())
+  for i in range(64):
+    data[len(data) // 2 + i] ^= 0xFF
+  target.write_bytes(bytes(data))
+  done = _cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--mode=eval",
+              f"--checkpoint={tmp_path / 'checkpoints' / '28'}", f"--workdir={tmp_path / 'eval'}")
+  assert done.returncode == 1 and "corrupt" in done.stderr and "checkpoints/14" in done.stderr
+  assert "Traceback" not in done.stderr and not (tmp_path / "eval" / "eval_report.json").exists()
+  capsys.readouterr()
+  result = train.train_and_evaluate(_config("demo", num_epochs=2, checkpoint_every_epochs=1),
+                                    str(tmp_path))
+  out = capsys.readouterr().out
+  assert "corrupt" in out and "resuming from" in out and "/14 " in out
+  assert (tmp_path / "checkpoints" / "corrupt-28").is_dir()
+  assert result["final"]["epoch"] == 2 and 0 <= result["final"]["top1"] <= 1
+
+
+def test_resuming_with_a_changed_config_is_refused_unless_asked(tmp_path):
+  train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+  with pytest.raises(checkpoint.CheckpointError, match=r"(?s)loss.tau: 2.0 -> 3.0.*num_epochs: 1 -> 2"):
+    train.train_and_evaluate(_config("demo", num_epochs=2, **{"loss.tau": 3.0}), str(tmp_path))
+  # fields that cannot change what is trained may differ
+  with pytest.raises(checkpoint.CheckpointError) as e:
+    train.train_and_evaluate(_config("demo", num_epochs=2, log_every_steps=3), str(tmp_path))
+  assert "log_every_steps" not in str(e.value)
+  result = train.train_and_evaluate(_config("demo", num_epochs=2, resume_with_changes=True,
+                                            **{"loss.tau": 3.0}), str(tmp_path))
+  assert result["config_changes_on_resume"][0]["step"] == 14
+  assert "loss.tau: 2.0 -> 3.0" in result["config_changes_on_resume"][0]["changes"]
+
+
+def test_evaluating_with_another_data_sets_config_is_refused(tmp_path):
+  train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+  done = _cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--config.dataset.imbalance_factor=0.1",
+              "--mode=eval", f"--checkpoint={tmp_path}")
+  assert done.returncode == 1 and "dataset.imbalance_factor: 0.05 -> 0.1" in done.stderr
+  assert not (tmp_path / "eval_report.json").exists()
+
+
+def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
+  with workdir_lib.lock(str(tmp_path)):
+    with pytest.raises(workdir_lib.WorkdirError, match=f"in use.*pid.*{os.getpid()}"):
+      train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+  # a lock left by a dead process (its content, no lock held) is taken over
+  (tmp_path / ".lock").write_text('{"host": "gone", "pid": 999999}')
+  assert train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))["final"]["epoch"] == 1
+
+
+def test_ctrl_c_saves_and_exits_with_the_stopped_status(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  args = [sys.executable, "-m", "lgla_jax.main", f"--config={ROOT / 'configs/demo.py'}",
+          "--config.log_every_steps=5", f"--workdir={tmp_path}"]
+  proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  for line in proc.stdout:  # wait until training runs
+    if " step " in line:
+      break
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 75, err[-2000:]
+  assert "stopped at step" in out and "rerun the same command" in out
+  assert (tmp_path / "checkpoints").is_dir() and not (tmp_path / "report.json").exists()
+
+
+def test_labels_outside_the_data_sets_classes_are_named(tmp_path):
+  import pickle
+  make_cifar10_folder(tmp_path, per_class=12)
+  batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+  raw = pickle.loads(batch.read_bytes())
+  raw[b"labels"][7] = 10
+  batch.write_bytes(pickle.dumps(raw))
+  c = _config("cifar10_ir100").dataset
+  c.data_dir, c.max_per_class, c.download = str(tmp_path), 12, False
+  with pytest.raises(datasets.DataError, match="test image 7 has label 10.*10 classes"):
+    datasets.load(c)
+
+
+def test_reports_are_strict_json_and_never_replaced_by_a_non_finite_one(tmp_path):
+  path = str(tmp_path / "report.json")
+  assert reporting.write_json(path, {"top1": 0.9, "ece": 0.01}) == []
+  found = reporting.write_json(path, {"top1": 0.1, "ece": float("nan"), "x": [1.0, float("inf")]})
+  assert found == ["ece", "x[1]"]
+  assert json.loads(pathlib.Path(path).read_text()) == {"top1": 0.9, "ece": 0.01}
+  kept = json.loads((tmp_path / "report.non_finite.json").read_text())
+  assert kept == {"top1": 0.1, "ece": None, "x": [1.0, None], "non_finite": ["ece", "x[1]"]}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.nope=1"], "--config.nope: unknown config field"),
+    (["--config.model.depht=8"], "did you mean 'depth'"),
+    (["--config.model.depth=9"], "config.model.depth: must be 6n+2"),
+    (["--config.batch_size=4096"], "larger than the 438 training images"),
+])
+def test_usage_errors_are_one_line_with_status_2(tmp_path, args, message):
+  done = _cli(f"--config={ROOT / 'configs/demo.py'}", *args, f"--workdir={tmp_path}", timeout=120)
+  assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_config_file_errors_are_usage_errors(tmp_path):
+  for config, message in ((ROOT / "configs/nothere.py", "No such file"),
+                          (f"{ROOT / 'configs/demo.py'}:nope", "unknown config argument 'nope'")):
+    done = _cli(f"--config={config}", f"--workdir={tmp_path}", timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+  done = _cli(f"--config={ROOT / 'configs/demo.py'}", "--workdir=/proc/lgla", timeout=120)
+  assert done.returncode == 1 and "choose a writable --workdir" in done.stderr
