@@ -91,6 +91,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   is saved after the last finite step), ``checkpoint.CheckpointError`` when a checkpoint
   cannot be written, ``workdir.WorkdirError`` when another run holds the workdir.
   """
+  if jax.process_index() != 0:  # one run of several processes: process 0 holds the lock
+    return _train_and_evaluate(config, workdir)
   with workdir_lib.lock(workdir):
     return _train_and_evaluate(config, workdir)
 

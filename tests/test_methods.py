@@ -46,7 +46,8 @@ def registered():
 
 @pytest.mark.integration
 def test_model_without_batchnorm_trains_checkpoints_and_resumes(registered, tmp_path):
-  config = _config("demo", **{"model.name": "no_norm_net", "loss.name": "ce", "num_epochs": 2})
+  config = _config("demo", **{"model.name": "no_norm_net", "loss.name": "ce", "num_epochs": 2,
+                              "resume_with_changes": True})
   run = train.setup(config, sharding.make_mesh(jax.devices()[:1]))
   assert run.state.model_state == {} and run.model.logit_scale == 1.0
   first = train.train_and_evaluate(_config("demo", **{"model.name": "no_norm_net",

@@ -202,3 +202,24 @@ def test_config_file_errors_are_usage_errors(tmp_path):
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
   done = _cli(f"--config={ROOT / 'configs/demo.py'}", "--workdir=/proc/lgla", timeout=120)
   assert done.returncode == 1 and "choose a writable --workdir" in done.stderr
+
+
+def test_split_files_are_checked_at_start_and_bad_images_named(tmp_path):
+  from lgla_jax import input_pipeline
+  from test_large_benchmarks import make_tree
+  root, splits = make_tree(tmp_path, "places_lt")
+  train_file = splits / "Places_LT_train.txt"
+  lines = train_file.read_text().splitlines()
+  train_file.write_text("\n".join(lines + ["train/missing.jpg 3"]) + "\n")
+  with pytest.raises(FileNotFoundError, match=f"missing.jpg \\(line {len(lines) + 1} of"):
+    datasets.load_split_files("places_lt", str(splits), str(root))
+  train_file.write_text("\n".join(lines + ["train/img_1.jpg 365"]) + "\n")
+  with pytest.raises(datasets.DataError, match="Places_LT_train.txt: .*img_1.jpg has label 365.*365 classes"):
+    datasets.load_split_files("places_lt", str(splits), str(root))
+  train_file.write_text("\n".join(lines) + "\n")
+  (root / "train" / "img_0.jpg").write_bytes(b"not a jpeg")
+  data = datasets.load_split_files("places_lt", str(splits), str(root))
+  it = input_pipeline.eval_iterator(data.test.images, data.test.labels, global_batch=10, image_size=32,
+                                    recipe="places")
+  with pytest.raises(datasets.DataError, match="cannot decode image .*img_0.jpg"):
+    next(it)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import checkpoint, input_pipeline, sharding, train
+from lgla_jax import checkpoint, input_pipeline, resume, sharding, train
 from test_datasets import make_cifar10_folder
 
 pytestmark = pytest.mark.integration  # Training runs, resume, CLI: minutes in all.
@@ -64,7 +64,9 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
   full = train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "full"))
   # Interrupted at an epoch boundary (a run with fewer epochs), then resumed.
   train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path / "cut"))
-  resumed = train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "cut"))
+  # (more epochs than the interrupted run: a change the resume must be told it may make)
+  resumed = train.train_and_evaluate(_config("demo", num_epochs=2, resume_with_changes=True),
+                                     str(tmp_path / "cut"))
   # Stopped in the middle of epoch 1 (as SIGTERM does), then resumed at that batch.
   train.request_stop()
   assert train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "stop")) == {
@@ -88,10 +90,11 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
   assert resumed["history"] == full["history"]
 
 
-def test_sigterm_requests_a_stop():
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_sigint_request_a_stop(sig):
   assert not train.STOP.is_set()
-  with train._stop_on_sigterm():
-    os.kill(os.getpid(), signal.SIGTERM)
+  with resume.stop_on_signals():
+    os.kill(os.getpid(), sig)
     assert train.STOP.wait(5)
   train.STOP.clear()
 
@@ -162,7 +165,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
   for f in (step_dir / "state").rglob("*"):
     if f.is_file() and f.stat().st_size > 0:
       f.write_bytes(b"garbage")
-  with pytest.raises(checkpoint.CheckpointError, match="delete that step folder"):
+  with pytest.raises(checkpoint.CheckpointError, match="delete \\(or move away\\)"):
     train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path))
 
 
