@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import os
 import sys
 
@@ -101,11 +102,20 @@ def _load_config():
     _usage_error(f"--config={flags.FLAGS['config'].config_filename}: {lines[-1] if lines else type(e).__name__}")
 
 
+class _QuietOrbaxErrors(std_logging.Filter):
+  """A failed asynchronous save is reported once, as a CheckpointError with its cause; the
+  tracebacks orbax logs from its background threads on the way would drown that line."""
+
+  def filter(self, record):
+    return not (record.levelno >= std_logging.ERROR and "orbax" in record.pathname)
+
+
 def main(argv):
   if len(argv) > 1:
     _usage_error(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # library INFO logs (orbax) drown the progress
     logging.set_verbosity(logging.WARNING)
+    logging.get_absl_handler().addFilter(_QuietOrbaxErrors())
   config = _load_config()
   if config is None:
     _usage_error("--config=configs/NAME.py is required")

@@ -71,6 +71,24 @@ def test_full_disk_stops_the_run_at_once(tmp_path, monkeypatch):
   assert max(trained, default=0) < 2 * 14  # stopped in epoch 2, not at the end (56 steps)
 
 
+def test_a_full_disk_on_the_command_line_is_one_message(tmp_path):
+  script = ("import errno, runpy, sys\n"
+            "from orbax.checkpoint._src.path import atomicity\n"
+            "def finalize(self, *a, **k):\n"
+            "  raise OSError(errno.ENOSPC, 'No space left on device')\n"
+            "atomicity.AtomicRenameTemporaryPath.finalize = finalize\n"
+            "sys.argv = ['lgla_jax.main'] + sys.argv[1:]\n"
+            "runpy.run_module('lgla_jax.main', run_name='__main__')\n")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  done = subprocess.run([sys.executable, "-c", script, f"--config={ROOT / 'configs/demo.py'}:quick",
+                         "--config.checkpoint_every_epochs=1", "--config.num_epochs=3",
+                         f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 1
+  assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line, no tracebacks
+  assert "No space left on device" in done.stderr and not (tmp_path / "report.json").exists()
+
+
 def test_a_failing_final_save_still_writes_the_report(tmp_path, monkeypatch):
   _fail_finalize(monkeypatch)
   with pytest.raises(checkpoint.CheckpointError, match="No space left"):
