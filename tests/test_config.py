@@ -123,3 +123,24 @@ def test_ride_and_ldam_drw_recipes():
           ride.optim.nesterov, ride.augment.rotate) == ("ride", -0.45, 5e-4, True, 15.0)
   assert (ldam.model.num_experts, ldam.loss.name, ldam.loss.max_m, ldam.optim.weight_decay,
           ldam.optim.nesterov, ldam.augment.rotate) == (1, "ldam", 0.5, 2e-4, False, 0.0)
+
+
+@pytest.mark.parametrize("loss", ["lgla", "ce", "class_balanced_ce", "focal", "logit_adjusted",
+                                  "ldam", "ride"])
+def test_fashion_mnist_baseline_variants(loss):
+  """``fmnist_lt_ir100.py:NAME`` changes only the loss; with ``quick`` the re-weighting of
+  ldam / ride falls into the second (last) epoch."""
+  path = CONFIGS[0].parent / "fmnist_lt_ir100.py"
+  base = _parse([f"--config={path}"])
+  c = _parse([f"--config={path}:{loss}"])
+  configlib.validate(c, num_devices=1)
+  assert c.loss.name == loss
+  differ = {k for k in c.to_dict() if c.to_dict()[k] != base.to_dict()[k]}
+  assert differ <= {"loss"}
+  if loss in ("ldam", "ride"):
+    assert c.loss.reweight_epoch == c.optim.milestones[0] == 9
+    quick = _parse([f"--config={path}:quick,{loss}"])
+    configlib.validate(quick, num_devices=1)
+    assert quick.loss.reweight_epoch == 1 and quick.num_epochs == 2
+  with pytest.raises(flags.Error, match="unknown config argument"):
+    _parse([f"--config={path}:nope"])
