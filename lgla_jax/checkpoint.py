@@ -41,6 +41,7 @@ class Checkpointer:
   def __init__(self, directory: str, keep: int = 2):
     self.directory = os.path.abspath(directory)
     self._keep = keep
+    self._unconfirmed = False  # a save was started and its outcome not yet collected
     self._manager = self._open()
 
   def _open(self):
@@ -67,13 +68,16 @@ class Checkpointer:
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     except Exception as e:  # noqa: BLE001 - a failed write, whatever orbax calls it
       raise self._write_error(step, e) from None
+    self._unconfirmed = True
 
   def check(self) -> None:
     """Raise ``CheckpointError`` if a finished asynchronous save has failed (cheap, never
     blocks on a save in progress: the training loop calls it every step)."""
+    if not self._unconfirmed or self._manager.is_saving_in_progress():
+      return  # nothing to collect (the manager is only asked once per save)
+    self._unconfirmed = False
     try:
-      if not self._manager.is_saving_in_progress():
-        self._manager.wait_until_finished()  # returns at once; raises the save's error
+      self._manager.wait_until_finished()  # returns at once; raises the save's error
       self._manager.check_for_errors()
     except Exception as e:  # noqa: BLE001
       raise self._write_error(None, e) from None
@@ -123,6 +127,7 @@ class Checkpointer:
     return dst
 
   def wait(self):
+    self._unconfirmed = False
     try:
       self._manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001
