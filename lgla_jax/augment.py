@@ -153,15 +153,21 @@ def _apply(img: Image.Image, op: str, mag: float, sign: int) -> Image.Image:
   raise ValueError(f"unknown AutoAugment operation {op!r}")
 
 
+def sample_autoaugment(rng: np.random.Generator, total: int):
+  """Per image: a uniform sub-policy, two uniform coins (step k runs if coin < its
+  probability) and two signs +-1 for the magnitudes."""
+  choice = rng.integers(0, len(CIFAR10_POLICY), size=total)
+  coins = rng.random((total, 2))
+  signs = rng.choice(np.array([-1, 1]), size=(total, 2))
+  return choice, coins, signs
+
+
 def autoaugment_cifar10(images: np.ndarray, rng: np.random.Generator, positions=None,
                         total=None) -> np.ndarray:
   """AutoAugment with the CIFAR-10 policy, one random sub-policy per image."""
   n = images.shape[0]
   positions, least = _share(positions, n)
-  total = total or least
-  choice = rng.integers(0, len(CIFAR10_POLICY), size=total)[positions]
-  coins = rng.random((total, 2))[positions]
-  signs = rng.choice(np.array([-1, 1]), size=(total, 2))[positions]
+  choice, coins, signs = (a[positions] for a in sample_autoaugment(rng, total or least))
   out = images.copy()
   for i in range(n):
     img = None

@@ -1,15 +1,24 @@
-"""Throughput: ``python -m lgla_jax.benchmark --config=configs/cifar100_ir100.py --steps=30 [--synthetic]``.
+"""Throughput: ``python -m lgla_jax.benchmark --config=configs/cifar100_ir100.py [--synthetic]``.
 
-Prints one JSON object: steady-state training images/s end to end (input pipeline with the
-config's augmentation included) and of the jitted step alone, input-pipeline images/s
-alone, evaluation images/s, and the compile time, with the context (device, batch, dtype).
-``--synthetic`` uses random uint8 images of the config's size with long-tailed labels, so
-no data set is needed.
+Prints one JSON object. Two kinds of numbers:
+
+* ``--steps=N`` (default 30): the parts, in steady state: the batch source alone (host
+  decode/augment, or index generation when the data is on the devices), the training
+  loop over N dispatches (batches prefetched, metrics fetched one dispatch late), the
+  jitted step alone on one batch already on the device, evaluation, compile time.
+* ``--epochs=N``: the real thing, ``train.train_and_evaluate`` for N epochs in a fresh
+  temporary workdir, with everything a user pays for (compilation, epoch boundaries,
+  checkpoints, evaluations as the config schedules them): its wall time and the images/s
+  that gives, next to the steady-state training rate the run reports. ``--epochs=0`` skips it.
+
+``--synthetic`` uses random uint8 images of the config's size with the config's
+long-tailed class counts (the real training-set size), so no data set is needed.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 
 import jax
@@ -17,96 +26,119 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lgla_jax import datasets, input_pipeline, long_tail, sharding, train
+from lgla_jax import datasets, long_tail, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
-_STEPS = flags.DEFINE_integer("steps", 30, "Timed steps (after warm-up).")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (the first one compiles).")
-_SYNTHETIC = flags.DEFINE_bool("synthetic", False, "Random CIFAR-shaped data instead of the data set.")
+_STEPS = flags.DEFINE_integer("steps", 30, "Timed dispatches of the parts (after warm-up).")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed dispatches first (the first one compiles).")
+_EPOCHS = flags.DEFINE_integer("epochs", 0, "Also time a real run of this many epochs (0: no).")
+_SYNTHETIC = flags.DEFINE_bool("synthetic", False, "Random images instead of the data set.")
 
 
-def synthetic_splits(config, num_train: int, num_test: int) -> datasets.DataSplits:
-  """Random uint8 images with labels drawn from the config's long-tailed class counts."""
+def synthetic_splits(config, num_train: int | None = None, num_test: int = 10_000) -> datasets.DataSplits:
+  """Random uint8 images; training labels follow the config's long-tailed class counts
+  (``num_train`` images in all; None: as many as those counts sum to)."""
   num_classes = datasets.DATASETS[config.dataset.name].num_classes
   counts = np.asarray(long_tail.imbalanced_counts(
-      num_classes, config.dataset.max_per_class or 500, min(config.dataset.imbalance_factor, 0.01)),
-      np.int64)
+      num_classes, config.dataset.max_per_class or 500, config.dataset.imbalance_factor), np.int64)
   rng = np.random.default_rng(0)
   size = config.dataset.image_size
-  make = lambda n, p: datasets.ArrayData(
-      rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-      rng.choice(num_classes, n, p=p).astype(np.int64))
-  return datasets.DataSplits(make(num_train, counts / counts.sum()), make(num_test, None),
-                             counts, num_classes)
+  if num_train is None:
+    labels = np.repeat(np.arange(num_classes), counts)
+  else:
+    labels = rng.choice(num_classes, num_train, p=counts / counts.sum())
+  test_labels = np.arange(num_test) % num_classes
+  make = lambda y: datasets.ArrayData(rng.integers(0, 256, (len(y), size, size, 3), dtype=np.uint8), y)
+  return datasets.DataSplits(make(labels), make(test_labels),
+                             np.bincount(labels, minlength=num_classes), num_classes)
 
 
-def run(config, steps: int, warmup: int, synthetic: bool) -> dict:
-  batch = config.batch_size
-  splits = (synthetic_splits(config, batch * (steps + warmup), 4 * config.eval_batch_size)
-            if synthetic else None)
-  setup = train.setup(config, splits=splits)
-  mesh, splits, state, step_fns = setup.mesh, setup.splits, setup.state, setup.steps
-  data = sharding.batch_sharding(mesh)
-  n = steps + warmup
-  make_iter = lambda: input_pipeline.train_iterator(
-      splits.train.images, splits.train.labels, seed=config.seed, global_batch=batch,
-      num_epochs=-(-n * batch // len(splits.train.labels)), augment_config=config.augment,
-      num_workers=config.num_workers, image_size=config.dataset.image_size,
-      fill=tuple(round(255 * m) for m in config.dataset.mean),
-      drop_last=True)  # steady state: full batches only (a padded one compiles a second step)
+def _rate(n_images, seconds):
+  return round(n_images / seconds, 2) if seconds > 0 else None
 
-  # Input pipeline alone (host side: gather + augmentation).
-  it = make_iter()
-  next(it)
+
+def parts(config, steps: int, warmup: int, splits=None) -> dict:
+  """Steady-state rates of the batch source, the loop, the step alone and evaluation."""
+  run = train.setup(config, splits=splits)
+  config, state, fns = run.config, run.state, run.steps
+  k = config.steps_per_dispatch
+  n = (steps + warmup) * k
+  per_dispatch = k * config.batch_size
+  step_fn = fns.train_chunk if k > 1 else fns.train
+
+  source = iter(train.train_batches(run, 0, n))
+  next(source)
   t0 = time.perf_counter()
-  for _ in range(steps):
-    next(it)
-  pipeline_rate = steps * batch / (time.perf_counter() - t0)
+  for _ in range(min(steps * k, n - 1)):
+    next(source)
+  source_rate = _rate(min(steps * k, n - 1) * config.batch_size, time.perf_counter() - t0)
 
-  # Training end to end: pipeline, transfer and step; metrics fetched one step late.
-  batches = input_pipeline.prefetch_to_device(make_iter(), data)
+  items = train.dispatches(run, 0, n)
   t0 = time.perf_counter()
-  state, metrics = step_fns.train(state, next(batches))
+  _, batch = next(items)
+  state, metrics = step_fn(state, batch)
   jax.block_until_ready(metrics)
   compile_s = time.perf_counter() - t0
   for _ in range(warmup - 1):
-    state, metrics = step_fns.train(state, next(batches))
+    state, metrics = step_fn(state, next(items)[1])
   jax.block_until_ready(metrics)
   t0 = time.perf_counter()
   for _ in range(steps):
-    state, new_metrics = step_fns.train(state, next(batches))
+    state, new_metrics = step_fn(state, next(items)[1])
     jax.device_get(metrics)
     metrics = new_metrics
   jax.block_until_ready(metrics)
-  train_rate = steps * batch / (time.perf_counter() - t0)
+  loop_rate = _rate(steps * per_dispatch, time.perf_counter() - t0)
 
-  # The jitted step alone, on one batch already on the device.
-  fixed = input_pipeline.to_global(next(make_iter()), data)
   t0 = time.perf_counter()
   for _ in range(steps):
-    state, metrics = step_fns.train(state, fixed)
+    state, metrics = step_fn(state, batch)
   jax.block_until_ready(metrics)
-  step_rate = steps * batch / (time.perf_counter() - t0)
+  step_rate = _rate(steps * per_dispatch, time.perf_counter() - t0)
 
-  # Evaluation over the test set (first pass compiles).
-  train.run_evaluation(step_fns, state, splits.test, splits.class_counts, config, mesh)
+  evaluate = lambda: train.run_evaluation(fns, state, run.splits.test, run.splits.class_counts,
+                                          config, run.mesh)
+  evaluate()  # compiles
   t0 = time.perf_counter()
-  train.run_evaluation(step_fns, state, splits.test, splits.class_counts, config, mesh)
-  eval_rate = len(splits.test.labels) / (time.perf_counter() - t0)
-  return {
-      "train_images_per_s": round(train_rate, 2),
-      "pipeline_images_per_s": round(pipeline_rate, 2),
-      "eval_images_per_s": round(eval_rate, 2),
-      "train_step_only_images_per_s": round(step_rate, 2),
-      "compile_s": round(compile_s, 2),
-      "device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
-      "backend": jax.default_backend(), "jax": jax.__version__,
-      "batch_size": batch, "dtype": config.dtype, "model_depth": config.model.depth,
-      "num_experts": config.model.num_experts, "conv_impl": config.model.conv_impl,
-      "xla_cpu_fast_elementwise": config.xla_cpu_fast_elementwise,
-      "augment": {k: config.augment[k] for k in config.augment}, "num_workers": config.num_workers,
-      "synthetic": synthetic, "steps": steps,
-  }
+  evaluate()
+  eval_rate = _rate(len(run.splits.test.labels), time.perf_counter() - t0)
+  return {"train_images_per_s": loop_rate, "source_images_per_s": source_rate,
+          "train_step_only_images_per_s": step_rate, "eval_images_per_s": eval_rate,
+          "compile_s": round(compile_s, 2), **_context(config)}
+
+
+def epochs(config, num_epochs: int, splits=None) -> dict:
+  """Wall time of ``train_and_evaluate`` for ``num_epochs`` epochs in a fresh workdir."""
+  config = config.copy_and_resolve_references()
+  config.num_epochs = num_epochs
+  with tempfile.TemporaryDirectory() as workdir:
+    t0 = time.perf_counter()
+    result = train.train_and_evaluate(config, workdir, splits=splits)
+    wall = time.perf_counter() - t0
+  num_train = sum(result["class_counts"])
+  return {"epochs": num_epochs, "wall_s": round(wall, 2),
+          "end_to_end_images_per_s": _rate(num_epochs * num_train, wall),
+          "steady_train_images_per_s": round(result["train_images_per_s"] or 0, 2),
+          "final_top1": result["final"]["top1"], "num_train": num_train,
+          "evaluations": len(result["history"]), **_context(result["config"])}
+
+
+def _context(config) -> dict:
+  get = lambda *keys: _dig(config, keys)  # a ConfigDict or its JSON form
+  return {"device": f"{jax.devices()[0].device_kind} x{jax.device_count()}",
+          "backend": jax.default_backend(), "jax": jax.__version__,
+          "batch_size": get("batch_size"), "dtype": get("dtype"),
+          "data_on_device": get("dataset", "on_device"),
+          "augment_on_device": get("augment", "on_device"),
+          "steps_per_dispatch": get("steps_per_dispatch"),
+          "augment": {k: get("augment", k) for k in ("crop_padding", "flip", "autoaugment", "cutout")},
+          "num_workers": get("num_workers")}
+
+
+def _dig(config, keys):
+  for key in keys:
+    config = config[key]
+  return config
 
 
 def main(argv):
@@ -116,7 +148,15 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CONFIG.value is None:
     raise app.UsageError("--config=configs/NAME.py is required")
-  print(json.dumps(run(_CONFIG.value, _STEPS.value, max(_WARMUP.value, 1), _SYNTHETIC.value)), flush=True)
+  config = _CONFIG.value
+  out = {"synthetic": _SYNTHETIC.value}
+  if _STEPS.value > 0:
+    splits = synthetic_splits(config) if _SYNTHETIC.value else None
+    out["parts"] = parts(config, _STEPS.value, max(_WARMUP.value, 1), splits)
+  if _EPOCHS.value > 0:
+    splits = synthetic_splits(config) if _SYNTHETIC.value else None
+    out["run"] = epochs(config, _EPOCHS.value, splits)
+  print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

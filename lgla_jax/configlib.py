@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.mean = CIFAR_MEAN  # per-channel mean of images in [0, 1], applied on device
   c.dataset.std = CIFAR_STD  # per-channel std
   c.dataset.image_size = 32  # side of the (square) network input (224 for ImageNet-size data)
+  c.dataset.on_device = config_dict.placeholder(bool)  # keep the in-memory images on the devices, batches gathered there (None: auto, see README)
 
   c.augment = ml_collections.ConfigDict()
   c.augment.recipe = "cifar"  # cifar (the fields below) | imagenet | places (per-image PIL recipes)
@@ -49,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment.rotate = 0.0  # random rotation in [-rotate, rotate] degrees after the flip (RIDE's loader: 15; 0: off)
   c.augment.autoaugment = True  # AutoAugment, CIFAR-10 policy (as the official loader)
   c.augment.cutout = 16  # side of the one Cutout hole in pixels (0: off)
+  c.augment.on_device = config_dict.placeholder(bool)  # cifar recipe in the jitted step (False: PIL/numpy on the host, the reference; None: auto)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet_cifar"  # a name in models.REGISTRY: resnet_cifar (ResNet-32 family) | resnet (ImageNet-size)
@@ -100,6 +102,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2  # keep the last K checkpoints
   c.log_every_steps = 50  # console / metrics log interval
   c.num_workers = 0  # grain worker processes for augmentation (0: in the main process)
+  c.steps_per_dispatch = 0  # training steps run in one device call (lax.scan); 0: auto (1 on CPU, 8 elsewhere)
+  c.compilation_cache_dir = config_dict.placeholder(str)  # persistent XLA cache (None: WORKDIR/compilation_cache; "": off)
   c.dtype = "float32"  # float32 | bfloat16 (compute dtype; parameters stay float32)
   c.xla_cpu_fast_elementwise = True  # CPU only: elementwise ops as YNNPACK fusions (faster step)
   c.resume_with_changes = False  # resume even if training settings differ from the checkpoint's (recorded in the report)
@@ -138,6 +142,15 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   if (c.augment.recipe == "cifar") != (d.source != "split_files"):
     _fail("augment.recipe", f"{c.augment.recipe!r} does not fit dataset.source={d.source!r}: "
           f"the cifar recipe works on in-memory images, imagenet/places on image files")
+  if c.augment.on_device and c.augment.recipe != "cifar":
+    _fail("augment.on_device", f"the {c.augment.recipe!r} recipe decodes image files on the "
+          f"host; only the cifar recipe runs on the device (set it to False or leave it None)")
+  if d.on_device and d.source == "split_files":
+    _fail("dataset.on_device", "image files are decoded on the host; only in-memory data sets "
+          "(cifar, fashion_mnist, digits) can live on the devices")
+  if d.on_device and c.augment.on_device is False:
+    _fail("augment.on_device", "False augments on the host, which needs the images there: set "
+          "dataset.on_device=False too, or augment.on_device=True")
   if not 0 <= c.augment.rotate < 180:
     _fail("augment.rotate", f"must be in [0, 180) degrees, got {c.augment.rotate}")
   m = c.model
@@ -159,7 +172,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   for field in ("num_epochs", "batch_size", "eval_batch_size", "log_every_steps"):
     if c[field] <= 0:
       _fail(field, f"must be positive, got {c[field]}")
-  for field in ("eval_every_epochs", "checkpoint_every_epochs", "num_workers"):
+  for field in ("eval_every_epochs", "checkpoint_every_epochs", "num_workers", "steps_per_dispatch"):
     if c[field] < 0:
       _fail(field, f"must be >= 0, got {c[field]}")
   if c.keep_checkpoints < 1:

@@ -49,15 +49,23 @@ class GatherTrainBatch(grain.transforms.Map):
     epoch, k = divmod(int(step), self.steps_per_epoch)
     if epoch != self._epoch:
       self._epoch, self._perm = epoch, epoch_permutation(self.seed, epoch, len(self.labels))
-    local = self.global_batch // self.process_count
-    start = k * self.global_batch + self.process_index * local
-    positions = np.arange(start, start + local)
-    valid = positions < len(self.labels)
-    idx = self._perm[np.where(valid, positions, 0)]
-    batch = {"image": self.images[idx], "label": self.labels[idx], "step": np.int64(step)}
-    if (k + 1) * self.global_batch > len(self.labels):  # the epoch's incomplete last batch
-      batch["mask"] = valid  # (padded with a repeat of the epoch's first image)
-    return batch
+    idx, valid = batch_indices(self._perm, k, self.global_batch, self.process_index,
+                               self.process_count)
+    return {"image": self.images[idx], "label": self.labels[idx], "mask": valid,
+            "step": np.int64(step)}
+
+
+def batch_indices(perm: np.ndarray, k: int, global_batch: int, process_index: int = 0,
+                  process_count: int = 1):
+  """This process's share of global batch ``k`` of an epoch: (indices, valid mask).
+
+  Every batch carries its mask, so full batches and the epoch's incomplete last batch
+  (padded with a repeat of the epoch's first image, mask False) run the same compiled step."""
+  local = global_batch // process_count
+  start = k * global_batch + process_index * local
+  positions = np.arange(start, start + local)
+  valid = positions < len(perm)
+  return perm[np.where(valid, positions, 0)], valid
 
 
 @dataclasses.dataclass
@@ -100,10 +108,7 @@ class AugmentBatch(grain.transforms.Map):
           augment_imagenet.train_image(_open(path), np.random.default_rng(s), self.recipe,
                                        self.image_size, self.fill)
           for path, s in zip(batch["image"], seeds)])
-    out = {"image": images, "label": batch["label"]}
-    if "mask" in batch:
-      out["mask"] = batch["mask"]
-    return out
+    return {"image": images, "label": batch["label"], "mask": batch["mask"]}
 
 
 def _open(path):
@@ -199,11 +204,45 @@ def to_global(batch: dict, sharding: NamedSharding) -> dict:
           for k, v in batch.items() if k != "step"}
 
 
-def prefetch_to_device(iterator, sharding: NamedSharding, size: int = 2):
-  """Keep ``size`` batches already transferred (transfers are asynchronous)."""
+def chunk_to_global(chunk: dict, mesh) -> dict:
+  """A chunk of K steps (``chunks``): leading step axis whole, batch axis on 'data'."""
+  steps = NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+  out = {k: jax.make_array_from_process_local_data(steps, np.asarray(v))
+         for k, v in chunk.items() if k not in ("step", "active")}
+  out["active"] = jax.device_put(chunk["active"], NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  return out
+
+
+def chunks(batches, size: int, steps_per_epoch: int, start_step: int):
+  """Group consecutive step batches into chunks of ``size`` steps that never cross an
+  epoch's end (checkpoints and evaluations happen there). An epoch's last chunk is filled
+  up with copies marked ``active=False``, so every chunk has the same shape and the
+  multi-step function compiles once. Yields ``(num_steps, chunk)``."""
+  step, group = start_step, []
+  for batch in batches:
+    group.append(batch)
+    step += 1
+    if len(group) == size or step % steps_per_epoch == 0:
+      n = len(group)
+      group += [group[-1]] * (size - n)
+      chunk = {k: np.stack([np.asarray(b[k]) for b in group]) for k in group[0] if k != "step"}
+      chunk["active"] = np.arange(size) < n
+      yield n, chunk
+      group = []
+  assert not group, "the batches ended inside an epoch"
+
+
+def prefetch(iterator, put, size: int = 2):
+  """Keep ``size`` items already transferred with ``put`` (transfers are asynchronous).
+  Items may be ``(extra, batch)`` pairs, of which only the batch is transferred."""
   queue = []
-  for batch in iterator:
-    queue.append(to_global(batch, sharding))
+  for item in iterator:
+    queue.append((item[0], put(item[1])) if isinstance(item, tuple) else put(item))
     if len(queue) > size - 1:
       yield queue.pop(0)
   yield from queue
+
+
+def prefetch_to_device(iterator, sharding: NamedSharding, size: int = 2):
+  """``prefetch`` of single-step batches onto the 'data' axis."""
+  return prefetch(iterator, lambda b: to_global(b, sharding), size)

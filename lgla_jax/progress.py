@@ -74,8 +74,10 @@ class Progress:
     self.window.append(fetched_metrics)
     self.images += self.config.batch_size
 
-  def maybe_report(self, step, epoch):
-    if step % self.config.log_every_steps or not self.window:
+  def maybe_report(self, step, epoch, steps_done: int = 1):
+    """Report when the last ``steps_done`` steps crossed a multiple of log_every_steps."""
+    every = self.config.log_every_steps
+    if step // every == (step - steps_done) // every or not self.window:
       return
     loss = float(np.mean([w["loss"] for w in self.window]))
     expert = np.mean([w["expert_losses"] for w in self.window], axis=0)

@@ -2,19 +2,23 @@
 
 They know no method by name: the model is a ``models.Model`` and the loss a
 ``losses.make`` function ``(model_output, labels, mask, epoch) -> (loss, per_expert)``.
+Data may be on the host (batches of uint8 images) or on the devices (batches of indices),
+and augmentation may run in the step; after that, the step is the same.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from lgla_jax import augment_device, sharding
 from lgla_jax import metrics as metrics_lib
-from lgla_jax import sharding
 
 
 def normalize(images_u8, mean, std):
@@ -25,28 +29,51 @@ def normalize(images_u8, mean, std):
 
 @dataclasses.dataclass(frozen=True)
 class Steps:
-  """The jitted train and eval steps of one run."""
+  """The jitted steps of one run. Batches hold either uint8 ``image`` and ``label`` (the
+  host pipeline) or ``index`` into the device-resident data; always a ``mask``."""
 
   train: Callable  # (state, batch) -> (state, metrics)
+  train_chunk: Callable  # (state, chunk of K batches + "active" [K]) -> (state, metrics [K])
   eval: Callable  # (state, batch) -> per-batch evaluation counts
 
 
 def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
-               xla_cpu_fast_elementwise: bool = True) -> Steps:
+               xla_cpu_fast_elementwise: bool = True, device_data: dict | None = None,
+               augment_config=None, seed: int = 0) -> Steps:
   """Build the sharded, jitted steps. The epoch the loss sees (1-based, for deferred
-  re-weighting) is ``state.step // steps_per_epoch + 1``."""
+  re-weighting) is ``state.step // steps_per_epoch + 1``.
+
+  ``device_data`` (``device_data.put``): batches are indices into these arrays.
+  ``augment_config``: the CIFAR recipe runs in the step (``augment_device``), keyed by
+  (``seed``, step, position in the global batch); None: images arrive augmented."""
   mean, std = tuple(mean), tuple(std)
+  rep = sharding.replicated(mesh)
+  data = sharding.batch_sharding(mesh)
+
+  def inputs(step, batch, arrays, split):
+    if ("index" in batch) != (arrays is not None):
+      raise ValueError("this run's data lives on the " + ("devices: batches hold indices"
+                       if arrays is not None else "host: batches hold images") +
+                       " (train.train_batches makes the right ones; config.dataset.on_device)")
+    if arrays is None:
+      images, labels = batch["image"], batch["label"]
+    else:
+      images = arrays[f"{split}_images"][batch["index"]]
+      labels = arrays[f"{split}_labels"][batch["index"]]
+    if split == "train" and augment_config is not None:
+      positions = jax.lax.with_sharding_constraint(jnp.arange(labels.shape[0]), data)
+      keys = augment_device.image_keys(seed, step, positions)
+      images = augment_device.train_augment(images, keys, augment_config)
+    return normalize(images, mean, std), labels
 
   def loss_and_aux(params, model_state, images, labels, mask, epoch):
     out, new_model_state = model.apply(params, model_state, images, train=True, mask=mask)
     loss, per_expert = loss_fn(out, labels, mask, epoch)
     return loss, (new_model_state, per_expert, out["output"])
 
-  def train_step(state, batch):
-    # A batch with a "mask" (an epoch's padded incomplete last batch) traces a second
-    # version of this step; full batches never pay for masking.
-    images = normalize(batch["image"], mean, std)
-    labels, mask = batch["label"], batch.get("mask")
+  def train_step(state, batch, arrays=None):
+    images, labels = inputs(state.step, batch, arrays, "train")
+    mask = batch.get("mask")
     epoch = state.step // steps_per_epoch + 1
     (loss, (model_state, per_expert, output)), grads = jax.value_and_grad(
         loss_and_aux, has_aux=True)(state.params, state.model_state, images, labels, mask, epoch)
@@ -60,16 +87,37 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
                "grad_norm": jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grads)))}
     return new_state, metrics
 
-  def eval_step(state, batch):
-    images = normalize(batch["image"], mean, std)
-    out, _ = model.apply(state.params, state.model_state, images, train=False)
-    return metrics_lib.eval_counts(out["output"], out["logits"], batch["label"], batch["mask"])
+  def train_chunk(state, chunk, arrays=None):
+    # K steps in one dispatch; the inactive steps that fill an epoch's last chunk are
+    # skipped (a scalar cond: nothing runs) and report zeros.
+    batches = {k: v for k, v in chunk.items() if k != "active"}
+    first = jax.tree.map(lambda x: x[0], batches)
+    shapes = jax.eval_shape(lambda s: train_step(s, first, arrays)[1], state)
+    zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
 
-  rep = sharding.replicated(mesh)
-  data = sharding.batch_sharding(mesh)
+    def body(s, xs):
+      batch, active = xs
+      return jax.lax.cond(active, lambda t: train_step(t, batch, arrays), lambda t: (t, zeros), s)
+
+    return jax.lax.scan(body, state, (batches, chunk["active"]))
+
+  def eval_step(state, batch, arrays=None):
+    images, labels = inputs(None, batch, arrays, "test")
+    out, _ = model.apply(state.params, state.model_state, images, train=False)
+    return metrics_lib.eval_counts(out["output"], out["logits"], labels, batch["mask"])
+
   options = sharding.compiler_options(mesh, xla_cpu_fast_elementwise)
-  train = jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep), donate_argnums=0,
-                  compiler_options=options)
-  evaluate = jax.jit(eval_step, in_shardings=(rep, data), out_shardings=rep,
+  steps_axis = NamedSharding(mesh, P(None, "data"))
+  chunk_in = {"active": rep, "mask": steps_axis,
+              **({"index": steps_axis} if device_data else {"image": steps_axis, "label": steps_axis})}
+  extra = (rep,) if device_data else ()
+  train = jax.jit(train_step, in_shardings=(rep, data) + extra, out_shardings=(rep, rep),
+                  donate_argnums=0, compiler_options=options)
+  chunked = jax.jit(train_chunk, in_shardings=(rep, chunk_in) + extra, out_shardings=(rep, rep),
+                    donate_argnums=0, compiler_options=options)
+  evaluate = jax.jit(eval_step, in_shardings=(rep, data) + extra, out_shardings=rep,
                      compiler_options=options)
-  return Steps(train, evaluate)
+  if device_data:
+    bind = lambda f: functools.wraps(f)(lambda state, batch: f(state, batch, device_data))
+    return Steps(bind(train), bind(chunked), bind(evaluate))
+  return Steps(train, chunked, evaluate)

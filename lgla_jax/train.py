@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
 import os
 import time
 
@@ -10,8 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental.compilation_cache import compilation_cache
 
-from lgla_jax import checkpoint, configlib, datasets, input_pipeline, losses, models
+from lgla_jax import checkpoint, configlib, datasets, device_data, input_pipeline, losses, models
 from lgla_jax import metrics as metrics_lib
 from lgla_jax import optim, progress, reporting, resume, sharding, state as state_lib
 from lgla_jax import workdir as workdir_lib
@@ -19,12 +22,16 @@ from lgla_jax.steps import Steps, make_steps
 
 
 def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, config, mesh) -> dict:
-  """Evaluate on every test image exactly once; returns the accuracy report."""
+  """Evaluate on every test image exactly once; returns the accuracy report. With the data
+  on the devices (``config.dataset.on_device``) only indices travel."""
   totals = None
-  it = input_pipeline.eval_iterator(test.images, test.labels, global_batch=config.eval_batch_size,
-                                    image_size=config.dataset.image_size,
-                                    recipe=config.augment.recipe,
-                                    num_workers=config.num_workers)
+  if config.dataset.on_device:
+    it = device_data.eval_index_batches(len(test.labels), config.eval_batch_size)
+  else:
+    it = input_pipeline.eval_iterator(test.images, test.labels, global_batch=config.eval_batch_size,
+                                      image_size=config.dataset.image_size,
+                                      recipe=config.augment.recipe,
+                                      num_workers=config.num_workers)
   for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):
     counts = steps.eval(state, batch)
     totals = counts if totals is None else jax.tree.map(jnp.add, totals, counts)
@@ -47,6 +54,31 @@ class Run:
   steps_per_epoch: int
   state: state_lib.TrainState  # freshly initialised (or pretrained), replicated on the mesh
   steps: Steps
+  config: object  # the config with its automatic choices made (``resolve_placement``)
+
+
+def resolve_placement(config, splits: datasets.DataSplits, mesh):
+  """A copy of ``config`` with the automatic choices made, so that the checkpoint records
+  (and a resume compares) what actually runs: ``dataset.on_device`` (in-memory data under
+  ``device_data.AUTO_LIMIT_BYTES``), ``augment.on_device`` (where the data is, for the cifar
+  recipe) and ``steps_per_dispatch`` (1 on CPU, 8 on accelerators)."""
+  config = copy.deepcopy(config)
+  size = device_data.nbytes(splits)
+  cpu = mesh.devices.flat[0].platform == "cpu"
+  if config.dataset.on_device is None:  # host augmentation needs the images on the host
+    config.dataset.on_device = (config.augment.on_device is not False and size is not None
+                                and size <= device_data.AUTO_LIMIT_BYTES)
+  if config.dataset.on_device and size is None:
+    raise configlib.ConfigError("config.dataset.on_device: this data set's images are files; "
+                                "set it to False")
+  if config.augment.on_device is None:
+    config.augment.on_device = config.augment.recipe == "cifar" and config.dataset.on_device
+  if config.dataset.on_device and not config.augment.on_device:
+    raise configlib.ConfigError("config.augment.on_device: False augments on the host, which "
+                                "needs dataset.on_device=False")
+  if not config.steps_per_dispatch:
+    config.steps_per_dispatch = 1 if cpu else 8
+  return config
 
 
 def setup(config, mesh=None, splits=None) -> Run:
@@ -54,6 +86,7 @@ def setup(config, mesh=None, splits=None) -> Run:
   mesh = mesh or sharding.make_mesh()
   configlib.validate(config, num_devices=mesh.size)
   splits = splits or datasets.load(config.dataset)
+  config = resolve_placement(config, splits, mesh)
   dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
   model = models.build(config.model, splits.num_classes, dtype)
   loss_fn = losses.make(config.loss, splits.class_counts, config.model.num_experts, model.logit_scale)
@@ -78,12 +111,17 @@ def setup(config, mesh=None, splits=None) -> Run:
     state = state.replace(params=params, model_state=model_state)
   steps = make_steps(model, tx, loss_fn, mean=config.dataset.mean, std=config.dataset.std,
                      steps_per_epoch=spe, mesh=mesh,
-                     xla_cpu_fast_elementwise=config.xla_cpu_fast_elementwise)
-  return Run(mesh, splits, model, tx, lr_table, spe, state, steps)
+                     xla_cpu_fast_elementwise=config.xla_cpu_fast_elementwise,
+                     device_data=device_data.put(splits, mesh) if config.dataset.on_device else None,
+                     augment_config=config.augment if config.augment.on_device else None,
+                     seed=config.seed)
+  return Run(mesh, splits, model, tx, lr_table, spe, state, steps, config)
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, splits: datasets.DataSplits | None = None) -> dict:
   """Train (resuming from the latest checkpoint in ``workdir``), evaluate, write the report.
+  ``splits``: in-memory data to use instead of reading ``config.dataset`` (a notebook's
+  arrays, the benchmark's synthetic data).
 
   Returns the report, or ``{"stopped_at_step": N}`` when stopped early (SIGTERM, SIGINT or
   ``request_stop``) after saving a checkpoint at step N. Raises
@@ -92,14 +130,59 @@ def train_and_evaluate(config, workdir: str) -> dict:
   cannot be written, ``workdir.WorkdirError`` when another run holds the workdir.
   """
   if jax.process_index() != 0:  # one run of several processes: process 0 holds the lock
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(config, workdir, splits)
   with workdir_lib.lock(workdir):
-    return _train_and_evaluate(config, workdir)
+    return _train_and_evaluate(config, workdir, splits)
 
 
-def _train_and_evaluate(config, workdir: str) -> dict:
+def train_batches(run: Run, start_step: int, total_steps: int):
+  """Every step's batch from ``start_step`` on: indices into the device-resident data, or
+  uint8 images from the host pipeline (augmented there unless the step augments)."""
+  config, train_data = run.config, run.splits.train
+  if config.dataset.on_device:
+    return device_data.train_index_batches(
+        len(train_data.labels), seed=config.seed, global_batch=config.batch_size,
+        steps_per_epoch=run.steps_per_epoch, start_step=start_step, total_steps=total_steps)
+  it = input_pipeline.train_iterator(
+      train_data.images, train_data.labels, seed=config.seed, global_batch=config.batch_size,
+      num_epochs=config.num_epochs, start_step=start_step,
+      augment_config=None if config.augment.on_device else config.augment,
+      num_workers=config.num_workers, image_size=config.dataset.image_size,
+      fill=tuple(round(255 * m) for m in config.dataset.mean), drop_last=config.drop_last_batch)
+  return itertools.islice(it, total_steps - start_step)
+
+
+def dispatches(run: Run, start_step: int, total_steps: int):
+  """``(num_steps, device_batch)`` per device call, prefetched: one step per call, or a
+  chunk of ``config.steps_per_dispatch`` steps (``Steps.train_chunk``)."""
+  batches, k = train_batches(run, start_step, total_steps), run.config.steps_per_dispatch
+  if k == 1:
+    data = sharding.batch_sharding(run.mesh)
+    return input_pipeline.prefetch(((1, b) for b in batches),
+                                   lambda b: input_pipeline.to_global(b, data))
+  return input_pipeline.prefetch(
+      input_pipeline.chunks(batches, k, run.steps_per_epoch, start_step),
+      lambda c: input_pipeline.chunk_to_global(c, run.mesh))
+
+
+def _set_compilation_cache(config, workdir: str):
+  """Compiled steps persist in WORKDIR/compilation_cache (or the configured folder), so a
+  rerun or a resume does not compile again. The cache is process-wide: a later run in the
+  same process (a notebook, the tests) moves it to its own folder."""
+  path = config.compilation_cache_dir
+  path = os.path.join(workdir, "compilation_cache") if path is None else path
+  path = os.path.abspath(path) if path else None
+  if path != jax.config.jax_compilation_cache_dir:
+    compilation_cache.reset_cache()  # (otherwise the first folder of the process stays in use)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _train_and_evaluate(config, workdir: str, splits=None) -> dict:
   t_start = time.time()
-  run = setup(config)
+  _set_compilation_cache(config, workdir)
+  run = setup(config, splits=splits)
+  config = run.config  # automatic choices made: the checkpoint records what runs
   mesh, splits, lr_table, spe, state, steps = (run.mesh, run.splits, run.lr_table,
                                                run.steps_per_epoch, run.state, run.steps)
   log = progress.Logger(workdir)
@@ -113,43 +196,44 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     log.print(f"{config.dataset.name}: {num_train} training images (counts "
               f"{splits.class_counts.tolist()}), {len(splits.test.labels)} test images; {spe} "
               f"steps/epoch x {config.num_epochs} epochs on {mesh.size} device(s); model "
-              f"{config.model.name}, loss {losses.describe(config.loss)}")
-    it = input_pipeline.train_iterator(
-        splits.train.images, splits.train.labels, seed=config.seed, global_batch=config.batch_size,
-        num_epochs=config.num_epochs, start_step=start_step, augment_config=config.augment,
-        num_workers=config.num_workers, image_size=config.dataset.image_size,
-        fill=tuple(round(255 * m) for m in config.dataset.mean),
-        drop_last=config.drop_last_batch)
+              f"{config.model.name}, loss {losses.describe(config.loss)}; data on "
+              f"{'device' if config.dataset.on_device else 'host'}, augmentation on "
+              f"{'device' if config.augment.on_device else 'host'}, "
+              f"{config.steps_per_dispatch} step(s) per dispatch")
     prog = progress.Progress(config, total_steps, lr_table, log)
     history = resume.earlier_evaluations(workdir, start_step)
-    pending, report, t_train, final_save_error = None, None, 0.0, None
+    pending, report, t_train, timed, final_save_error = None, None, 0.0, 0, None
     t_last = time.time()
     epoch_of = lambda k: (k - 1) // spe + 1
     last_good = lambda: (f"{ckpt.directory}/{ckpt.latest_step()}"
                          if ckpt.latest_step() is not None else None)
+    chunked = config.steps_per_dispatch > 1
 
-    def settle():  # fetch and check the pending step: nothing is saved past a non-finite one
+    def settle():  # fetch and check the pending steps: nothing is saved past a non-finite one
       nonlocal pending
       if pending is not None:
-        metrics, at = pending
+        metrics, end, n = pending
         fetched = jax.device_get(metrics)
-        progress.check_finite(fetched, at, epoch_of(at), last_good())
-        prog.add(fetched)
+        for i in range(n):
+          one = jax.tree.map(lambda x: x[i], fetched) if chunked else fetched
+          at = end - n + 1 + i
+          progress.check_finite(one, at, epoch_of(at), last_good())
+          prog.add(one)
         pending = None
 
     with resume.stop_on_signals():
-      for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):
-        state, metrics = steps.train(state, batch)
-        settle()  # step n-1's metrics, fetched while step n runs
+      for n, batch in dispatches(run, start_step, total_steps):
+        state, metrics = (steps.train_chunk if chunked else steps.train)(state, batch)
+        settle()  # the previous dispatch's metrics, fetched while this one runs
         ckpt.check()  # a failed asynchronous save stops the run now, not at its end
-        step += 1
-        pending = (metrics, step)
+        step += n
+        pending = (metrics, step, n)
         now = time.time()
-        if step > start_step + 1:  # steady state: the first step after a (re)start compiles
-          t_train += now - t_last
+        if step > start_step + n:  # steady state: the first dispatch after a (re)start compiles
+          t_train, timed = t_train + now - t_last, timed + n
         t_last = now
         epoch = epoch_of(step)
-        prog.maybe_report(step, epoch)
+        prog.maybe_report(step, epoch, n)
         if step % spe == 0:  # end of an epoch
           settle()
           last = epoch == config.num_epochs
@@ -182,7 +266,6 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     if report is None:  # resumed after the last epoch had already finished
       report = run_evaluation(steps, state, splits.test, splits.class_counts, config, mesh)
       report["epoch"] = config.num_epochs
-    timed = step - start_step - 1
     result = {"final": report, "history": history,
               "train_images_per_s": timed * config.batch_size / t_train if timed > 0 and t_train > 0 else None,
               "wall_time_s": time.time() - t_start, "class_counts": splits.class_counts.tolist(),

@@ -9,30 +9,43 @@ import pytest
 pytestmark = pytest.mark.integration  # Runs the throughput benchmark.
 
 ROOT = pathlib.Path(__file__).parents[1]
-KEYS = ("train_images_per_s", "pipeline_images_per_s", "eval_images_per_s")
+PARTS = ("train_images_per_s", "source_images_per_s", "train_step_only_images_per_s",
+         "eval_images_per_s", "compile_s")
 
 
-def _bench(config, steps):
+def _bench(config, *flags):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   done = subprocess.run([sys.executable, "-m", "lgla_jax.benchmark", f"--config={config}",
-                         f"--steps={steps}", "--synthetic"], cwd=ROOT, env=env,
+                         "--synthetic", *flags], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=900)
   assert done.returncode == 0, done.stderr[-3000:]
   lines = [l for l in done.stdout.splitlines() if l.startswith("{")]
   assert len(lines) == 1
-  result = json.loads(lines[0])
-  for key in KEYS:
-    assert result[key] > 0, key
-  return result
+  return json.loads(lines[0])
 
 
-def test_benchmark_quick_config():
-  result = _bench("configs/cifar100_ir100.py:quick", 3)
-  assert result["batch_size"] == 16 and result["synthetic"] and result["compile_s"] > 0
+def test_benchmark_parts_and_a_real_run_of_two_epochs():
+  result = _bench("configs/cifar100_ir100.py:quick", "--steps=3", "--epochs=2",
+                  "--config.steps_per_dispatch=2")
+  parts, run = result["parts"], result["run"]
+  for key in PARTS:
+    assert parts[key] > 0, key
+  assert parts["batch_size"] == 16 and parts["steps_per_dispatch"] == 2 and result["synthetic"]
+  assert parts["data_on_device"] and parts["augment_on_device"]  # the automatic choice
+  # The quick config's long-tailed counts (100 down to 1 image per class), two epochs.
+  assert run["epochs"] == 2 and run["num_train"] == 1034 and run["evaluations"] == 2
+  assert run["end_to_end_images_per_s"] == round(2 * 1034 / run["wall_s"], 2)
+  assert 0 < run["end_to_end_images_per_s"] < run["steady_train_images_per_s"]
+
+
+def test_benchmark_host_pipeline():
+  result = _bench("configs/cifar100_ir100.py:quick", "--steps=3", "--config.augment.on_device=False")
+  assert not result["parts"]["data_on_device"] and not result["parts"]["augment_on_device"]
+  assert "run" not in result
 
 
 @pytest.mark.slow
 def test_benchmark_full_cifar_config():
-  result = _bench("configs/cifar100_ir100.py", 5)
-  assert result["batch_size"] == 128 and result["model_depth"] == 32
+  result = _bench("configs/cifar100_ir100.py", "--steps=5")
+  assert result["parts"]["batch_size"] == 128
   print(json.dumps(result))

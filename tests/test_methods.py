@@ -63,9 +63,7 @@ def test_the_step_gives_the_loss_its_1_based_epoch(registered):
   config = _config("demo", **{"loss.name": "epoch_probe"})
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = train.setup(config, mesh)
-  it = input_pipeline.train_iterator(run.splits.train.images, run.splits.train.labels,
-                                     seed=0, global_batch=config.batch_size, num_epochs=2,
-                                     augment_config=config.augment)
+  it = train.train_batches(run, 0, 2 * run.steps_per_epoch)
   state, seen = run.state, []
   for batch in it:
     state, metrics = run.steps.train(state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))

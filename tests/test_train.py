@@ -34,9 +34,7 @@ def _run_steps(config, devices, n):
   mesh = sharding.make_mesh(jax.devices()[:devices])
   run = train.setup(config, mesh)
   splits, state, steps = run.splits, run.state, run.steps
-  it = input_pipeline.train_iterator(splits.train.images, splits.train.labels, seed=config.seed,
-                                     global_batch=config.batch_size, num_epochs=1,
-                                     augment_config=config.augment)
+  it = train.train_batches(run, 0, n)
   losses = []
   for _, batch in zip(range(n), it):
     state, metrics = steps.train(state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))
@@ -44,13 +42,15 @@ def _run_steps(config, devices, n):
   return losses, jax.device_get(state)
 
 
-def test_one_and_eight_devices_agree():
+@pytest.mark.parametrize("on_device", [False, True])
+def test_one_and_eight_devices_agree(on_device):
   # Early LGLA training is chaotic in float32: any reduction-order difference (the sharded
   # batch statistics and gradient sums) grows ~5x per step (measured: 1.6e-6 after step 1,
   # 4e-5 after step 3 at lr 0.01; 2e-3 after step 3 at lr 0.1), so the comparison runs
   # two steps at a small learning rate, where it checks the sharded step is the same
   # computation.
-  config = _config("demo", **{"optim.lr": 0.01})
+  config = _config("demo", **{"optim.lr": 0.01, "dataset.on_device": on_device,
+                              "augment.on_device": on_device})
   loss1, state1 = _run_steps(config, 1, 2)
   loss8, state8 = _run_steps(config, 8, 2)
   np.testing.assert_allclose(loss8, loss1, rtol=1e-6)
@@ -60,20 +60,25 @@ def test_one_and_eight_devices_agree():
   assert int(state8.step) == 2
 
 
-def test_resume_after_interruption_equals_uninterrupted(tmp_path):
-  full = train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "full"))
+@pytest.mark.parametrize("placement", [
+    {"dataset.on_device": False},  # host data and augmentation, one step per dispatch
+    {"dataset.on_device": True, "augment.on_device": True, "steps_per_dispatch": 3}])
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, placement):
+  config = lambda **kw: _config("demo", **placement, **kw)
+  full = train.train_and_evaluate(config(num_epochs=2), str(tmp_path / "full"))
   # Interrupted at an epoch boundary (a run with fewer epochs), then resumed.
-  train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path / "cut"))
+  train.train_and_evaluate(config(num_epochs=1), str(tmp_path / "cut"))
   # (more epochs than the interrupted run: a change the resume must be told it may make)
-  resumed = train.train_and_evaluate(_config("demo", num_epochs=2, resume_with_changes=True),
+  resumed = train.train_and_evaluate(config(num_epochs=2, resume_with_changes=True),
                                      str(tmp_path / "cut"))
-  # Stopped in the middle of epoch 1 (as SIGTERM does), then resumed at that batch.
+  # Stopped after the first dispatch of epoch 1 (as SIGTERM does), then resumed there.
   train.request_stop()
-  assert train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "stop")) == {
-      "stopped_at_step": 1}
-  train.train_and_evaluate(_config("demo", num_epochs=2), str(tmp_path / "stop"))
+  k = placement.get("steps_per_dispatch", 1)
+  assert train.train_and_evaluate(config(num_epochs=2), str(tmp_path / "stop")) == {
+      "stopped_at_step": k}
+  train.train_and_evaluate(config(num_epochs=2), str(tmp_path / "stop"))
   mesh = sharding.make_mesh()
-  template = train.setup(_config("demo", num_epochs=2), mesh).state
+  template = train.setup(config(num_epochs=2), mesh).state
   states = []
   for run in ("full", "cut", "stop"):
     ckpt = checkpoint.Checkpointer(str(tmp_path / run / "checkpoints"))
@@ -213,7 +218,7 @@ def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
 
 
 def test_padded_last_batch_step_equals_a_step_on_its_valid_images():
-  config = _config("demo")
+  config = _config("demo", **{"dataset.on_device": False})  # batches of images, built here
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = train.setup(config, mesh)
   splits, spe, state, steps = run.splits, run.steps_per_epoch, run.state, run.steps

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# The GPU throughput check, one command on a lent device machine (see README, "Speed"):
-#   tools/device_benchmark.sh            (OUT=results folder; .whl/ from tools/device_wheels.sh)
-# Installs the carried wheels, then runs lgla_jax.benchmark on synthetic CIFAR-shaped data
-# for cifar100_ir100 (float32 and bfloat16; train step alone and with the full input
-# pipeline) and appends one JSON line per run to $OUT/benchmark.jsonl.
+# The GPU speed check of the README's speed table, in one call of at most ~8 minutes on a
+# lent device machine. Prepare here, then run there with .whl and .official carried:
+#   tools/device_wheels.sh                                  # wheels the machine lacks -> .whl/
+#   git --git-dir=/work/.mirror/Tao0-0+LGLA/repo archive --prefix=.official/ HEAD | tar x
+#   (device) OUT=$OUT tools/device_benchmark.sh
+# Writes $OUT/devices.txt, $OUT/official.jsonl and $OUT/benchmark.jsonl (one JSON line per
+# measurement) and $OUT/fmnist.log:
+#   1. the official PyTorch step (ResNet-32 x3, CIFAR-100, batch 128, float32) on the GPU;
+#   2. lgla_jax.benchmark on synthetic CIFAR-100-LT data: float32 and bfloat16 at batch
+#      128, float32 at batch 512: the parts, and a real run of EPOCHS epochs (compilation,
+#      evaluations every 20 epochs and checkpoints included; FULL=1: all 400 epochs);
+#   3. the Fashion-MNIST-LT protocol end to end (real data, if the IDX files are carried
+#      in .fmnist/), wall time and accuracy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder for the results}"
 PYTHON=${PYTHON:-python3}
-CONFIG=${CONFIG:-configs/cifar100_ir100.py}
-STEPS=${STEPS:-100}
+EPOCHS=${EPOCHS:-40}
+[[ "${FULL:-0}" == 1 ]] && EPOCHS=400
 if compgen -G ".whl/*.whl" > /dev/null; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl
@@ -18,7 +26,20 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PYTHON" -c 'import jax; print("jax", jax.__version__, jax.devices())' | tee "$OUT/devices.txt"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv >> "$OUT/devices.txt"
-for dtype in float32 bfloat16; do
-  "$PYTHON" -m lgla_jax.benchmark --config="$CONFIG" --steps="$STEPS" --synthetic \
-    --config.dtype="$dtype" --config.num_workers="${NUM_WORKERS:-12}" | tee -a "$OUT/benchmark.jsonl"
-done
+
+if [[ -d .official ]]; then
+  LGLA_REF=$PWD/.official "$PYTHON" tools/official_step_speed.py 50 cuda | tee -a "$OUT/official.jsonl"
+fi
+
+bench() {
+  "$PYTHON" -m lgla_jax.benchmark --config=configs/cifar100_ir100.py --synthetic --steps=30 \
+    --epochs="$EPOCHS" "$@" | tee -a "$OUT/benchmark.jsonl"
+}
+bench --config.dtype=float32
+bench --config.dtype=bfloat16
+bench --config.dtype=float32 --config.batch_size=512 --config.eval_batch_size=1000
+
+if [[ -d .fmnist ]]; then
+  /usr/bin/time -v "$PYTHON" -m lgla_jax.main --config=configs/fmnist_lt_ir100.py \
+    --config.dataset.data_dir="$PWD/.fmnist" --workdir=/tmp/fmnist 2>&1 | tail -40 > "$OUT/fmnist.log"
+fi

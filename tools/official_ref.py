@@ -10,10 +10,11 @@ import pathlib
 import torch
 
 
-def load_official(relative_path: str, name: str):
+def load_official(relative_path: str, name: str, cuda: bool = False):
   """Import one module of the official checkout by path; the official loss calls .cuda(),
-  which becomes a no-op on the CPU."""
-  torch.Tensor.cuda = lambda self, *a, **k: self
+  which becomes a no-op on the CPU (``cuda=False``)."""
+  if not cuda:
+    torch.Tensor.cuda = lambda self, *a, **k: self
   path = pathlib.Path(os.environ["LGLA_REF"]) / relative_path
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
@@ -21,6 +22,6 @@ def load_official(relative_path: str, name: str):
   return module
 
 
-def official_model_and_loss():
-  return (load_official("model/ldam_drw_resnets/expert_resnet_cifar.py", "expert_resnet_cifar"),
-          load_official("model/loss.py", "official_loss"))
+def official_model_and_loss(cuda: bool = False):
+  return (load_official("model/ldam_drw_resnets/expert_resnet_cifar.py", "expert_resnet_cifar", cuda),
+          load_official("model/loss.py", "official_loss", cuda))

@@ -50,36 +50,44 @@ def l2_normalize(x, axis, eps=1e-12):
   return x / jnp.maximum(norm, eps)
 
 
-def _bn_statistics(x_GxMxC):
-  """Per-group mean and biased variance (two-pass, as PyTorch) over axis 1."""
-  mean = x_GxMxC.mean(axis=1, keepdims=True)
-  var = jnp.square(x_GxMxC - mean).mean(axis=1, keepdims=True)
-  return mean, var
+def _bn_statistics(x_GxIxPxC, w_GxIx1x1):
+  """Per-group mean, biased variance (two-pass, as PyTorch) and count over images and
+  pixels; ``w`` (0/1 per image, or None for all) leaves out the padding of a masked batch."""
+  axes = (1, 2)
+  if w_GxIx1x1 is None:
+    mean = x_GxIxPxC.mean(axis=axes, keepdims=True)
+    return mean, jnp.square(x_GxIxPxC - mean).mean(axis=axes, keepdims=True), None
+  count = jnp.maximum(w_GxIx1x1.sum(axis=axes, keepdims=True) * x_GxIxPxC.shape[2], 1.0)
+  mean = (x_GxIxPxC * w_GxIx1x1).sum(axis=axes, keepdims=True) / count
+  var = (jnp.square(x_GxIxPxC - mean) * w_GxIx1x1).sum(axis=axes, keepdims=True) / count
+  return mean, var, count
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _bn_normalize(x_GxMxC, scale, bias, epsilon):
-  """``(x - mean) * rsqrt(var + eps) * scale + bias`` with batch statistics over axis 1."""
-  mean, var = _bn_statistics(x_GxMxC)
-  return (x_GxMxC - mean) * (scale * jax.lax.rsqrt(var + epsilon)) + bias
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _bn_normalize(x_GxIxPxC, scale, bias, w_GxIx1x1, epsilon):
+  """``(x - mean) * rsqrt(var + eps) * scale + bias`` with batch statistics per group."""
+  mean, var, _ = _bn_statistics(x_GxIxPxC, w_GxIx1x1)
+  return (x_GxIxPxC - mean) * (scale * jax.lax.rsqrt(var + epsilon)) + bias
 
 
-def _bn_normalize_fwd(x, scale, bias, epsilon):
-  mean, var = _bn_statistics(x)
+def _bn_normalize_fwd(x, scale, bias, w, epsilon):
+  mean, var, count = _bn_statistics(x, w)
   inv = jax.lax.rsqrt(var + epsilon)
-  return (x - mean) * (scale * inv) + bias, (x, mean, inv, scale)
+  return (x - mean) * (scale * inv) + bias, (x, mean, inv, scale, w, count)
 
 
 def _bn_normalize_bwd(epsilon, res, dy):
   # The textbook BatchNorm gradient, written out so that XLA sees two reductions and one
-  # elementwise pass instead of autodiff's longer chain through mean and variance.
-  x, mean, inv, scale = res
-  n = x.shape[1]
+  # elementwise pass instead of autodiff's longer chain through mean and variance. With
+  # weights w (0/1 per image) only the weighted images move the statistics:
+  # dx = scale * inv * (dy - w / n * (sum dy + xhat * sum dy * xhat)).
+  x, mean, inv, scale, w, count = res
   xhat = (x - mean) * inv
-  dbias = dy.sum(axis=1, keepdims=True)
-  dscale = (dy * xhat).sum(axis=1, keepdims=True)
-  dx = (scale * inv) * (dy - dbias / n - xhat * (dscale / n))
-  return dx, dscale.sum(axis=(0, 1)), dbias.sum(axis=(0, 1))
+  dbias = dy.sum(axis=(1, 2), keepdims=True)
+  dscale = (dy * xhat).sum(axis=(1, 2), keepdims=True)
+  share = 1.0 / (x.shape[1] * x.shape[2]) if w is None else w / count
+  dx = (scale * inv) * (dy - share * (dbias + xhat * dscale))
+  return dx, dscale.sum(axis=(0, 1, 2)), dbias.sum(axis=(0, 1, 2)), None
 
 
 _bn_normalize.defvjp(_bn_normalize_fwd, _bn_normalize_bwd)
@@ -115,22 +123,16 @@ class BatchNorm(nn.Module):
       groups = x.shape[0] // self.group_size if self.group_size else 1
       if groups * (self.group_size or x.shape[0]) != x.shape[0]:
         raise ValueError(f"batch {x.shape[0]} is not a multiple of bn group size {self.group_size}")
-      # [groups, images * pixels, channels]: a free reshape of the NHWC batch.
-      xg = x.astype(acc).reshape(groups, -1, features)
-      if mask is None:
-        y = _bn_normalize(xg, scale.astype(acc), bias.astype(acc), self.epsilon)
-        mean, var = jax.lax.stop_gradient(_bn_statistics(xg))
-        n = xg.shape[1]
-      else:  # the rare padded batch: plain autodiff through masked statistics
-        pixels = x.size // x.shape[0] // features
-        m = jnp.repeat(jnp.asarray(mask, acc), pixels).reshape(groups, -1, 1)
-        count = jnp.maximum(m.sum(axis=1, keepdims=True), 1.0)
-        mean = (xg * m).sum(axis=1, keepdims=True) / count
-        var = (jnp.square(xg - mean) * m).sum(axis=1, keepdims=True) / count
-        y = (xg - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
-        mean, var, n = jax.lax.stop_gradient((mean, var, count[0, 0, 0]))
+      # [groups, images, pixels, channels]: a free reshape of the NHWC batch. One code
+      # path for full and padded batches (a padded batch weights its padding 0), so the
+      # step compiles once.
+      xg = x.astype(acc).reshape(groups, x.shape[0] // groups, -1, features)
+      w = None if mask is None else jnp.asarray(mask, acc).reshape(groups, -1, 1, 1)
+      y = _bn_normalize(xg, scale.astype(acc), bias.astype(acc), w, self.epsilon)
+      mean, var, n = jax.lax.stop_gradient(_bn_statistics(xg, w))
+      n = xg.shape[1] * xg.shape[2] if n is None else n[0, 0, 0, 0]
       if not self.is_initializing():
-        mean, var = mean[0, 0], var[0, 0]
+        mean, var = mean[0, 0, 0], var[0, 0, 0]
         unbiased = var * (n / max(n - 1, 1) if isinstance(n, int) else n / jnp.maximum(n - 1, 1))
         m = self.momentum
         ra_mean.value = ((1 - m) * ra_mean.value + m * mean).astype(jnp.float32)

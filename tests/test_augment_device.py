@@ -1,0 +1,178 @@
+"""Device augmentation (augment_device) against the PIL / numpy host path, the reference.
+
+Each op is compared with PIL on real images (Fashion-MNIST) and generated colour images,
+for every magnitude index of the AutoAugment policy and both signs: identical for the
+exact ops, mean absolute difference <= 1 grey level for the colour ops and <= 3 on
+interior pixels for the geometric ones. The random draws are compared in distribution
+(chi-square, 100k draws) with the host path's.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import stats
+
+from lgla_jax import augment, augment_device, datasets
+
+EXACT = ("posterize", "solarize", "invert")
+COLOUR = ("color", "contrast", "sharpness", "brightness", "autocontrast", "equalize")
+GEOMETRIC = ("shearX", "shearY", "translateX", "translateY", "rotate")
+DRAWS = 100_000
+
+
+@pytest.fixture(scope="module")
+def images():
+  """24 Fashion-MNIST images (as the protocol feeds them) and 24 smooth colour images."""
+  rng = np.random.default_rng(0)
+  if datasets.has_fashion_mnist(datasets.FASHION_MNIST_DEBIAN_DIR):
+    grey = datasets.load_fashion_mnist(None)[0].images[:24]
+  else:  # generated stand-ins: blobs on black, as Fashion-MNIST looks
+    yy, xx = np.mgrid[:32, :32]
+    blobs = [(255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))).astype(np.uint8)
+             for cy, cx, s in rng.uniform([8, 8, 3], [24, 24, 9], (24, 3))]
+    grey = np.repeat(np.stack(blobs)[..., None], 3, -1)
+  small = rng.integers(0, 256, (24, 6, 6, 3), dtype=np.uint8)
+  colour = np.stack([np.asarray(Image.fromarray(s).resize((32, 32), Image.BILINEAR)) for s in small])
+  return np.concatenate([grey, colour])
+
+
+@functools.lru_cache(maxsize=None)
+def _device_op(op):
+  return jax.jit(jax.vmap(lambda x, p: augment_device.apply_op(x, op, p), in_axes=(0, None)))
+
+
+def _both(images, op, index, sign):
+  p = np.float32(augment_device._parameter(op, index, sign))
+  device = np.asarray(_device_op(op)(images, p)).astype(int)
+  mag = augment._magnitude(op, index)
+  host = np.stack([np.asarray(augment._apply(Image.fromarray(x), op, mag, sign).convert("RGB"))
+                   for x in images]).astype(int)
+  return device, host
+
+
+GRID = [(index, sign) for index in range(10) for sign in (-1, 1)]  # every magnitude, both signs
+
+
+@pytest.mark.parametrize("op", EXACT)
+def test_exact_ops_equal_pil(images, op):
+  for index, sign in GRID:
+    device, host = _both(images, op, index, sign)
+    np.testing.assert_array_equal(device, host, err_msg=f"{op} index {index} sign {sign}")
+
+
+@pytest.mark.parametrize("op", COLOUR)
+def test_colour_ops_within_one_grey_level_of_pil(images, op):
+  for index, sign in GRID:
+    device, host = _both(images, op, index, sign)
+    assert np.abs(device - host).mean() <= 1.0, (op, index, sign)
+
+
+@pytest.mark.parametrize("op", GEOMETRIC)
+def test_geometric_ops_within_three_grey_levels_of_pil_with_the_same_fill(images, op):
+  fill = np.array(augment.AUTOAUGMENT_FILL)
+  for index, sign in GRID:
+    device, host = _both(images, op, index, sign)
+    interior = np.abs(device - host)[:, 2:-2, 2:-2]
+    assert interior.mean() <= 3.0, (op, index, sign, interior.mean())
+    filled_d, filled_h = (device == fill).all(-1), (host == fill).all(-1)
+    assert (filled_d != filled_h).mean() <= 0.02, (op, index, sign)  # same grey, same place
+
+
+def test_random_rotation_matches_torchvision_semantics(images):
+  """RIDE's RandomRotation: PIL rotate, nearest, black corners, for a grid of angles."""
+  rotate = jax.jit(jax.vmap(lambda x, a: augment_device.rotate(x, a, 0), in_axes=(0, None)))
+  for angle in np.linspace(-15, 15, 13):
+    device = np.asarray(rotate(images, np.float32(angle))).astype(int)
+    host = np.stack([np.asarray(Image.fromarray(x).rotate(float(angle), Image.NEAREST, fillcolor=0))
+                     for x in images]).astype(int)
+    assert np.abs(device - host)[:, 2:-2, 2:-2].mean() <= 3.0, angle
+
+
+def test_crop_flip_cutout_are_exact_for_their_draws(images):
+  keys = augment_device.image_keys(3, 7, jnp.arange(len(images)))
+  crop = jax.vmap(lambda x, k: augment_device.random_crop(x, k, 4))(images, keys)
+  padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+  flip = jax.vmap(augment_device.random_flip)(images, keys)
+  cut = jax.vmap(lambda x, k: augment_device.cutout(x, k, 16))(images, keys)
+  for i, key in enumerate(keys):
+    dy, dx = np.asarray(jax.random.randint(key, (2,), 0, 9))
+    np.testing.assert_array_equal(crop[i], padded[i, dy:dy + 32, dx:dx + 32])
+    mirrored = images[i, :, ::-1] if jax.random.bernoulli(key) else images[i]
+    np.testing.assert_array_equal(flip[i], mirrored)
+    cy = int(jax.random.randint(jax.random.fold_in(key, 0), (), 0, 32))
+    cx = int(jax.random.randint(jax.random.fold_in(key, 1), (), 0, 32))
+    hole = images[i].copy()
+    hole[max(cy - 8, 0):cy + 8, max(cx - 8, 0):cx + 8] = 0
+    np.testing.assert_array_equal(cut[i], hole)
+
+
+def _same_distribution(host_values, device_values):
+  """Chi-square test of homogeneity over the categories either sample shows."""
+  cats = np.union1d(host_values, device_values)
+  table = np.stack([[np.sum(host_values == c) for c in cats],
+                    [np.sum(device_values == c) for c in cats]])
+  return stats.chi2_contingency(table)[1]
+
+
+def test_autoaugment_draws_equal_the_host_path_in_distribution():
+  keys = jax.random.split(jax.random.key(0), DRAWS)
+  choice, applied, sign_index = jax.vmap(augment_device.sample_autoaugment)(keys)
+  host_choice, coins, host_signs = augment.sample_autoaugment(np.random.default_rng(0), DRAWS)
+  probs = np.array([[p for p, _, _ in sub] for sub in augment.CIFAR10_POLICY])
+  host_applied = coins < probs[host_choice]
+  # The whole outcome: sub-policy, which steps run, and their signs.
+  code = lambda c, a, s: ((c * 2 + a[:, 0]) * 2 + a[:, 1]) * 4 + s[:, 0] * 2 + s[:, 1]
+  device_code = code(np.asarray(choice), np.asarray(applied).astype(int), np.asarray(sign_index))
+  host_code = code(host_choice, host_applied.astype(int), (host_signs > 0).astype(int))
+  assert _same_distribution(host_code, device_code) > 1e-3
+  # And a test that can fail: a biased sub-policy draw is rejected.
+  assert _same_distribution(host_code, np.where(device_code < 32, device_code + 32, device_code)) < 1e-6
+
+
+def test_crop_flip_cutout_rotation_draws_equal_the_host_path_in_distribution():
+  n, rng = 20_000, np.random.default_rng(1)
+  keys = augment_device.image_keys(0, 0, jnp.arange(n))
+  image = np.zeros((32, 32, 3), np.uint8)
+  image[0, 0] = 255  # the marker pixel's position reveals the crop offset and the flip
+  marked = np.broadcast_to(image, (n, 32, 32, 3))
+
+  def marker_position(batch):
+    flat = np.asarray(batch)[..., 0].reshape(len(batch), -1).argmax(1)
+    return np.where(np.asarray(batch)[..., 0].max((1, 2)) > 0, flat, -1)
+
+  crops = jax.jit(jax.vmap(lambda x, k: augment_device.random_crop(x, k, 4)))(marked, keys)
+  assert _same_distribution(marker_position(augment.random_crop(marked, rng, 4)),
+                            marker_position(crops)) > 1e-3
+  flips = jax.jit(jax.vmap(augment_device.random_flip))(marked, keys)
+  assert _same_distribution(marker_position(augment.random_flip(marked, rng)),
+                            marker_position(flips)) > 1e-3
+  white = np.full((n, 32, 32, 3), 255, np.uint8)
+  holes = lambda b: (np.asarray(b)[..., 0] == 0).sum((1, 2))  # hole area: position near borders
+  cut = jax.jit(jax.vmap(lambda x, k: augment_device.cutout(x, k, 16)))(white, keys)
+  assert _same_distribution(holes(augment.cutout(white, rng, 16)), holes(cut)) > 1e-3
+  angles = np.asarray(jax.vmap(lambda k: jax.random.uniform(k, (), minval=-15, maxval=15))(keys))
+  assert stats.ks_2samp(angles, rng.uniform(-15, 15, n)).pvalue > 1e-3
+
+
+def test_augmentation_does_not_depend_on_the_device_count(images):
+  """Keys come from (seed, step, global position): 8 devices augment as 1 does."""
+  from lgla_jax import configlib, sharding
+  a = configlib.base_config().augment  # crop, flip, AutoAugment, Cutout
+
+  def run(mesh):
+    data = sharding.batch_sharding(mesh)
+
+    @jax.jit
+    def f(batch):
+      positions = jax.lax.with_sharding_constraint(jnp.arange(len(images)), data)
+      return augment_device.train_augment(batch, augment_device.image_keys(5, 11, positions), a)
+
+    return np.asarray(f(jax.device_put(images, data)))
+
+  one = run(sharding.make_mesh(jax.devices()[:1]))
+  np.testing.assert_array_equal(one, run(sharding.make_mesh(jax.devices()[:8])))
+  assert not np.array_equal(one, images)
