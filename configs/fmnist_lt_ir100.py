@@ -15,7 +15,9 @@ The argument is a comma-separated list: ``quick`` (a tiny smoke run) and/or one 
 the baseline table, which changes only the loss (same network, data, schedule): ``ce``,
 ``class_balanced_ce`` (beta 0.9999), ``focal`` (gamma 1), ``logit_adjusted`` (tau 1),
 ``ldam`` (LDAM-DRW: re-weighting from the first lr milestone, epoch 10), ``ride`` (RIDE's
-CIFAR factor -0.45, re-weighting from epoch 10), ``lgla`` (the default).
+CIFAR factor -0.45, re-weighting from epoch 10), ``lgla`` (the default); ``autoaugment``
+adds the CIFAR recipe's AutoAugment + Cutout 16 (to compare host and device augmentation
+on real data: ``--config.augment.on_device=False`` runs it on the host).
 """
 
 from lgla_jax import configlib
@@ -53,9 +55,12 @@ def get_config(arg: str = ""):
       c.loss.name = token
       for field, value in BASELINES[token].items():
         c.loss[field] = value
+    elif token == "autoaugment":
+      c.augment.autoaugment = True
+      c.augment.cutout = 16
     elif token != "quick":
-      raise ValueError(f"unknown config argument {token!r} (use quick and/or one of "
-                       f"{sorted(BASELINES)}, comma-separated)")
+      raise ValueError(f"unknown config argument {token!r} (use quick, autoaugment "
+                       f"and/or one of {sorted(BASELINES)}, comma-separated)")
   if "quick" in tokens:  # a tiny smoke run: 2 short epochs on a small ResNet
     c.model.depth = 8
     c.num_epochs = 2

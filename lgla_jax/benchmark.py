@@ -33,6 +33,7 @@ _STEPS = flags.DEFINE_integer("steps", 30, "Timed dispatches of the parts (after
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed dispatches first (the first one compiles).")
 _EPOCHS = flags.DEFINE_integer("epochs", 0, "Also time a real run of this many epochs (0: no).")
 _SYNTHETIC = flags.DEFINE_bool("synthetic", False, "Random images instead of the data set.")
+_SYNTHETIC_TEST = flags.DEFINE_integer("synthetic_test", 10_000, "Test images with --synthetic.")
 
 
 def synthetic_splits(config, num_train: int | None = None, num_test: int = 10_000) -> datasets.DataSplits:
@@ -151,10 +152,10 @@ def main(argv):
   config = _CONFIG.value
   out = {"synthetic": _SYNTHETIC.value}
   if _STEPS.value > 0:
-    splits = synthetic_splits(config) if _SYNTHETIC.value else None
+    splits = synthetic_splits(config, num_test=_SYNTHETIC_TEST.value) if _SYNTHETIC.value else None
     out["parts"] = parts(config, _STEPS.value, max(_WARMUP.value, 1), splits)
   if _EPOCHS.value > 0:
-    splits = synthetic_splits(config) if _SYNTHETIC.value else None
+    splits = synthetic_splits(config, num_test=_SYNTHETIC_TEST.value) if _SYNTHETIC.value else None
     out["run"] = epochs(config, _EPOCHS.value, splits)
   print(json.dumps(out), flush=True)
 

@@ -35,6 +35,7 @@ class Steps:
   train: Callable  # (state, batch) -> (state, metrics)
   train_chunk: Callable  # (state, chunk of K batches + "active" [K]) -> (state, metrics [K])
   eval: Callable  # (state, batch) -> per-batch evaluation counts
+  data_on_device: bool = False  # batches are indices into device-resident data
 
 
 def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
@@ -119,5 +120,5 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
                      compiler_options=options)
   if device_data:
     bind = lambda f: functools.wraps(f)(lambda state, batch: f(state, batch, device_data))
-    return Steps(bind(train), bind(chunked), bind(evaluate))
+    return Steps(bind(train), bind(chunked), bind(evaluate), data_on_device=True)
   return Steps(train, chunked, evaluate)

@@ -25,7 +25,7 @@ def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, 
   """Evaluate on every test image exactly once; returns the accuracy report. With the data
   on the devices (``config.dataset.on_device``) only indices travel."""
   totals = None
-  if config.dataset.on_device:
+  if steps.data_on_device:
     it = device_data.eval_index_batches(len(test.labels), config.eval_batch_size)
   else:
     it = input_pipeline.eval_iterator(test.images, test.labels, global_batch=config.eval_batch_size,

@@ -144,3 +144,12 @@ def test_fashion_mnist_baseline_variants(loss):
     assert quick.loss.reweight_epoch == 1 and quick.num_epochs == 2
   with pytest.raises(flags.Error, match="unknown config argument"):
     _parse([f"--config={path}:nope"])
+
+
+def test_fashion_mnist_autoaugment_variant_changes_only_the_augmentation():
+  path = CONFIGS[0].parent / "fmnist_lt_ir100.py"
+  base = _parse([f"--config={path}"]).to_dict()
+  c = _parse([f"--config={path}:autoaugment"])
+  configlib.validate(c, num_devices=1)
+  assert (c.augment.autoaugment, c.augment.cutout) == (True, 16)
+  assert {k for k in base if c.to_dict()[k] != base[k]} == {"augment"}

@@ -136,10 +136,12 @@ def test_plain_linear_head_and_depth():
     ExpertResNetCifar(10, 3, expert_layout="vmap").init(jax.random.PRNGKey(0), x)
 
 
+@pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("group_size", [0, 4])
-def test_batchnorm_hand_written_vjp_matches_autodiff(group_size):
-  # BatchNorm's backward is written out by hand; it must equal autodiff of the plain
-  # formula (float64, so that only a wrong formula, not rounding, can fail it).
+def test_batchnorm_hand_written_vjp_matches_autodiff(group_size, masked):
+  # BatchNorm's backward is written out by hand, also for a masked (padded) batch, whose
+  # statistics leave out the padding; it must equal autodiff of the plain formula
+  # (float64, so that only a wrong formula, not rounding, can fail it).
   from lgla_jax.models.layers import BatchNorm
   with jax.enable_x64():
     rng = np.random.default_rng(0)
@@ -147,20 +149,23 @@ def test_batchnorm_hand_written_vjp_matches_autodiff(group_size):
     scale = jnp.asarray(rng.normal(1.0, 0.5, 6))
     bias = jnp.asarray(rng.normal(0.0, 0.5, 6))
     dy = jnp.asarray(rng.normal(size=x.shape))
+    mask = np.array([1, 1, 1, 0, 1, 1, 0, 0], bool) if masked else None
     bn = BatchNorm(dtype=jnp.float64, group_size=group_size)
     variables = bn.init(jax.random.key(0), x, train=True)
 
     def ours(x, scale, bias):
       params = {"scale": scale, "bias": bias}
       y, _ = bn.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
-                      train=True, mutable=["batch_stats"])
+                      train=True, mask=mask, mutable=["batch_stats"])
       return jnp.sum(y * dy)
 
     def reference(x, scale, bias):
       g = x.shape[0] // group_size if group_size else 1
       xg = x.reshape(g, -1, x.shape[-1])
-      mean = xg.mean(axis=1, keepdims=True)
-      var = ((xg - mean) ** 2).mean(axis=1, keepdims=True)
+      w = np.ones(x.shape[:1]) if mask is None else mask.astype(float)
+      w = jnp.repeat(jnp.asarray(w), x.size // x.shape[0] // x.shape[-1]).reshape(g, -1, 1)
+      mean = (xg * w).sum(axis=1, keepdims=True) / w.sum(axis=1, keepdims=True)
+      var = ((xg - mean) ** 2 * w).sum(axis=1, keepdims=True) / w.sum(axis=1, keepdims=True)
       y = ((xg - mean) / jnp.sqrt(var + 1e-5) * scale + bias).reshape(x.shape)
       return jnp.sum(y * dy)
 

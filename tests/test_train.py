@@ -210,7 +210,8 @@ def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
     devices = np.asarray([type("Device", (), {"platform": "gpu"})()])
 
   assert sharding.compiler_options(FakeGpuMesh()) is None
-  runs = {flag: _run_steps(_config("demo", xla_cpu_fast_elementwise=flag), 1, 2)
+  # lr 0.01: float32 noise from the other fusion grows less than at 0.1 (see above)
+  runs = {flag: _run_steps(_config("demo", xla_cpu_fast_elementwise=flag, **{"optim.lr": 0.01}), 1, 2)
           for flag in (True, False)}
   np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(runs[True][1].params), jax.tree.leaves(runs[False][1].params)):
