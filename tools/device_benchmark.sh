@@ -21,6 +21,7 @@ PYTHON=${PYTHON:-python3}
 CONFIG=${CONFIG:-configs/cifar100_ir100.py}  # dry run on a CPU: CONFIG=...:quick STEPS=2 EPOCHS=1
 STEPS=${STEPS:-30}
 EPOCHS=${EPOCHS:-40}
+TEST=${SYNTHETIC_TEST:-10000}  # synthetic test images (CIFAR-100: 10,000)
 [[ "${FULL:-0}" == 1 ]] && EPOCHS=400
 if compgen -G ".whl/*.whl" > /dev/null; then
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -37,7 +38,7 @@ fi
 
 bench() {
   "$PYTHON" -m lgla_jax.benchmark --config="$CONFIG" --synthetic --steps="$STEPS" \
-    --epochs="$EPOCHS" "$@" | tee -a "$OUT/benchmark.jsonl"
+    --epochs="$EPOCHS" --synthetic_test="$TEST" "$@" | tee -a "$OUT/benchmark.jsonl"
 }
 bench --config.dtype=float32
 bench --config.dtype=bfloat16
