@@ -8,8 +8,8 @@ data_dir is the ImageNet image root the split files' paths are relative to; spli
 ImageNet_LT_train.txt / ImageNet_LT_test.txt. Recipe: batch 64, SGD lr 0.025 Nesterov,
 weight decay 5e-4, cosine annealing over 180 epochs (eta_min 0), tau 2.8; RandomResizedCrop
 224, flip, ColorJitter 0.4, RandAugment n2 m10 mstd0.5. The official run used 2 GPUs under
-DataParallel (BatchNorm over each GPU's 32 images): --config.model.bn_group_size=32
-reproduces that; the default normalises over the whole batch.
+DataParallel, so BatchNorm normalised each GPU's 32 images: model.bn_group_size=32 is the
+default (running statistics from the first group); 0 normalises over the whole batch.
 """
 
 from lgla_jax import configlib
@@ -18,4 +18,4 @@ from lgla_jax import configlib
 def get_config(arg: str = ""):
   return configlib.large_lt_config(
       "imagenet_lt", "resnet50", tau=2.8, batch_size=64, lr=0.025, weight_decay=5e-4,
-      num_epochs=180, schedule="cosine", arg=arg)
+      num_epochs=180, schedule="cosine", official_gpus=2, arg=arg)

@@ -5,7 +5,8 @@
   python -m lgla_jax.main --config=configs/imagenet_lt_resnext50.py:quick ...   # smoke run
 
 As imagenet_lt_resnet50 (batch 64, lr 0.025, wd 5e-4, cosine over 180 epochs, RandAugment),
-with tau 3.0. Official: 2 GPUs (--config.model.bn_group_size=32 for per-GPU BatchNorm).
+with tau 3.0. Official: 2 GPUs under DataParallel, so BatchNorm over groups of 32 images is
+the default (model.bn_group_size=0: the whole batch).
 """
 
 from lgla_jax import configlib
@@ -14,4 +15,4 @@ from lgla_jax import configlib
 def get_config(arg: str = ""):
   return configlib.large_lt_config(
       "imagenet_lt", "resnext50_32x4d", tau=3.0, batch_size=64, lr=0.025, weight_decay=5e-4,
-      num_epochs=180, schedule="cosine", arg=arg)
+      num_epochs=180, schedule="cosine", official_gpus=2, arg=arg)

@@ -7,7 +7,9 @@
 Split files iNaturalist18_train.txt / iNaturalist18_val.txt (8,142 classes; evaluation on
 val). Recipe: batch 512, SGD lr 0.2 Nesterov, weight decay 2e-4, cosine annealing to 1e-4
 over 400 epochs (as the official config), tau 3.0, iNaturalist normalisation, RandAugment.
-Official: 4 GPUs (--config.model.bn_group_size=128 for per-GPU BatchNorm).
+Official: 4 GPUs under DataParallel, so BatchNorm over groups of 128 images is the default
+(model.bn_group_size=0: the whole batch). RandAugment fills with the ImageNet mean grey, as
+the official loader does here too.
 """
 
 from lgla_jax import configlib
@@ -16,4 +18,4 @@ from lgla_jax import configlib
 def get_config(arg: str = ""):
   return configlib.large_lt_config(
       "inaturalist2018", "resnet50", tau=3.0, batch_size=512, lr=0.2, weight_decay=2e-4,
-      num_epochs=400, schedule="cosine", arg=arg, optim__cosine_eta_min=1e-4)
+      num_epochs=400, schedule="cosine", official_gpus=4, arg=arg, optim__cosine_eta_min=1e-4)

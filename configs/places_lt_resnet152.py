@@ -9,7 +9,9 @@ Separate layer3/layer4 per expert, all initialised from the pretrained ResNet-15
 layer3/layer4 (model.pretrained: the PyTorch state_dict as .pth, read without torch,
 or .npz). Recipe: batch 128, SGD lr 0.01 Nesterov, weight decay 4e-4, 30 epochs with x0.1
 at epochs 10 and 20, tau 2.4; RandomResizedCrop, ColorJitter, grayscale 0.2, blur 0.5, flip.
-Official: 4 GPUs (--config.model.bn_group_size=32 for per-GPU BatchNorm).
+Official: 4 GPUs under DataParallel, so BatchNorm over groups of 32 images is the default.
+Without model.pretrained the run refuses to start (the official model cannot run without
+its weights); --config.model.pretrained=none trains from random initialisation on purpose.
 """
 
 from lgla_jax import configlib
@@ -18,5 +20,6 @@ from lgla_jax import configlib
 def get_config(arg: str = ""):
   return configlib.large_lt_config(
       "places_lt", "resnet152", tau=2.4, batch_size=128, lr=0.01, weight_decay=4e-4,
-      num_epochs=30, schedule="step", arg=arg, model__separate_experts=True,
+      num_epochs=30, schedule="step", official_gpus=4, arg=arg, model__separate_experts=True,
+      model__pretrained=configlib.PRETRAINED_REQUIRED,
       optim__step_epochs=(10, 20), optim__warmup_epochs=0)

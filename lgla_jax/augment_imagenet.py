@@ -20,6 +20,10 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 RECIPES = ("imagenet", "places")
 
+# The grey RandAugment's geometric ops leave behind: the ImageNet mean in 0..255, which the
+# official loaders use on every data set, iNaturalist included (whose own mean differs).
+RANDAUGMENT_FILL = (124, 116, 104)
+
 
 def random_resized_crop(img, rng, size=224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
   """torchvision ``RandomResizedCrop``: 10 tries at a random area and aspect ratio, then a
@@ -106,7 +110,7 @@ RAND_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solari
 
 
 def rand_augment(img, rng, num_ops=2, magnitude=10.0, magnitude_std=0.5, prob=0.5,
-                 fill=(124, 116, 104)):
+                 fill=RANDAUGMENT_FILL):
   """RandAugment: ``num_ops`` ops drawn uniformly (with replacement), each applied with
   probability ``prob`` at a magnitude ~ N(magnitude, magnitude_std) clipped to [0, 10]."""
   for k in rng.integers(0, len(RAND_OPS), size=num_ops):
@@ -120,14 +124,14 @@ def _flip(img, rng):
   return img.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else img
 
 
-def train_image(img, rng, recipe: str, size: int = 224, fill=(124, 116, 104)) -> np.ndarray:
+def train_image(img, rng, recipe: str, size: int = 224) -> np.ndarray:
   """The training augmentation of one image (``recipe`` 'imagenet' or 'places')."""
   img = img.convert("RGB")
   if recipe == "imagenet":
     img = random_resized_crop(img, rng, size)
     img = _flip(img, rng)
     img = color_jitter(img, rng)
-    img = rand_augment(img, rng, fill=fill)
+    img = rand_augment(img, rng)
   elif recipe == "places":
     img = random_resized_crop(img, rng, size)
     img = color_jitter(img, rng)

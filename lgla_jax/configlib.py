@@ -57,7 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.arch = "resnet50"  # resnet: resnet50 | resnext50_32x4d | resnet152 | resnet26
   c.model.separate_experts = False  # resnet: separate layer3/layer4 per expert (Places ResNet-152)
   c.model.base_planes = 64  # resnet: stem width (smaller only for smoke tests)
-  c.model.pretrained = config_dict.placeholder(str)  # resnet: ImageNet-pretrained weights (.npz/.pth) for the trunk
+  c.model.pretrained = config_dict.placeholder(str)  # resnet: ImageNet-pretrained weights (.npz/.pth) for the trunk; "none": random init; "required": must be given (Places-LT)
   c.model.bn_group_size = 0  # BatchNorm statistics over groups of this many images (0: the global batch)
   c.model.depth = 32  # 6n+2
   c.model.num_experts = 3  # E: E-1 region experts (LLA) + 1 global expert (GLA)
@@ -111,6 +111,25 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+# model.pretrained values that name no file.
+PRETRAINED_NONE = "none"  # train from random initialisation, explicitly
+PRETRAINED_REQUIRED = "required"  # the recipe starts from pretrained weights: refuse without them
+PRETRAINED_HINT = (
+    "the official Places-LT model always starts from the ImageNet ResNet-152 that OLTR "
+    "distributes (the official code loads model/pretrained_model_places/resnet152.pth with "
+    "init_weights(caffe=True): a plain state dict, conv1.weight, layer3.0.conv1.weight, ...; "
+    "the trunk by name, every expert's layer3s/layer4s from layer3/layer4). Give its path: "
+    "--config.model.pretrained=/path/resnet152.pth (torchvision's resnet152 weights also "
+    "load: other weights, other numbers), or --config.model.pretrained=none to train from "
+    "random initialisation")
+
+
+def pretrained_file(model_config) -> str | None:
+  """The weights file ``model.pretrained`` names, or None (not set, or "none")."""
+  p = model_config.pretrained
+  return None if p in (None, "", PRETRAINED_NONE, PRETRAINED_REQUIRED) else p
+
+
 class ConfigError(ValueError):
   """A config field is unknown or inconsistent; the message names it."""
 
@@ -154,6 +173,8 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   if not 0 <= c.augment.rotate < 180:
     _fail("augment.rotate", f"must be in [0, 180) degrees, got {c.augment.rotate}")
   m = c.model
+  if m.pretrained == PRETRAINED_REQUIRED:
+    _fail("model.pretrained", PRETRAINED_HINT)
   for field, problem in models.problems(m):
     _fail(field, problem)
   if m.bn_group_size < 0 or (m.bn_group_size and c.batch_size % m.bn_group_size):
@@ -243,10 +264,12 @@ def shrink_to_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def large_lt_config(dataset: str, arch: str, *, tau: float, batch_size: int, lr: float,
-                    weight_decay: float, num_epochs: int, schedule: str, arg: str = "", **extra):
+                    weight_decay: float, num_epochs: int, schedule: str, official_gpus: int,
+                    arg: str = "", **extra):
   """The official recipe of an ImageNet-size benchmark (ImageNet-LT, iNaturalist 2018,
   Places-LT); ``arg='quick'`` shrinks it to a smoke run (64x64 images, 1/8-width network,
-  batch 8, one epoch)."""
+  batch 8, one epoch). The official runs used DataParallel on ``official_gpus`` GPUs, so
+  BatchNorm saw ``batch_size / official_gpus`` images: that is the default grouping."""
   c = base_config()
   c.dataset.name = dataset
   c.dataset.source = "split_files"
@@ -258,6 +281,7 @@ def large_lt_config(dataset: str, arch: str, *, tau: float, batch_size: int, lr:
   c.augment.recipe = "places" if dataset == "places_lt" else "imagenet"
   c.model.name = "resnet"
   c.model.arch = arch
+  c.model.bn_group_size = batch_size // official_gpus
   c.loss.tau = tau
   c.batch_size = batch_size
   c.eval_batch_size = 500
@@ -276,6 +300,9 @@ def large_lt_config(dataset: str, arch: str, *, tau: float, batch_size: int, lr:
     c.dataset.image_size = 64
     c.model.base_planes = 16 if arch.startswith("resnext") else 8  # ResNeXt needs 16 for 32 groups
     c.batch_size = 8
+    c.model.bn_group_size = 8 // min(official_gpus, 4)  # still grouped, as the real recipe
+    if c.model.pretrained == PRETRAINED_REQUIRED:
+      c.model.pretrained = PRETRAINED_NONE  # a smoke run from random weights, said so
     c.eval_batch_size = 8
     c.num_epochs = 1
     c.num_workers = 0

@@ -85,7 +85,6 @@ class AugmentBatch(grain.transforms.Map):
   process_index: int = 0
   recipe: str = "cifar"
   image_size: int = 224
-  fill: tuple = (124, 116, 104)
   rotate: float = 0.0
 
   def map(self, batch):
@@ -106,7 +105,7 @@ class AugmentBatch(grain.transforms.Map):
       seeds = rng.integers(0, 2**63 - 1, size=self.global_batch)[positions]
       images = np.stack([
           augment_imagenet.train_image(_open(path), np.random.default_rng(s), self.recipe,
-                                       self.image_size, self.fill)
+                                       self.image_size)
           for path, s in zip(batch["image"], seeds)])
     return {"image": images, "label": batch["label"], "mask": batch["mask"]}
 
@@ -135,7 +134,7 @@ def steps_per_epoch(num_examples: int, global_batch: int, drop_last: bool = Fals
 
 def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: int,
                    start_step: int = 0, augment_config=None, num_workers: int = 0,
-                   image_size: int = 224, fill=(124, 116, 104), drop_last: bool = False):
+                   image_size: int = 224, drop_last: bool = False):
   """An iterator of this process's training batches from global step ``start_step`` on."""
   pc, pi = jax.process_count(), jax.process_index()
   if global_batch % pc:
@@ -147,7 +146,7 @@ def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: 
   if augment_config is not None:
     a = augment_config
     ds = ds.map(AugmentBatch(seed, a.crop_padding, a.flip, a.autoaugment, a.cutout,
-                             global_batch, pi, a.recipe, image_size, tuple(fill), a.rotate))
+                             global_batch, pi, a.recipe, image_size, a.rotate))
   elif not isinstance(images, np.ndarray):
     ds = ds.map(AugmentBatch(seed, 0, False, False, 0, global_batch, pi, "eval", image_size))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))

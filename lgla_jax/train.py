@@ -104,9 +104,10 @@ def setup(config, mesh=None, splits=None) -> Run:
                                 f"{splits.train.images.shape[1:]}")
   state = state_lib.create(model, tx, jax.random.PRNGKey(config.seed), image_shape,
                            sharding.replicated(mesh))
-  if config.model.pretrained:
+  weights = configlib.pretrained_file(config.model)
+  if weights:
     params, model_state = model.load_pretrained(
-        *jax.device_get((state.params, state.model_state)), config.model.pretrained)
+        *jax.device_get((state.params, state.model_state)), weights)
     params, model_state = jax.device_put((params, model_state), sharding.replicated(mesh))
     state = state.replace(params=params, model_state=model_state)
   steps = make_steps(model, tx, loss_fn, mean=config.dataset.mean, std=config.dataset.std,
@@ -148,7 +149,7 @@ def train_batches(run: Run, start_step: int, total_steps: int):
       num_epochs=config.num_epochs, start_step=start_step,
       augment_config=None if config.augment.on_device else config.augment,
       num_workers=config.num_workers, image_size=config.dataset.image_size,
-      fill=tuple(round(255 * m) for m in config.dataset.mean), drop_last=config.drop_last_batch)
+      drop_last=config.drop_last_batch)
   return itertools.islice(it, total_steps - start_step)
 
 

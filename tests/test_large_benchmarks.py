@@ -119,3 +119,58 @@ def test_bn_group_size_normalises_groups_like_separate_gpus():
   # running statistics follow the first group, as DataParallel keeps device 0's replica
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6),
                new["batch_stats"], new_first["batch_stats"])
+
+
+@pytest.mark.parametrize("name, gpus", [("imagenet_lt_resnet50", 2), ("imagenet_lt_resnext50", 2),
+                                        ("inaturalist_resnet50", 4), ("places_lt_resnet152", 4)])
+def test_batchnorm_groups_default_to_the_official_per_gpu_share(name, gpus):
+  """DataParallel on the official GPU count: each GPU normalised batch / n_gpu images."""
+  from lgla_jax import models
+  c = _config(name, "")
+  assert c.model.bn_group_size == c.batch_size // gpus
+  # The configured model normalises each group as a separate sub-batch and keeps the first
+  # group's running statistics (shown on the quick network, whose groups are 8 / 4 = 2 images
+  # for 4 GPUs, 4 for 2).
+  quick = _config(name)
+  g = quick.model.bn_group_size
+  assert g == 8 // gpus
+  # float64 (groups of 2-4 images make float32 BatchNorm noisy): a wrong grouping moves the
+  # logits by O(1), rounding by < 1e-7.
+  with jax.enable_x64():
+    model = models.build(quick.model, 10, jnp.float64)
+    whole = quick.model.copy_and_resolve_references()
+    whole.bn_group_size = 0
+    plain = models.build(whole, 10, jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 64, 64, 3), jnp.float64)
+    params, state = model.init(jax.random.PRNGKey(1), x.shape[1:])
+    params, state = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), (params, state))
+    out, new_state = model.apply(params, state, x, train=True)
+    parts = [plain.apply(params, state, x[i:i + g], train=True) for i in range(0, 8, g)]
+    np.testing.assert_allclose(np.asarray(out["logits"]),
+                               np.concatenate([p[0]["logits"] for p in parts], axis=1), rtol=1e-6, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(parts[0][1])):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+
+
+def test_places_refuses_to_train_without_its_pretrained_weights():
+  from lgla_jax import configlib
+  c = _config("places_lt_resnet152", "")
+  with pytest.raises(configlib.ConfigError, match="resnet152.pth.*pretrained=none"):
+    configlib.validate(c)
+  c.model.pretrained = "none"  # random initialisation, said explicitly
+  configlib.validate(c)
+  assert configlib.pretrained_file(c.model) is None
+  c.model.pretrained = "/data/resnet152.pth"
+  configlib.validate(c)
+  assert configlib.pretrained_file(c.model) == "/data/resnet152.pth"
+  assert _config("places_lt_resnet152").model.pretrained == "none"  # the smoke run says so
+
+
+def test_randaugment_fills_with_the_imagenet_grey_on_every_data_set():
+  """The official loaders fill with (124, 116, 104) on iNaturalist too, not its own mean."""
+  black = Image.fromarray(np.zeros((64, 64, 3), np.uint8))
+  corners = {tuple(np.asarray(augment_imagenet.rand_augment(black, np.random.default_rng(s)))[0, 0])
+             for s in range(300)}
+  assert (124, 116, 104) in corners  # a rotation, shear or translation happened
+  inat_mean = tuple(round(255 * m) for m in (0.466, 0.471, 0.380))
+  assert inat_mean not in corners

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from lgla_jax import configlib
 from lgla_jax.models import layers, resnet, resnet_cifar
 from lgla_jax.models.resnet import ExpertResNet
 from lgla_jax.models.resnet_cifar import ExpertResNetCifar
@@ -98,6 +99,6 @@ def problems(model_config) -> list[tuple[str, str]]:
     found.append(("model.num_experts", f"must be >= 1, got {m.num_experts}"))
   if m.conv_impl not in layers.CONV_IMPLS:
     found.append(("model.conv_impl", f"must be one of {layers.CONV_IMPLS}, got {m.conv_impl!r}"))
-  if model_config.pretrained and spec.load_pretrained is None:
+  if configlib.pretrained_file(model_config) and spec.load_pretrained is None:
     found.append(("model.pretrained", f"model {model_config.name!r} has no pretrained weights"))
   return found
