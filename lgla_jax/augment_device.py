@@ -103,6 +103,7 @@ def blend(degenerate, img, factor):
 
 
 def color(img, factor):
+  """Blend with the greyscale image (``ImageEnhance.Color``)."""
   return blend(jnp.broadcast_to(greyscale(img)[..., None], img.shape), img, factor)
 
 
@@ -115,6 +116,7 @@ def contrast(img, factor):
 
 
 def brightness(img, factor):
+  """Blend with black (``ImageEnhance.Brightness``)."""
   return blend(jnp.zeros_like(img), img, factor)
 
 
@@ -142,6 +144,7 @@ def solarize(img, threshold):
 
 
 def invert(img):
+  """``ImageOps.invert``."""
   return 255 - img
 
 
@@ -267,6 +270,7 @@ def random_crop(img, key, padding: int):
 
 
 def random_flip(img, key):
+  """Mirror left-right with probability 1/2."""
   return jnp.where(jax.random.bernoulli(key), img[:, ::-1], img)
 
 
