@@ -22,6 +22,10 @@ def _parse(argv):
 @pytest.mark.parametrize("arg", ["", "quick"])
 def test_every_config_is_valid(path, arg):
   config = _parse([f"--config={path}" + (f":{arg}" if arg else "")])
+  if config.model.pretrained == configlib.PRETRAINED_REQUIRED:  # Places-LT: weights first
+    with pytest.raises(configlib.ConfigError, match="model.pretrained"):
+      configlib.validate(config, num_devices=1)
+    config.model.pretrained = "/data/resnet152.pth"
   configlib.validate(config, num_devices=1)
   text = path.read_text()
   assert "python -m lgla_jax.main --config=configs/" in text  # the run command in the docstring
