@@ -130,10 +130,12 @@ def test_batchnorm_groups_default_to_the_official_per_gpu_share(name, gpus):
   assert c.model.bn_group_size == c.batch_size // gpus
   # The configured model normalises each group as a separate sub-batch and keeps the first
   # group's running statistics (shown on the quick network, whose groups are 8 / 4 = 2 images
-  # for 4 GPUs, 4 for 2).
+  # for 4 GPUs, 4 for 2; the float64 check once per group size, to keep CI short).
   quick = _config(name)
   g = quick.model.bn_group_size
   assert g == 8 // gpus
+  if name not in ("imagenet_lt_resnet50", "inaturalist_resnet50"):
+    return
   # float64 (groups of 2-4 images make float32 BatchNorm noisy): a wrong grouping moves the
   # logits by O(1), rounding by < 1e-7.
   with jax.enable_x64():
