@@ -17,7 +17,9 @@ the baseline table, which changes only the loss (same network, data, schedule): 
 ``ldam`` (LDAM-DRW: re-weighting from the first lr milestone, epoch 10), ``ride`` (RIDE's
 CIFAR factor -0.45, re-weighting from epoch 10), ``lgla`` (the default); ``autoaugment``
 adds the CIFAR recipe's AutoAugment + Cutout 16 (to compare host and device augmentation
-on real data: ``--config.augment.on_device=False`` runs it on the host).
+on real data: ``--config.augment.on_device=False`` runs it on the host); ``seeds5`` trains
+5 replicas (seeds 0-4) in one run, ``tau_sweep`` 5 replicas of seed 0 with tau 2.0 to 4.0
+(``lgla_jax.replicas``; with a loss that reads tau: lgla, logit_adjusted).
 """
 
 from lgla_jax import configlib
@@ -30,6 +32,11 @@ BASELINES = {  # the loss fields each baseline of the table sets
     "logit_adjusted": {"tau": 1.0},
     "ldam": {"max_m": 0.5, "reweight_epoch": 9},  # DRW from the first milestone on
     "ride": {"reweight_epoch": 9, "additional_diversity_factor": -0.45},
+}
+
+REPLICAS = {  # (replicas.seeds, replicas.tau) of the replica variants
+    "seeds5": ((0, 1, 2, 3, 4), ()),
+    "tau_sweep": ((0,) * 5, (2.0, 2.5, 3.0, 3.5, 4.0)),
 }
 
 
@@ -58,9 +65,12 @@ def get_config(arg: str = ""):
     elif token == "autoaugment":
       c.augment.autoaugment = True
       c.augment.cutout = 16
+    elif token in REPLICAS:
+      c.replicas.seeds, c.replicas.tau = REPLICAS[token]
     elif token != "quick":
-      raise ValueError(f"unknown config argument {token!r} (use quick, autoaugment "
-                       f"and/or one of {sorted(BASELINES)}, comma-separated)")
+      raise ValueError(f"unknown config argument {token!r} (use quick, autoaugment, "
+                       f"{' or '.join(REPLICAS)} and/or one of {sorted(BASELINES)}, "
+                       f"comma-separated)")
   if "quick" in tokens:  # a tiny smoke run: 2 short epochs on a small ResNet
     c.model.depth = 8
     c.num_epochs = 2

@@ -11,6 +11,8 @@ Prints one JSON object. Two kinds of numbers:
   checkpoints, evaluations as the config schedules them): its wall time and the images/s
   that gives, next to the steady-state training rate the run reports. ``--epochs=0`` skips it.
 
+A replica run (``--config.replicas.seeds=...``) counts the images of all its replicas.
+
 ``--synthetic`` uses random uint8 images of the config's size with the config's
 long-tailed class counts (the real training-set size), so no data set is needed.
 """
@@ -64,7 +66,8 @@ def parts(config, steps: int, warmup: int, splits=None) -> dict:
   config, state, fns = run.config, run.state, run.steps
   k = config.steps_per_dispatch
   n = (steps + warmup) * k
-  per_dispatch = k * config.batch_size
+  r = run.replicas.size if run.replicas else 1  # a replica run trains R batches a step
+  per_dispatch = k * config.batch_size * r
   step_fn = fns.train_chunk if k > 1 else fns.train
 
   source = iter(train.train_batches(run, 0, n))
@@ -72,7 +75,7 @@ def parts(config, steps: int, warmup: int, splits=None) -> dict:
   t0 = time.perf_counter()
   for _ in range(min(steps * k, n - 1)):
     next(source)
-  source_rate = _rate(min(steps * k, n - 1) * config.batch_size, time.perf_counter() - t0)
+  source_rate = _rate(min(steps * k, n - 1) * config.batch_size * r, time.perf_counter() - t0)
 
   items = train.dispatches(run, 0, n)
   t0 = time.perf_counter()
@@ -117,8 +120,9 @@ def epochs(config, num_epochs: int, splits=None) -> dict:
     result = train.train_and_evaluate(config, workdir, splits=splits)
     wall = time.perf_counter() - t0
   num_train = sum(result["class_counts"])
+  r = len(result.get("replicas", [])) or 1
   return {"epochs": num_epochs, "wall_s": round(wall, 2),
-          "end_to_end_images_per_s": _rate(num_epochs * num_train, wall),
+          "end_to_end_images_per_s": _rate(num_epochs * num_train * r, wall),
           "steady_train_images_per_s": round(result["train_images_per_s"] or 0, 2),
           "final_top1": result["final"]["top1"], "num_train": num_train,
           "evaluations": len(result["history"]), **_context(result["config"])}
@@ -132,6 +136,7 @@ def _context(config) -> dict:
           "data_on_device": get("dataset", "on_device"),
           "augment_on_device": get("augment", "on_device"),
           "steps_per_dispatch": get("steps_per_dispatch"),
+          "replicas": len(get("replicas", "seeds")) or 1,
           "augment": {k: get("augment", k) for k in ("crop_padding", "flip", "autoaugment", "cutout")},
           "num_workers": get("num_workers")}
 

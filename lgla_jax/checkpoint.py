@@ -23,16 +23,28 @@ class CheckpointError(ValueError):
 
 
 def digests(state) -> dict:
-  """``{tensor path: sha256 prefix}`` of a state (process-local values: the state is
-  replicated, so every process computes the same)."""
+  """``{tensor path: sha256 prefix}`` of a state (whole values; on several processes, the
+  process-local copy of a replicated value, the same on every process)."""
   leaves = jax.tree_util.tree_flatten_with_path(state)[0]
   out = {}
   for path, leaf in leaves:
-    value = np.asarray(jax.device_get(leaf.addressable_data(0) if hasattr(leaf, "addressable_data") else leaf))
+    value = _local_whole(leaf)
     h = hashlib.sha256(str((value.dtype, value.shape)).encode())
     h.update(np.ascontiguousarray(value).tobytes())
     out[jax.tree_util.keystr(path)] = h.hexdigest()[:16]
   return out
+
+
+def _local_whole(leaf) -> np.ndarray:
+  """The whole value of a state leaf from this process's shards: on several processes each
+  holds every block of the state (replicated, or a replica run's replica axis, which the
+  mesh keeps within each process: ``sharding.make_mesh``)."""
+  if getattr(leaf, "is_fully_addressable", True):
+    return np.asarray(jax.device_get(leaf))
+  value = np.empty(leaf.shape, leaf.dtype)
+  for shard in leaf.addressable_shards:
+    value[shard.index] = np.asarray(shard.data)
+  return value
 
 
 class Checkpointer:
@@ -113,6 +125,17 @@ class Checkpointer:
                               f"differ from the digests saved with them ({', '.join(bad[:3])}): {hint}")
     return restored.state, meta
 
+  def read_meta(self, step: int) -> dict:
+    """The meta saved with ``step`` (without reading the state)."""
+    try:
+      restored = self._manager.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(f"the meta of checkpoint {self.directory}/{step} cannot be read "
+                            f"({type(e).__name__})") from None
+    meta = dict(restored.meta)
+    meta.pop("digests", None)
+    return meta
+
   def _older(self, step) -> str:
     older = [s for s in self.all_steps() if s < step]
     return f" ({self.directory}/{older[-1]})" if older else ""
@@ -153,6 +176,8 @@ def resolve(path: str) -> tuple[str, int | None]:
   return path, None
 
 
-def abstract(state, sharding):
-  """Shapes, dtypes and sharding of ``state`` (what ``restore`` fills)."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+def abstract(state, sharding=None):
+  """Shapes, dtypes and sharding of ``state`` (what ``restore`` fills): ``sharding`` for
+  every leaf, or (None) each leaf's own, as a freshly built state of the run has it."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                     sharding=sharding or x.sharding), state)

@@ -93,6 +93,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.cosine_eta_min = 0.0  # cosine: final learning rate
   c.optim.step_epochs = (10, 20)  # step: the two epochs of the x gamma decays
 
+  c.replicas = ml_collections.ConfigDict()
+  c.replicas.seeds = ()  # train one replica per seed in one vmapped step (empty: the single run of config.seed)
+  c.replicas.tau = ()  # one loss.tau per seed (a tau sweep; empty: loss.tau for every replica)
+  c.replicas.shards = 1  # split the replicas over this many groups of devices (must divide both)
+  c.replicas.mode = "auto"  # vmap | sequential (lax.map: one replica after the other, less memory) | auto (vmap)
+
   c.num_epochs = 400
   c.batch_size = 128  # global batch, split over all devices
   c.drop_last_batch = False  # False: keep each epoch's incomplete last batch (padded + masked), as the official DataLoader
@@ -141,7 +147,7 @@ def _fail(field: str, problem: str):
 def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
   """Raise ``ConfigError`` naming the first inconsistent field. Names are checked against
   the registries of the modules that own them (data sets, models, losses, schedules)."""
-  from lgla_jax import datasets, input_pipeline, losses, models, optim  # jax loads here
+  from lgla_jax import datasets, input_pipeline, losses, models, optim, replicas  # jax loads here
   reference = base_config()
   _check_keys(c, reference, "")
   d = c.dataset
@@ -200,10 +206,15 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
     _fail("keep_checkpoints", f"must be >= 1, got {c.keep_checkpoints}")
   if c.dtype not in DTYPES:
     _fail("dtype", f"must be one of {DTYPES}, got {c.dtype!r}")
+  for field, problem in replicas.problems(c, num_devices):
+    _fail(field, problem)
   if num_devices:
+    groups = c.replicas.shards if c.replicas.seeds else 1
+    per_group = num_devices // groups  # every replica's batch is split over its group
     for field in ("batch_size", "eval_batch_size"):
-      if c[field] % num_devices:
-        _fail(field, f"{c[field]} is not divisible by the {num_devices} devices")
+      if c[field] % per_group:
+        _fail(field, f"{c[field]} is not divisible by the {per_group} devices "
+              f"{'of each replica group' if groups > 1 else ''}".rstrip())
 
 
 def _check_keys(c, reference, prefix):

@@ -203,9 +203,10 @@ def to_global(batch: dict, sharding: NamedSharding) -> dict:
           for k, v in batch.items() if k != "step"}
 
 
-def chunk_to_global(chunk: dict, mesh) -> dict:
-  """A chunk of K steps (``chunks``): leading step axis whole, batch axis on 'data'."""
-  steps = NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+def chunk_to_global(chunk: dict, mesh, steps: NamedSharding | None = None) -> dict:
+  """A chunk of K steps (``chunks``): leading step axis whole, batch axis on 'data' (or
+  as ``steps`` says: a replica run's chunks are [K, R, B])."""
+  steps = steps or NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
   out = {k: jax.make_array_from_process_local_data(steps, np.asarray(v))
          for k, v in chunk.items() if k not in ("step", "active")}
   out["active"] = jax.device_put(chunk["active"], NamedSharding(mesh, jax.sharding.PartitionSpec()))

@@ -17,15 +17,21 @@ class TrainingDiverged(RuntimeError):
   """The loss or the gradient norm stopped being finite."""
 
 
-def check_finite(metrics: dict, step: int, epoch: int, last_checkpoint: str | None) -> None:
+def check_finite(metrics: dict, step: int, epoch: int, last_checkpoint: str | None,
+                 replica_label=None) -> None:
   """Raise ``TrainingDiverged`` naming step and epoch if the step's loss or gradient norm is
-  not finite (called on every step's metrics before anything is saved)."""
-  bad = [k for k in ("loss", "grad_norm") if k in metrics and not np.isfinite(metrics[k])]
+  not finite (called on every step's metrics before anything is saved). In a replica run
+  the values are per replica, and ``replica_label(k)`` names the diverged ones."""
+  bad = [k for k in ("loss", "grad_norm") if k in metrics and not np.all(np.isfinite(metrics[k]))]
   if bad:
-    values = ", ".join(f"{k} {float(metrics[k])}" for k in bad)
+    values = ", ".join(f"{k} {np.asarray(metrics[k]).tolist()}" for k in bad)
+    which = ""
+    if replica_label is not None:
+      broken = np.flatnonzero(~np.all([np.isfinite(metrics[k]) for k in bad], axis=0))
+      which = f" in replica(s) {', '.join(replica_label(int(k)) for k in broken)}"
     kept = (f"the last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint
             else "no checkpoint was saved")
-    raise TrainingDiverged(f"training diverged at step {step} (epoch {epoch}): {values}. "
+    raise TrainingDiverged(f"training diverged at step {step} (epoch {epoch}){which}: {values}. "
                            f"Nothing was saved after it; {kept}. Lower --config.optim.lr (or "
                            f"check the data) and rerun in a new workdir, or rerun here to "
                            f"resume from that checkpoint")
@@ -66,26 +72,33 @@ class Logger:
 class Progress:
   """Training-loss window, images/s and ETA for the console and the metrics log."""
 
-  def __init__(self, config, total_steps, lr_table, log):
+  def __init__(self, config, total_steps, lr_table, log, replicas: int = 1):
     self.config, self.total_steps, self.lr_table, self.log = config, total_steps, lr_table, log
+    self.step_images = config.batch_size * replicas  # a replica run trains R batches a step
+    self.replicas = replicas
     self.window, self.t0, self.images = [], time.time(), 0
 
   def add(self, fetched_metrics):
     self.window.append(fetched_metrics)
-    self.images += self.config.batch_size
+    self.images += self.step_images
 
   def maybe_report(self, step, epoch, steps_done: int = 1):
     """Report when the last ``steps_done`` steps crossed a multiple of log_every_steps."""
     every = self.config.log_every_steps
     if step // every == (step - steps_done) // every or not self.window:
       return
-    loss = float(np.mean([w["loss"] for w in self.window]))
-    expert = np.mean([w["expert_losses"] for w in self.window], axis=0)
+    # (a replica run: the mean over its replicas, and each replica's loss in the log)
+    losses = np.mean([np.reshape(w["loss"], -1) for w in self.window], axis=0)
+    loss = float(losses.mean())
+    expert = np.mean([np.reshape(w["expert_losses"], (-1, np.shape(w["expert_losses"])[-1]))
+                      for w in self.window], axis=(0, 1))
     rate = self.images / (time.time() - self.t0)
-    eta = (self.total_steps - step) * self.config.batch_size / max(rate, 1e-9)
+    eta = (self.total_steps - step) * self.step_images / max(rate, 1e-9)
     lr = float(self.lr_table[epoch - 1])
     self.log.print(f"epoch {epoch}/{self.config.num_epochs} step {step}/{self.total_steps} "
-                   f"loss {loss:.4f} lr {lr:.5f} {rate:.1f} img/s ETA {eta / 60:.1f} min")
-    self.log.write(step, "train", {"loss": loss, "lr": lr, "images_per_s": rate,
+                   f"loss {loss:.4f}{' (replica mean)' if self.replicas > 1 else ''} lr "
+                   f"{lr:.5f} {rate:.1f} img/s ETA {eta / 60:.1f} min")
+    per_replica = {f"loss_replica{k}": float(v) for k, v in enumerate(losses)} if self.replicas > 1 else {}
+    self.log.write(step, "train", {"loss": loss, "lr": lr, "images_per_s": rate, **per_replica,
                                    **{f"loss_expert{i}": float(v) for i, v in enumerate(expert)}})
     self.window, self.t0, self.images = [], time.time(), 0

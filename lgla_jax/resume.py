@@ -11,7 +11,7 @@ import threading
 
 import jax
 
-from lgla_jax import checkpoint, sharding, workdir as workdir_lib
+from lgla_jax import checkpoint, workdir as workdir_lib
 
 # Set by SIGTERM / SIGINT or by ``request_stop()``: the loop saves a checkpoint at the
 # current step and returns; rerunning the same command resumes at that exact batch.
@@ -59,43 +59,58 @@ def meta(config, epoch, step, num_train) -> dict:
 
 
 def restore_latest(ckpt, state, config, mesh, num_train, log) -> tuple:
-  """Resume from the latest checkpoint of the workdir. A corrupt one is set aside (with a
-  message) for the one before it; one made for other data, or with other training
-  settings (unless ``config.resume_with_changes``), is refused. Returns ``(state,
-  config changes accepted on resume)``."""
-  abstract = checkpoint.abstract(state, sharding.replicated(mesh))
+  """Resume from the latest checkpoint of the workdir. One made for other data, or with
+  other training settings (unless ``config.resume_with_changes``), is refused, from its
+  meta before the state is read; a corrupt one is set aside (with a message) for the one
+  before it. Returns ``(state, config changes accepted on resume)``."""
+  abstract = checkpoint.abstract(state)
   while (latest := ckpt.latest_step()) is not None:
+    changes = _compare(ckpt, latest, config, num_train)
     try:
       restored, saved = ckpt.restore(latest, abstract)
       break
     except checkpoint.CheckpointError as e:
+      if changes:  # the accepted changes may not fit the saved state: it is not corrupt
+        raise checkpoint.CheckpointError(f"{e}\n(the config changes accepted on resume, "
+                                         f"{'; '.join(changes)}, may not fit it)") from None
       if len(ckpt.all_steps()) < 2 or jax.process_count() > 1:
         raise
       moved = ckpt.set_aside(latest)
       log.print(f"warning: {e}\nmoved it to {moved}; resuming from the checkpoint before it")
   else:
     return state, []
-  expected = meta(config, 0, latest, num_train)
-  saved.setdefault("drop_last_batch", True)  # checkpoints from before the option dropped it
-  for key in ("seed", "num_train_images", "batch_size", "drop_last_batch"):
-    if saved.get(key) != expected[key]:
-      raise checkpoint.CheckpointError(
-          f"checkpoint {ckpt.directory}/{latest} was made with {key}={saved.get(key)}, this "
-          f"run has {expected[key]}: use a new workdir")
-  changes = []
-  if "config" in saved:
-    changes = workdir_lib.config_changes(saved["config"], expected["config"],
-                                         ignore=workdir_lib.MAY_CHANGE_ON_RESUME)
-    if changes and not config.resume_with_changes:
-      raise checkpoint.CheckpointError(
-          f"checkpoint {ckpt.directory}/{latest} was trained with another config; changed: "
-          f"{'; '.join(changes)}. Use a new workdir, or pass "
-          f"--config.resume_with_changes=True to continue with the new values (the report "
-          f"records them)")
   log.print(f"resuming from {ckpt.directory}/{latest} (epoch {saved['epoch']}, step "
             f"{int(jax.device_get(restored.step))})" +
             (f" with changed settings: {'; '.join(changes)}" if changes else ""))
   return restored, [{"step": int(latest), "changes": changes}] if changes else []
+
+
+def _compare(ckpt, step: int, config, num_train) -> list[str]:
+  """Refuse a checkpoint whose meta says it belongs to another run; returns the config
+  changes accepted (``resume_with_changes``). An unreadable meta passes: restoring the
+  state finds it corrupt."""
+  try:
+    saved = ckpt.read_meta(step)
+  except checkpoint.CheckpointError:
+    return []
+  expected = meta(config, 0, step, num_train)
+  saved.setdefault("drop_last_batch", True)  # checkpoints from before the option dropped it
+  for key in ("seed", "num_train_images", "batch_size", "drop_last_batch"):
+    if saved.get(key) != expected[key]:
+      raise checkpoint.CheckpointError(
+          f"checkpoint {ckpt.directory}/{step} was made with {key}={saved.get(key)}, this "
+          f"run has {expected[key]}: use a new workdir")
+  if "config" not in saved:
+    return []
+  changes = workdir_lib.config_changes(saved["config"], expected["config"],
+                                       ignore=workdir_lib.MAY_CHANGE_ON_RESUME)
+  if changes and not config.resume_with_changes:
+    raise checkpoint.CheckpointError(
+        f"checkpoint {ckpt.directory}/{step} was trained with another config; changed: "
+        f"{'; '.join(changes)}. Use a new workdir, or pass "
+        f"--config.resume_with_changes=True to continue with the new values (the report "
+        f"records them)")
+  return changes
 
 
 def earlier_evaluations(workdir: str, upto_step: int) -> list[dict]:

@@ -1,4 +1,7 @@
-"""The training state: a plain pytree of step, params, model state and optimizer state."""
+"""The training state: a plain pytree of step, params, model state and optimizer state.
+
+A replica run stacks R states: every leaf but ``step`` (one step for all) gets a leading
+replica axis; ``STACKED_AXES`` is that layout as ``jax.vmap`` axes."""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+
+from lgla_jax import sharding
 
 
 @flax.struct.dataclass
@@ -21,15 +26,40 @@ class TrainState:
     return {"params": self.params, **self.model_state}
 
 
-def create(model, tx, rng, image_shape, mesh_sharding):
-  """Initialise the state of a ``models.Model`` directly with the given sharding (no host
-  copy first)."""
+# vmap axes of a stacked (replica) state: the step is shared, everything else stacked.
+STACKED_AXES = TrainState(step=None, params=0, model_state=0, opt_state=0)
+
+
+def create(model, tx, rngs, image_shape, mesh):
+  """Initialise the state of a ``models.Model`` directly with the mesh's sharding (no host
+  copy first). ``rngs``: one key (a single run), or ``[R]`` keys stacked (a replica run on
+  a mesh with a replica axis): replica k is initialised exactly as a single run with
+  ``rngs[k]``."""
+
+  def one(rng):
+    params, model_state = model.init(rng, tuple(image_shape))
+    return params, model_state, tx.init(params)
 
   def init():
-    params, model_state = model.init(rng, tuple(image_shape))
-    return TrainState(step=jnp.zeros([], jnp.int32), params=params, model_state=model_state,
-                      opt_state=tx.init(params))
+    step = jnp.zeros([], jnp.int32)
+    if sharding.has_replicas(mesh):
+      return TrainState(step, *jax.vmap(one)(rngs))
+    return TrainState(step, *one(rngs))
 
-  abstract = jax.eval_shape(init)
-  shardings = jax.tree.map(lambda _: mesh_sharding, abstract)
-  return jax.jit(init, out_shardings=shardings)()
+  return jax.jit(init, out_shardings=shardings(mesh))()
+
+
+def shardings(mesh):
+  """The state's sharding as a pytree prefix (for ``jax.jit``): replicated, except the
+  stacked leaves of a replica run, split on their leading replica axis."""
+  rep = sharding.replicated(mesh)
+  if not sharding.has_replicas(mesh):
+    return rep
+  stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sharding.REPLICA))
+  return TrainState(step=rep, params=stacked, model_state=stacked, opt_state=stacked)
+
+
+def replica(state, k: int):
+  """Replica ``k`` of a stacked state, as a single run's state (host arrays)."""
+  return state.replace(**{f: jax.tree.map(lambda x: x[k], getattr(state, f))
+                          for f in ("params", "model_state", "opt_state")})

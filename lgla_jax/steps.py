@@ -15,9 +15,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from lgla_jax import augment_device, sharding
+from lgla_jax import augment_device, sharding, state as state_lib
 from lgla_jax import metrics as metrics_lib
 
 
@@ -38,20 +37,34 @@ class Steps:
   data_on_device: bool = False  # batches are indices into device-resident data
 
 
+@dataclasses.dataclass(frozen=True)
+class ReplicaAxis:
+  """What differs between the replicas of a replica run (``replicas``): replica k uses
+  seed ``seeds[k]`` (data order, augmentation) and loss ``losses[loss_index[k]]``."""
+
+  seeds: tuple[int, ...]
+  losses: tuple[Callable, ...]
+  loss_index: tuple[int, ...]
+  sequential: bool = False  # lax.map over the replicas instead of vmap (see replicas.MODES)
+
+
 def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
                xla_cpu_fast_elementwise: bool = True, device_data: dict | None = None,
-               augment_config=None, seed: int = 0) -> Steps:
+               augment_config=None, seed: int = 0, replicas: ReplicaAxis | None = None) -> Steps:
   """Build the sharded, jitted steps. The epoch the loss sees (1-based, for deferred
   re-weighting) is ``state.step // steps_per_epoch + 1``.
 
   ``device_data`` (``device_data.put``): batches are indices into these arrays.
   ``augment_config``: the CIFAR recipe runs in the step (``augment_device``), keyed by
-  (``seed``, step, position in the global batch); None: images arrive augmented."""
+  (``seed``, step, position in the global batch); None: images arrive augmented.
+  ``replicas``: the state is stacked (``state.STACKED_AXES``) and the step is vmapped over
+  it, each replica with its own batch, seed and loss (``loss_fn`` and ``seed`` unused); the
+  mesh has a replica axis. Evaluation gives each replica's counts, stacked."""
   mean, std = tuple(mean), tuple(std)
   rep = sharding.replicated(mesh)
-  data = sharding.batch_sharding(mesh)
+  data = sharding.batch_sharding(mesh)  # within one replica
 
-  def inputs(step, batch, arrays, split):
+  def inputs(step, batch, arrays, split, seed=seed):
     if ("index" in batch) != (arrays is not None):
       raise ValueError("this run's data lives on the " + ("devices: batches hold indices"
                        if arrays is not None else "host: batches hold images") +
@@ -67,17 +80,18 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
       images = augment_device.train_augment(images, keys, augment_config)
     return normalize(images, mean, std), labels
 
-  def loss_and_aux(params, model_state, images, labels, mask, epoch):
+  def loss_and_aux(params, model_state, images, labels, mask, epoch, loss_fn):
     out, new_model_state = model.apply(params, model_state, images, train=True, mask=mask)
     loss, per_expert = loss_fn(out, labels, mask, epoch)
     return loss, (new_model_state, per_expert, out["output"])
 
-  def train_step(state, batch, arrays=None):
-    images, labels = inputs(state.step, batch, arrays, "train")
+  def one_train_step(state, batch, arrays, seed, loss_fn):
+    images, labels = inputs(state.step, batch, arrays, "train", seed)
     mask = batch.get("mask")
     epoch = state.step // steps_per_epoch + 1
     (loss, (model_state, per_expert, output)), grads = jax.value_and_grad(
-        loss_and_aux, has_aux=True)(state.params, state.model_state, images, labels, mask, epoch)
+        loss_and_aux, has_aux=True)(state.params, state.model_state, images, labels, mask,
+                                    epoch, loss_fn)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               model_state=model_state, opt_state=opt_state)
@@ -87,6 +101,17 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
     metrics = {"loss": loss, "expert_losses": per_expert, "correct": jnp.sum(correct),
                "grad_norm": jnp.sqrt(sum(jnp.vdot(g, g) for g in jax.tree.leaves(grads)))}
     return new_state, metrics
+
+  def one_eval_step(state, batch, arrays=None):
+    images, labels = inputs(None, batch, arrays, "test")
+    out, _ = model.apply(state.params, state.model_state, images, train=False)
+    return metrics_lib.eval_counts(out["output"], out["logits"], labels, batch["mask"])
+
+  if replicas is None:
+    train_step = lambda state, batch, arrays=None: one_train_step(state, batch, arrays, seed, loss_fn)
+    eval_step = one_eval_step
+  else:
+    train_step, eval_step = _vmapped(one_train_step, one_eval_step, replicas)
 
   def train_chunk(state, chunk, arrays=None):
     # K steps in one dispatch; the inactive steps that fill an epoch's last chunk are
@@ -102,23 +127,69 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
 
     return jax.lax.scan(body, state, (batches, chunk["active"]))
 
-  def eval_step(state, batch, arrays=None):
-    images, labels = inputs(None, batch, arrays, "test")
-    out, _ = model.apply(state.params, state.model_state, images, train=False)
-    return metrics_lib.eval_counts(out["output"], out["logits"], labels, batch["mask"])
-
   options = sharding.compiler_options(mesh, xla_cpu_fast_elementwise)
-  steps_axis = NamedSharding(mesh, P(None, "data"))
+  st = state_lib.shardings(mesh)
+  batch_in = sharding.train_batch_sharding(mesh)
+  steps_axis = sharding.train_batch_sharding(mesh, chunked=True)
   chunk_in = {"active": rep, "mask": steps_axis,
               **({"index": steps_axis} if device_data else {"image": steps_axis, "label": steps_axis})}
   extra = (rep,) if device_data else ()
-  train = jax.jit(train_step, in_shardings=(rep, data) + extra, out_shardings=(rep, rep),
+  train = jax.jit(train_step, in_shardings=(st, batch_in) + extra, out_shardings=(st, rep),
                   donate_argnums=0, compiler_options=options)
-  chunked = jax.jit(train_chunk, in_shardings=(rep, chunk_in) + extra, out_shardings=(rep, rep),
+  chunked = jax.jit(train_chunk, in_shardings=(st, chunk_in) + extra, out_shardings=(st, rep),
                     donate_argnums=0, compiler_options=options)
-  evaluate = jax.jit(eval_step, in_shardings=(rep, data) + extra, out_shardings=rep,
+  evaluate = jax.jit(eval_step, in_shardings=(st, data) + extra, out_shardings=rep,
                      compiler_options=options)
   if device_data:
     bind = lambda f: functools.wraps(f)(lambda state, batch: f(state, batch, device_data))
     return Steps(bind(train), bind(chunked), bind(evaluate), data_on_device=True)
   return Steps(train, chunked, evaluate)
+
+
+def _vmapped(one_train_step, one_eval_step, replicas: ReplicaAxis):
+  """The train and eval steps of a stacked state: each replica's step with its own batch
+  (leading replica axis), seed and loss; evaluation of one shared batch by every replica.
+  vmap (``spmd_axis_name`` puts the mesh's replica axis on the vmapped dimension), or with
+  ``replicas.sequential`` a ``lax.map``: one replica after the other, each step exactly a
+  single run's program."""
+  seeds = jnp.asarray(replicas.seeds, jnp.int32)
+  index = jnp.asarray(replicas.loss_index, jnp.int32)
+  axes = state_lib.STACKED_AXES
+
+  def replica_loss(k):
+    if len(replicas.losses) == 1:
+      return replicas.losses[0]
+    # (vmapped over replicas, the switch computes every loss and selects: cheap next to
+    # the network)
+    return lambda *args: jax.lax.switch(k, replicas.losses, *args)
+
+  def over_replicas(fn, state, *xs, out_state: bool):
+    """``fn(single state, *x)`` for every replica; ``xs`` have a leading replica axis."""
+    if not replicas.sequential:
+      return jax.vmap(fn, in_axes=(axes,) + (0,) * len(xs), out_axes=(axes, 0) if out_state else 0,
+                      spmd_axis_name=sharding.REPLICA)(state, *xs)
+    stacked = (state.params, state.model_state, state.opt_state)
+
+    def one(args):
+      (params, model_state, opt_state), *x = args
+      out = fn(state.replace(params=params, model_state=model_state, opt_state=opt_state), *x)
+      if not out_state:
+        return out
+      new, metrics = out
+      return (new.params, new.model_state, new.opt_state), metrics
+
+    out = jax.lax.map(one, (stacked, *xs))
+    if not out_state:
+      return out
+    (params, model_state, opt_state), metrics = out
+    return state.replace(step=state.step + 1, params=params, model_state=model_state,
+                         opt_state=opt_state), metrics
+
+  def train_step(state, batch, arrays=None):
+    one = lambda s, b, seed, k: one_train_step(s, b, arrays, seed, replica_loss(k))
+    return over_replicas(one, state, batch, seeds, index, out_state=True)
+
+  def eval_step(state, batch, arrays=None):
+    return over_replicas(lambda s: one_eval_step(s, batch, arrays), state, out_state=False)
+
+  return train_step, eval_step

@@ -16,14 +16,22 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from lgla_jax import checkpoint, configlib, datasets, device_data, input_pipeline, losses, models
 from lgla_jax import metrics as metrics_lib
-from lgla_jax import optim, progress, reporting, resume, sharding, state as state_lib
+from lgla_jax import optim, progress, replicas, reporting, resume, sharding, state as state_lib
 from lgla_jax import workdir as workdir_lib
-from lgla_jax.steps import Steps, make_steps
+from lgla_jax.steps import ReplicaAxis, Steps, make_steps
 
 
 def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, config, mesh) -> dict:
-  """Evaluate on every test image exactly once; returns the accuracy report. With the data
-  on the devices (``config.dataset.on_device``) only indices travel."""
+  """Evaluate on every test image exactly once; returns the accuracy report (of the first
+  replica in a replica run: ``evaluate_replicas`` gives all)."""
+  return evaluate_replicas(steps, state, test, class_counts, config, mesh)[0]
+
+
+def evaluate_replicas(steps: Steps, state, test: datasets.ArrayData, class_counts, config,
+                      mesh) -> list[dict]:
+  """Evaluate on every test image exactly once; one accuracy report per replica (one for a
+  single run). With the data on the devices (``config.dataset.on_device``) only indices
+  travel."""
   totals = None
   if steps.data_on_device:
     it = device_data.eval_index_batches(len(test.labels), config.eval_batch_size)
@@ -35,7 +43,12 @@ def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, 
   for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):
     counts = steps.eval(state, batch)
     totals = counts if totals is None else jax.tree.map(jnp.add, totals, counts)
-  return metrics_lib.report_from_counts(jax.device_get(totals), class_counts)
+  totals = jax.device_get(totals)
+  if not sharding.has_replicas(mesh):
+    return [metrics_lib.report_from_counts(totals, class_counts)]
+  size = len(totals["confusion"])
+  return [metrics_lib.report_from_counts(jax.tree.map(lambda x, k=k: x[k], totals), class_counts)
+          for k in range(size)]
 
 
 # The stop request lives in ``resume``; kept here for callers of ``train.request_stop``.
@@ -52,9 +65,10 @@ class Run:
   tx: optax.GradientTransformation
   lr_table: np.ndarray  # learning rate of every epoch
   steps_per_epoch: int
-  state: state_lib.TrainState  # freshly initialised (or pretrained), replicated on the mesh
+  state: state_lib.TrainState  # freshly initialised (or pretrained), placed on the mesh (state.shardings)
   steps: Steps
   config: object  # the config with its automatic choices made (``resolve_placement``)
+  replicas: replicas.Replicas | None = None  # a replica run's replicas (None: a single run)
 
 
 def resolve_placement(config, splits: datasets.DataSplits, mesh):
@@ -85,11 +99,26 @@ def setup(config, mesh=None, splits=None) -> Run:
   """Validate, read the data (unless given), build model, loss, optimizer, state and steps."""
   mesh = mesh or sharding.make_mesh()
   configlib.validate(config, num_devices=mesh.size)
+  reps = replicas.of(config)
+  if reps and not sharding.has_replicas(mesh):  # the same devices, with a replica axis
+    if jax.process_count() > 1 and jax.local_device_count() % reps.shards:
+      raise configlib.ConfigError(
+          f"config.replicas.shards: {reps.shards} must divide each process's "
+          f"{jax.local_device_count()} devices (every process holds all replica groups)")
+    mesh = sharding.make_mesh(list(mesh.devices.flat), reps.shards)
   splits = splits or datasets.load(config.dataset)
   config = resolve_placement(config, splits, mesh)
   dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
   model = models.build(config.model, splits.num_classes, dtype)
-  loss_fn = losses.make(config.loss, splits.class_counts, config.model.num_experts, model.logit_scale)
+  if reps:
+    loss_fn = None
+    fns, index = replicas.loss_functions(config, reps, splits.class_counts,
+                                         config.model.num_experts, model.logit_scale)
+    replica_axis = ReplicaAxis(reps.seeds, fns, index,
+                               sequential=reps.sequential)
+  else:
+    loss_fn = losses.make(config.loss, splits.class_counts, config.model.num_experts, model.logit_scale)
+    replica_axis = None
   if config.batch_size > len(splits.train.labels):
     raise configlib.ConfigError(f"config.batch_size: {config.batch_size} is larger than the "
                                 f"{len(splits.train.labels)} training images; lower it")
@@ -102,27 +131,41 @@ def setup(config, mesh=None, splits=None) -> Run:
   if in_memory and splits.train.images.shape[1:] != image_shape:
     raise configlib.ConfigError(f"config.dataset.image_size={size} but the images are "
                                 f"{splits.train.images.shape[1:]}")
-  state = state_lib.create(model, tx, jax.random.PRNGKey(config.seed), image_shape,
-                           sharding.replicated(mesh))
+  rngs = (jnp.stack([jax.random.PRNGKey(s) for s in reps.seeds]) if reps
+          else jax.random.PRNGKey(config.seed))
+  state = state_lib.create(model, tx, rngs, image_shape, mesh)
   weights = configlib.pretrained_file(config.model)
   if weights:
-    params, model_state = model.load_pretrained(
-        *jax.device_get((state.params, state.model_state)), weights)
-    params, model_state = jax.device_put((params, model_state), sharding.replicated(mesh))
-    state = state.replace(params=params, model_state=model_state)
+    state = _load_pretrained(model, state, weights, reps)
   steps = make_steps(model, tx, loss_fn, mean=config.dataset.mean, std=config.dataset.std,
                      steps_per_epoch=spe, mesh=mesh,
                      xla_cpu_fast_elementwise=config.xla_cpu_fast_elementwise,
                      device_data=device_data.put(splits, mesh) if config.dataset.on_device else None,
                      augment_config=config.augment if config.augment.on_device else None,
-                     seed=config.seed)
-  return Run(mesh, splits, model, tx, lr_table, spe, state, steps, config)
+                     seed=config.seed, replicas=replica_axis)
+  return Run(mesh, splits, model, tx, lr_table, spe, state, steps, config, reps)
 
 
-def train_and_evaluate(config, workdir: str, splits: datasets.DataSplits | None = None) -> dict:
+def _load_pretrained(model, state, weights: str, reps):
+  """The pretrained weights loaded into the state (into every replica: their heads and
+  whatever the file does not hold keep their own initialisation)."""
+  params, model_state = jax.device_get((state.params, state.model_state))
+  if reps is None:
+    params, model_state = model.load_pretrained(params, model_state, weights)
+  else:
+    loaded = [model.load_pretrained(*jax.tree.map(lambda x, k=k: x[k], (params, model_state)), weights)
+              for k in range(reps.size)]
+    params, model_state = jax.tree.map(lambda *xs: np.stack(xs), *loaded)
+  placed = jax.tree.map(lambda x, ref: jax.device_put(x, ref.sharding), (params, model_state),
+                        (state.params, state.model_state))
+  return state.replace(params=placed[0], model_state=placed[1])
+
+
+def train_and_evaluate(config, workdir: str, splits: datasets.DataSplits | None = None,
+                       mesh=None) -> dict:
   """Train (resuming from the latest checkpoint in ``workdir``), evaluate, write the report.
   ``splits``: in-memory data to use instead of reading ``config.dataset`` (a notebook's
-  arrays, the benchmark's synthetic data).
+  arrays, the benchmark's synthetic data); ``mesh``: the devices (default: all of them).
 
   Returns the report, or ``{"stopped_at_step": N}`` when stopped early (SIGTERM, SIGINT or
   ``request_stop``) after saving a checkpoint at step N. Raises
@@ -131,21 +174,29 @@ def train_and_evaluate(config, workdir: str, splits: datasets.DataSplits | None 
   cannot be written, ``workdir.WorkdirError`` when another run holds the workdir.
   """
   if jax.process_index() != 0:  # one run of several processes: process 0 holds the lock
-    return _train_and_evaluate(config, workdir, splits)
+    return _train_and_evaluate(config, workdir, splits, mesh)
   with workdir_lib.lock(workdir):
-    return _train_and_evaluate(config, workdir, splits)
+    return _train_and_evaluate(config, workdir, splits, mesh)
 
 
 def train_batches(run: Run, start_step: int, total_steps: int):
   """Every step's batch from ``start_step`` on: indices into the device-resident data, or
-  uint8 images from the host pipeline (augmented there unless the step augments)."""
+  uint8 images from the host pipeline (augmented there unless the step augments). A
+  replica run stacks every replica's own batch (its seed's order) on a leading axis."""
+  if run.replicas:
+    return replicas.stacked([_seed_batches(run, s, start_step, total_steps)
+                             for s in run.replicas.seeds])
+  return _seed_batches(run, run.config.seed, start_step, total_steps)
+
+
+def _seed_batches(run: Run, seed: int, start_step: int, total_steps: int):
   config, train_data = run.config, run.splits.train
   if config.dataset.on_device:
     return device_data.train_index_batches(
-        len(train_data.labels), seed=config.seed, global_batch=config.batch_size,
+        len(train_data.labels), seed=seed, global_batch=config.batch_size,
         steps_per_epoch=run.steps_per_epoch, start_step=start_step, total_steps=total_steps)
   it = input_pipeline.train_iterator(
-      train_data.images, train_data.labels, seed=config.seed, global_batch=config.batch_size,
+      train_data.images, train_data.labels, seed=seed, global_batch=config.batch_size,
       num_epochs=config.num_epochs, start_step=start_step,
       augment_config=None if config.augment.on_device else config.augment,
       num_workers=config.num_workers, image_size=config.dataset.image_size,
@@ -158,12 +209,13 @@ def dispatches(run: Run, start_step: int, total_steps: int):
   chunk of ``config.steps_per_dispatch`` steps (``Steps.train_chunk``)."""
   batches, k = train_batches(run, start_step, total_steps), run.config.steps_per_dispatch
   if k == 1:
-    data = sharding.batch_sharding(run.mesh)
+    data = sharding.train_batch_sharding(run.mesh)
     return input_pipeline.prefetch(((1, b) for b in batches),
                                    lambda b: input_pipeline.to_global(b, data))
+  steps = sharding.train_batch_sharding(run.mesh, chunked=True)
   return input_pipeline.prefetch(
       input_pipeline.chunks(batches, k, run.steps_per_epoch, start_step),
-      lambda c: input_pipeline.chunk_to_global(c, run.mesh))
+      lambda c: input_pipeline.chunk_to_global(c, run.mesh, steps))
 
 
 def _set_compilation_cache(config, workdir: str):
@@ -179,13 +231,15 @@ def _set_compilation_cache(config, workdir: str):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def _train_and_evaluate(config, workdir: str, splits=None) -> dict:
+def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
   t_start = time.time()
   _set_compilation_cache(config, workdir)
-  run = setup(config, splits=splits)
+  run = setup(config, mesh, splits)
   config = run.config  # automatic choices made: the checkpoint records what runs
   mesh, splits, lr_table, spe, state, steps = (run.mesh, run.splits, run.lr_table,
                                                run.steps_per_epoch, run.state, run.steps)
+  reps = run.replicas
+  size = reps.size if reps else 1  # images per step: this many batches
   log = progress.Logger(workdir)
   num_train = len(splits.train.labels)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
@@ -197,11 +251,14 @@ def _train_and_evaluate(config, workdir: str, splits=None) -> dict:
     log.print(f"{config.dataset.name}: {num_train} training images (counts "
               f"{splits.class_counts.tolist()}), {len(splits.test.labels)} test images; {spe} "
               f"steps/epoch x {config.num_epochs} epochs on {mesh.size} device(s); model "
-              f"{config.model.name}, loss {losses.describe(config.loss)}; data on "
+              f"{config.model.name}, loss {losses.describe(config.loss)}"
+              f"{' (tau per replica)' if reps and reps.is_tau_sweep else ''}; data on "
               f"{'device' if config.dataset.on_device else 'host'}, augmentation on "
               f"{'device' if config.augment.on_device else 'host'}, "
-              f"{config.steps_per_dispatch} step(s) per dispatch")
-    prog = progress.Progress(config, total_steps, lr_table, log)
+              f"{config.steps_per_dispatch} step(s) per dispatch" +
+              (f"; {reps.size} replicas ({'; '.join(reps.label(k) for k in range(reps.size))}) "
+               f"on {reps.shards} device group(s)" if reps else ""))
+    prog = progress.Progress(config, total_steps, lr_table, log, replicas=size)
     history = resume.earlier_evaluations(workdir, start_step)
     pending, report, t_train, timed, final_save_error = None, None, 0.0, 0, None
     t_last = time.time()
@@ -218,7 +275,7 @@ def _train_and_evaluate(config, workdir: str, splits=None) -> dict:
         for i in range(n):
           one = jax.tree.map(lambda x: x[i], fetched) if chunked else fetched
           at = end - n + 1 + i
-          progress.check_finite(one, at, epoch_of(at), last_good())
+          progress.check_finite(one, at, epoch_of(at), last_good(), reps and reps.label)
           prog.add(one)
         pending = None
 
@@ -247,12 +304,11 @@ def _train_and_evaluate(config, workdir: str, splits=None) -> dict:
                 raise
               final_save_error = e  # the final report is still written, then this is raised
           if (config.eval_every_epochs and epoch % config.eval_every_epochs == 0) or last:
-            report = run_evaluation(steps, state, splits.test, splits.class_counts, config, mesh)
-            report["epoch"] = epoch
-            history.append({k: report[k] for k in ("epoch", "top1", "many", "medium", "few", "rarest3")})
+            reports = evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
+            report = _evaluated(reports, epoch, reps, history)
             log.write(step, "eval", history[-1])
             if not last:
-              log.print(f"epoch {epoch} test accuracy:\n{metrics_lib.format_table(report)}")
+              log.print(f"epoch {epoch} test accuracy:\n{_table(reports, reps)}")
           t_last = time.time()  # evaluation and saving are not training time
         if resume.STOP.is_set() and step < total_steps:
           settle()
@@ -265,20 +321,24 @@ def _train_and_evaluate(config, workdir: str, splits=None) -> dict:
           return {"stopped_at_step": step}
       settle()
     if report is None:  # resumed after the last epoch had already finished
-      report = run_evaluation(steps, state, splits.test, splits.class_counts, config, mesh)
-      report["epoch"] = config.num_epochs
+      reports = evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
+      report = _evaluated(reports, config.num_epochs, reps, [])
     result = {"final": report, "history": history,
-              "train_images_per_s": timed * config.batch_size / t_train if timed > 0 and t_train > 0 else None,
+              "train_images_per_s": (timed * config.batch_size * size / t_train
+                                     if timed > 0 and t_train > 0 else None),
               "wall_time_s": time.time() - t_start, "class_counts": splits.class_counts.tolist(),
               "config": resume.config_json(config)}
     if changes:
       result["config_changes_on_resume"] = changes
     if config.report_best and history:
       result["best_epoch_selected_on_test_set"] = max(history, key=lambda h: h["top1"])
+    if reps:
+      result.update(replicas.summary(reports, reps))
     if jax.process_index() == 0:  # written before the final save is known to have finished
       reporting.write(result, splits.class_counts, workdir, "report.json", evaluation=report)
-      print(f"final (epoch {report['epoch']}) test accuracy:\n{metrics_lib.format_table(report)}",
-            flush=True)
+      if reps:
+        replicas.write_plots(reports, reps, splits.class_counts, workdir)
+      print(f"final (epoch {report['epoch']}) test accuracy:\n{_table(reports, reps)}", flush=True)
     if final_save_error is not None:
       raise final_save_error
     finished = True
@@ -291,3 +351,22 @@ def _train_and_evaluate(config, workdir: str, splits=None) -> dict:
         raise
     finally:
       log.close()
+
+
+def _evaluated(reports: list[dict], epoch: int, reps, history: list) -> dict:
+  """Label the reports with their epoch and append the history entry: the first replica's
+  metrics, and every replica's under ``replicas`` in a replica run. Returns the first."""
+  for r in reports:
+    r["epoch"] = epoch
+  history.append({"epoch": epoch, **replicas.brief(reports[0])})
+  if reps:
+    history[-1]["replicas"] = [replicas.brief(r) for r in reports]
+  return reports[0]
+
+
+def _table(reports: list[dict], reps) -> str:
+  """The console table of an evaluation: the report's, or the replicas' side by side."""
+  if reps is None:
+    return metrics_lib.format_table(reports[0])
+  return f"{metrics_lib.format_table(reports[0])}\n({reps.label(0)}; all replicas:)\n" \
+         f"{replicas.format_table(reports, reps)}"

@@ -22,11 +22,12 @@ MAY_CHANGE_ON_RESUME = (
     "dataset.data_dir", "dataset.split_dir", "dataset.download", "num_workers",
     "log_every_steps", "eval_every_epochs", "checkpoint_every_epochs", "keep_checkpoints",
     "eval_batch_size", "report_best", "xla_cpu_fast_elementwise", "model.conv_impl",
-    "resume_with_changes", "dataset.on_device", "steps_per_dispatch", "compilation_cache_dir")
+    "resume_with_changes", "dataset.on_device", "steps_per_dispatch", "compilation_cache_dir",
+    "replicas.shards")
 # What an evaluation must share with the checkpoint: the data set and the network.
 MUST_MATCH_FOR_EVAL = ("dataset.name", "dataset.imbalance_factor", "dataset.imbalance_kind",
                        "dataset.max_per_class", "dataset.subset_seed", "dataset.image_size",
-                       "dataset.mean", "dataset.std", "model.")
+                       "dataset.mean", "dataset.std", "model.", "replicas.seeds", "replicas.tau")
 
 
 class WorkdirError(RuntimeError):
@@ -78,6 +79,8 @@ def config_changes(saved: dict, current: dict, *, only=None, ignore=()) -> list[
   changes = []
   for key in sorted(set(a) | set(b)):
     if key in ignore or (only is not None and not any(key.startswith(p) for p in only)):
+      continue
+    if key not in a and b.get(key) in ([], ()):  # a field added since, at its empty default
       continue
     if a.get(key, "<absent>") != b.get(key, "<absent>"):
       changes.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
