@@ -101,7 +101,7 @@ def test_a_crash_in_evaluation_keeps_the_epochs_training(tmp_path, monkeypatch):
   def broken(*a, **k):
     raise datasets.DataError("cannot decode image test/0001.jpg")
 
-  monkeypatch.setattr(train, "run_evaluation", broken)
+  monkeypatch.setattr(train, "evaluate_replicas", broken)  # what the loop evaluates with
   with pytest.raises(datasets.DataError):
     train.train_and_evaluate(_config("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["14"]
