@@ -90,8 +90,8 @@ class Progress:
     # (a replica run: the mean over its replicas, and each replica's loss in the log)
     losses = np.mean([np.reshape(w["loss"], -1) for w in self.window], axis=0)
     loss = float(losses.mean())
-    expert = np.mean([np.reshape(w["expert_losses"], (-1, np.shape(w["expert_losses"])[-1]))
-                      for w in self.window], axis=(0, 1))
+    experts = np.stack([np.asarray(w["expert_losses"]) for w in self.window])  # [W, (R,) E]
+    expert = experts.mean(axis=tuple(range(experts.ndim - 1)))  # (E may be 0: one head)
     rate = self.images / (time.time() - self.t0)
     eta = (self.total_steps - step) * self.step_images / max(rate, 1e-9)
     lr = float(self.lr_table[epoch - 1])
