@@ -72,6 +72,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
+def _base_defaults() -> dict:
+  from lgla_jax import configlib  # here: configlib must not need the workdir to load
+  return _flatten(json.loads(configlib.base_config().to_json_best_effort()))
+
+
 def config_changes(saved: dict, current: dict, *, only=None, ignore=()) -> list[str]:
   """``field: saved -> current`` for every differing field (``only``: field prefixes to
   compare; ``ignore``: fields to skip)."""
@@ -80,8 +85,8 @@ def config_changes(saved: dict, current: dict, *, only=None, ignore=()) -> list[
   for key in sorted(set(a) | set(b)):
     if key in ignore or (only is not None and not any(key.startswith(p) for p in only)):
       continue
-    if key not in a and b.get(key) in ([], ()):  # a field added since, at its empty default
-      continue
+    if key not in a and b.get(key) == _base_defaults().get(key, "<absent>"):
+      continue  # a field added since the checkpoint, at the default that keeps old behaviour
     if a.get(key, "<absent>") != b.get(key, "<absent>"):
       changes.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
   return changes

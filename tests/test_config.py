@@ -157,3 +157,12 @@ def test_fashion_mnist_autoaugment_variant_changes_only_the_augmentation():
   configlib.validate(c, num_devices=1)
   assert (c.augment.autoaugment, c.augment.cutout) == (True, 16)
   assert {k for k in base if c.to_dict()[k] != base[k]} == {"augment"}
+
+
+def test_fields_added_since_a_checkpoint_count_as_changed_only_off_their_default():
+  from lgla_jax import resume, workdir
+  current = resume.config_json(_parse([f"--config={CONFIGS[0].parent / 'fmnist_lt_ir100.py'}"]))
+  old = {k: v for k, v in current.items() if k != "replicas"}  # a checkpoint older than replicas
+  assert workdir.config_changes(old, current) == []
+  current["replicas"]["mode"] = "sequential"
+  assert workdir.config_changes(old, current) == ["replicas.mode: '<absent>' -> 'sequential'"]
