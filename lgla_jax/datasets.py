@@ -246,13 +246,42 @@ def _tfds_split(name: str, split: str, data_dir, download: bool) -> ArrayData:
   n = len(source)
   images = np.empty((n,) + tuple(np.shape(source[0]["image"])), np.uint8)
   labels = np.empty((n,), np.int64)
+  ids = []
   for i in range(n):
     record = source[i]
     images[i] = record["image"]
     labels[i] = int(np.asarray(record["label"]))
+    if "id" in record:
+      ids.append(record["id"])
+  if ids:
+    order = archive_order(ids, f"{name}/{split}")
+    images, labels = images[order], labels[order]
   if images.ndim == 3 or images.shape[-1] == 1:  # grey (fashion_mnist): to 32x32 RGB
     images = fashion_mnist_to_rgb32(images.reshape(images.shape[:3]))
   return ArrayData(images, labels)
+
+
+def archive_order(ids, what: str) -> np.ndarray:
+  """The permutation that puts tfds records back in the original archive's order.
+
+  tfds CIFAR stores its examples in its own (shuffled) order but names each
+  ``train_<index>``, the index in the archive. The official long-tailed subset takes the
+  first images of a seeded shuffle *in archive order*, so without this the tfds source
+  would pick other images than ``cifar_archive`` at the same counts.
+  """
+  index = []
+  for raw in ids:
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    tail = text.rsplit("_", 1)[-1]
+    if not tail.isdigit():
+      raise DataError(f"{what}: record id {text!r} does not end in the archive index "
+                      f"(expected like 'train_00042'); use --config.dataset.source=cifar_archive")
+    index.append(int(tail))
+  index = np.asarray(index)
+  if not np.array_equal(np.sort(index), np.arange(len(index))):
+    raise DataError(f"{what}: the record ids are not the indices 0..{len(index) - 1} of one "
+                    f"archive (missing or repeated ids); use --config.dataset.source=cifar_archive")
+  return np.argsort(index, kind="stable")
 
 
 def load_tfds(name: str, data_dir, download: bool) -> tuple[ArrayData, ArrayData]:

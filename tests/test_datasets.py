@@ -85,10 +85,38 @@ def test_missing_and_corrupt_cifar(tmp_path):
     datasets.load(_config("cifar100", "cifar_archive", bad, 4, 0.25))
 
 
-def test_tfds_source_with_mock_data(monkeypatch):
+def _tfds_records(images, labels, split, seed):
+  """What tfds serves for CIFAR: the archive's records in another order, named by index."""
+  order = np.random.RandomState(seed).permutation(len(labels))
+  return [{"image": images[i], "label": labels[i], "id": f"{split}_{i:05d}".encode()}
+          for i in order]
+
+
+def test_tfds_source_selects_the_archives_images(tmp_path, monkeypatch):
   import tensorflow_datasets as tfds
+  images, labels, test_images, test_labels = make_cifar10_folder(tmp_path, per_class=30)
+  archive = datasets.load(_config("cifar10", "cifar_archive", tmp_path, 15, 0.2))
+  records = {"train": _tfds_records(images, labels, "train", 1),
+             "test": _tfds_records(test_images, test_labels, "test", 2)}
   c = _config("cifar10", "tfds", None, 15, 0.2)
   c.download = True  # mocked: nothing is downloaded
+  monkeypatch.setattr(datasets, "_can_prepare_tfds", lambda: True)
+  with tfds.testing.mock_data(as_data_source_fn=lambda _, split, *a, **k: records[split]):
+    splits = datasets.load(c)
+  assert splits.class_counts.tolist() == long_tail.imbalanced_counts(10, 15, 0.2)
+  np.testing.assert_array_equal(splits.train.images, archive.train.images)  # same images
+  np.testing.assert_array_equal(splits.train.labels, archive.train.labels)
+  np.testing.assert_array_equal(splits.test.images, test_images)
+  records["train"][3]["id"] = records["train"][4]["id"]  # a repeated id: not one archive
+  with tfds.testing.mock_data(as_data_source_fn=lambda _, split, *a, **k: records[split]):
+    with pytest.raises(datasets.DataError, match="repeated ids.*cifar_archive"):
+      datasets.load(c)
+
+
+def test_tfds_source_with_random_mock_data(monkeypatch):
+  import tensorflow_datasets as tfds
+  c = _config("fashion_mnist", "tfds", None, 15, 0.2)  # no ids: tfds order is kept
+  c.download = True
   monkeypatch.setattr(datasets, "_can_prepare_tfds", lambda: True)
   with tfds.testing.mock_data(num_examples=300):
     splits = datasets.load(c)
