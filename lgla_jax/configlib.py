@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.mean = CIFAR_MEAN  # per-channel mean of images in [0, 1], applied on device
   c.dataset.std = CIFAR_STD  # per-channel std
   c.dataset.image_size = 32  # side of the (square) network input (224 for ImageNet-size data)
+  c.dataset.select_on = "test"  # split that picks the reported best epoch: test (official CIFAR/iNaturalist: their validation loader is the test set) | val (the data set's validation split; the test split is reported for that epoch)
   c.dataset.on_device = config_dict.placeholder(bool)  # keep the in-memory images on the devices, batches gathered there (None: auto, see README)
 
   c.augment = ml_collections.ConfigDict()
@@ -162,6 +163,16 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
     _fail("dataset.imbalance_kind", f"must be 'exp' or 'step', got {d.imbalance_kind!r}")
   if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
     _fail("dataset.mean/std", "need three values each, std positive")
+  if d.select_on not in ("test", "val"):
+    _fail("dataset.select_on", f"must be 'test' or 'val', got {d.select_on!r}")
+  if d.select_on == "val" and datasets.DATASETS[d.name].val_file is None:
+    _fail("dataset.select_on", f"{d.name} has no validation split (the official code selects "
+          f"on its test set): use 'test'")
+  if d.select_on == "val" and c.report_best:
+    _fail("report_best", "chooses on the test set; with dataset.select_on='val' the report "
+          "already has the validation-selected epoch: set it to False")
+  if d.select_on == "val" and not c.eval_every_epochs:
+    _fail("dataset.select_on", "'val' selects among evaluated epochs: set eval_every_epochs >= 1")
   if c.augment.recipe not in input_pipeline.RECIPES:
     _fail("augment.recipe", f"{c.augment.recipe!r} is not one of {input_pipeline.RECIPES}")
   if (c.augment.recipe == "cifar") != (d.source != "split_files"):
@@ -301,7 +312,12 @@ def large_lt_config(dataset: str, arch: str, *, tau: float, batch_size: int, lr:
   c.optim.schedule = schedule
   c.num_epochs = num_epochs
   c.num_workers = 12
-  c.eval_every_epochs = 10
+  from lgla_jax import datasets  # numpy only
+  if datasets.DATASETS[dataset].val_file:  # the official trainer validates every epoch
+    c.dataset.select_on = "val"
+    c.eval_every_epochs = 1
+  else:
+    c.eval_every_epochs = 10
   c.checkpoint_every_epochs = 5
   c.log_every_steps = 100
   for key, value in extra.items():

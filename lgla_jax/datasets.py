@@ -77,7 +77,9 @@ class DatasetInfo(NamedTuple):
 
   num_classes: int
   sources: tuple[str, ...]  # where config.dataset.source may read it from
-  split_files: tuple[str, str] | None = None  # split_files: (train, evaluation) file names
+  split_files: tuple[str, str] | None = None  # split_files: (train, test) file names
+  val_file: str | None = None  # split_files: the validation split the official trainer selects on
+  by_frequency: bool = False  # classes renumbered by training images, most first (official Places-LT)
 
 
 DATASETS = {  # config.dataset.name -> DatasetInfo: the one table of data sets
@@ -86,10 +88,13 @@ DATASETS = {  # config.dataset.name -> DatasetInfo: the one table of data sets
     "fashion_mnist": DatasetInfo(10, ("idx", "tfds")),
     "digits": DatasetInfo(10, ("sklearn",)),
     "imagenet_lt": DatasetInfo(1000, ("split_files",),
-                               ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt")),
+                               ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
+                               "ImageNet_LT_val.txt"),
+    # iNaturalist 2018 has no separate validation split: its val file is the test set.
     "inaturalist2018": DatasetInfo(8142, ("split_files",),
                                    ("iNaturalist18_train.txt", "iNaturalist18_val.txt")),
-    "places_lt": DatasetInfo(365, ("split_files",), ("Places_LT_train.txt", "Places_LT_test.txt")),
+    "places_lt": DatasetInfo(365, ("split_files",), ("Places_LT_train.txt", "Places_LT_test.txt"),
+                             "Places_LT_val.txt", by_frequency=True),
 }
 SOURCES = tuple(sorted({s for info in DATASETS.values() for s in info.sources}))
 
@@ -99,6 +104,8 @@ class DataSplits(NamedTuple):
   test: ArrayData  # balanced test set
   class_counts: np.ndarray  # training images per class, int64 [C]
   num_classes: int
+  val: ArrayData | None = None  # the validation split, where the data set has one (split_files)
+  class_ids: np.ndarray | None = None  # the data set's own label of each class (None: the same)
 
 
 def fashion_mnist_to_rgb32(images: np.ndarray) -> np.ndarray:
@@ -293,7 +300,7 @@ def load(dataset_config) -> DataSplits:
   """Read the configured data set and make its training set long-tailed (official rule)."""
   d = dataset_config
   if d.source == "split_files":  # already long-tailed: used as they are
-    return load_split_files(d.name, d.split_dir, d.data_dir)
+    return load_split_files(d.name, d.split_dir, d.data_dir, validation=d.select_on == "val")
   if d.source == "idx":
     data_dir = d.data_dir
     if d.download and not has_fashion_mnist(data_dir or FASHION_MNIST_DEBIAN_DIR):
@@ -376,20 +383,35 @@ def read_split_file(split_path: str, root: str) -> ArrayData:
   return ArrayData(FileImages(paths), np.asarray(labels, np.int64))
 
 
-def load_split_files(name: str, split_dir: str | None, root: str | None) -> DataSplits:
-  (train_file, test_file), num_classes = DATASETS[name].split_files, DATASETS[name].num_classes
+def load_split_files(name: str, split_dir: str | None, root: str | None,
+                     validation: bool = False) -> DataSplits:
+  """The split files of an ImageNet-size data set (and its validation split if asked),
+  with the official class numbering."""
+  info = DATASETS[name]
+  (train_file, test_file), num_classes = info.split_files, info.num_classes
   if not split_dir:
     raise FileNotFoundError(f"config.dataset.split_dir is not set: {_SPLIT_HINT}")
-  train = read_split_file(os.path.join(split_dir, train_file), root)
-  test = read_split_file(os.path.join(split_dir, test_file), root)
-  for split_file, data in ((train_file, train), (test_file, test)):
-    bad = np.flatnonzero(data.labels >= num_classes)
+  files = {"train": train_file, "test": test_file}
+  if validation:
+    if info.val_file is None:
+      raise DataError(f"{name} has no validation split (its official evaluation file is the "
+                      f"test set): set config.select_on='test'")
+    files["val"] = info.val_file
+  data = {split: read_split_file(os.path.join(split_dir, f), root) for split, f in files.items()}
+  for split, split_file in files.items():
+    bad = np.flatnonzero(data[split].labels >= num_classes)
     if bad.size:
-      raise DataError(f"{os.path.join(split_dir, split_file)}: {data.images[bad[0]]} has label "
-                      f"{data.labels[bad[0]]}, but {name} has {num_classes} classes (0..{num_classes - 1}; "
-                      f"{bad.size} such lines)")
-  counts = np.bincount(train.labels, minlength=num_classes).astype(np.int64)
+      raise DataError(f"{os.path.join(split_dir, split_file)}: {data[split].images[bad[0]]} has "
+                      f"label {data[split].labels[bad[0]]}, but {name} has {num_classes} classes "
+                      f"(0..{num_classes - 1}; {bad.size} such lines)")
+  counts = np.bincount(data["train"].labels, minlength=num_classes).astype(np.int64)
   if (counts == 0).any():
     raise DataError(f"{name}: classes {np.where(counts == 0)[0][:10].tolist()} have no "
                     f"training image in {train_file}")
-  return DataSplits(train, test, counts, num_classes)
+  class_ids = None
+  if info.by_frequency:
+    class_map = long_tail.frequency_class_map(counts)
+    data = {k: ArrayData(d.images, class_map[d.labels]) for k, d in data.items()}
+    class_ids = np.argsort(class_map)
+    counts = counts[class_ids]
+  return DataSplits(data["train"], data["test"], counts, num_classes, data.get("val"), class_ids)

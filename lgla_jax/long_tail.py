@@ -220,3 +220,94 @@ def shot_groups(class_counts) -> dict[str, np.ndarray]:
       "medium": (counts >= FEW_SHOT_MAX) & (counts <= MANY_SHOT_MIN),
       "few": counts < FEW_SHOT_MAX,
   }
+
+
+def classic_numpy_argsort(values) -> np.ndarray:
+  """``np.argsort(values)`` as numpy ran it before its SIMD sorts (numpy < 1.25, the official
+  code's environment): an introsort over indices, median-of-three pivots, insertion sort
+  below 17 elements, heapsort past the depth limit.
+
+  Equal values are *not* kept in input order, and numpy versions with AVX-512 or AVX2
+  sorts order them differently again, so a rule built on ``argsort`` of counts with ties
+  (the official Places-LT relabelling) is reproduced here, independent of the machine.
+  """
+  v = np.asarray(values).tolist()
+  order = list(range(len(v)))
+  stack = []
+  lo, hi, depth = 0, len(v) - 1, 2 * (max(len(v), 1).bit_length() - 1)
+  while True:
+    if depth < 0:
+      _heapsort_range(v, order, lo, hi)
+    else:
+      while hi - lo > 15:  # numpy partitions ranges of more than 16
+        mid = lo + ((hi - lo) >> 1)
+        for a, b in ((mid, lo), (hi, mid), (mid, lo)):  # median of three into order[mid]
+          if v[order[a]] < v[order[b]]:
+            order[a], order[b] = order[b], order[a]
+        pivot = v[order[mid]]
+        i, j = lo, hi - 1
+        order[mid], order[j] = order[j], order[mid]
+        while True:
+          i += 1
+          while v[order[i]] < pivot:
+            i += 1
+          j -= 1
+          while pivot < v[order[j]]:
+            j -= 1
+          if i >= j:
+            break
+          order[i], order[j] = order[j], order[i]
+        order[i], order[hi - 1] = order[hi - 1], order[i]
+        depth -= 1
+        if i - lo < hi - i:  # the larger side waits on the stack
+          stack.append((i + 1, hi, depth))
+          hi = i - 1
+        else:
+          stack.append((lo, i - 1, depth))
+          lo = i + 1
+      for i in range(lo + 1, hi + 1):  # insertion sort of the small range
+        item, j = order[i], i
+        while j > lo and v[item] < v[order[j - 1]]:
+          order[j] = order[j - 1]
+          j -= 1
+        order[j] = item
+    if not stack:
+      return np.asarray(order, np.int64)
+    lo, hi, depth = stack.pop()
+
+
+def _heapsort_range(v, order, lo, hi):
+  """numpy's index heapsort of ``order[lo..hi]`` (1-based heap over that slice)."""
+  a = order[lo:hi + 1]
+  n = len(a)
+
+  def sift(i, n, item):
+    j = 2 * i
+    while j <= n:
+      if j < n and v[a[j - 1]] < v[a[j]]:
+        j += 1
+      if v[item] < v[a[j - 1]]:
+        a[i - 1] = a[j - 1]
+        i, j = j, 2 * j
+      else:
+        break
+    a[i - 1] = item
+
+  for start in range(n >> 1, 0, -1):
+    sift(start, n, a[start - 1])
+  while n > 1:
+    item = a[n - 1]
+    a[n - 1] = a[0]
+    n -= 1
+    sift(1, n, item)
+  order[lo:hi + 1] = a
+
+
+def frequency_class_map(class_counts) -> np.ndarray:
+  """``class_map[original_label]`` = the label the official Places-LT loader gives it: classes
+  renumbered by training images, most first (``np.argsort(-counts)``, ties as numpy < 1.25
+  broke them)."""
+  counts = np.asarray(class_counts, np.int64)
+  class_map = np.empty(len(counts), np.int64)
+  class_map[classic_numpy_argsort(-counts)] = np.arange(len(counts))
+  return class_map

@@ -113,9 +113,10 @@ def _compare(ckpt, step: int, config, num_train) -> list[str]:
   return changes
 
 
-def earlier_evaluations(workdir: str, upto_step: int) -> list[dict]:
+def earlier_evaluations(workdir: str, upto_step: int, kind: str = "eval") -> list[dict]:
   """The evaluation history of the runs this one resumes, from their metrics.jsonl (the
-  last entry per step, none after the checkpoint resumed from)."""
+  last entry per step, none after the checkpoint resumed from); ``kind``: ``eval`` (test)
+  or ``val`` (the validation split)."""
   by_step = {}
   path = os.path.join(workdir, "metrics.jsonl")
   if upto_step and os.path.exists(path):
@@ -125,7 +126,6 @@ def earlier_evaluations(workdir: str, upto_step: int) -> list[dict]:
           entry = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by a crash
           continue
-        if entry.get("kind") == "eval" and entry.get("step", upto_step + 1) <= upto_step:
-          by_step[entry["step"]] = {k: entry[k] for k in ("epoch", "top1", "many", "medium",
-                                                           "few", "rarest3") if k in entry}
+        if entry.get("kind") == kind and entry.get("step", upto_step + 1) <= upto_step:
+          by_step[entry["step"]] = {k: v for k, v in entry.items() if k not in ("step", "kind")}
   return [by_step[k] for k in sorted(by_step)]

@@ -17,6 +17,7 @@ from jax.experimental.compilation_cache import compilation_cache
 from lgla_jax import checkpoint, configlib, datasets, device_data, input_pipeline, losses, models
 from lgla_jax import metrics as metrics_lib
 from lgla_jax import optim, progress, replicas, reporting, resume, sharding, state as state_lib
+from lgla_jax import selection
 from lgla_jax import workdir as workdir_lib
 from lgla_jax.steps import ReplicaAxis, Steps, make_steps
 
@@ -248,8 +249,11 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
     state, changes = resume.restore_latest(ckpt, state, config, mesh, num_train, log)
     step = start_step = int(jax.device_get(state.step))
     total_steps = spe * config.num_epochs
+    select = (selection.ValSelection(resume.earlier_evaluations(workdir, start_step, "val"), size)
+              if splits.val is not None else None)
+    val_note = f", {len(splits.val.labels)} validation images (select the epoch)" if select else ""
     log.print(f"{config.dataset.name}: {num_train} training images (counts "
-              f"{splits.class_counts.tolist()}), {len(splits.test.labels)} test images; {spe} "
+              f"{splits.class_counts.tolist()}), {len(splits.test.labels)} test images{val_note}; {spe} "
               f"steps/epoch x {config.num_epochs} epochs on {mesh.size} device(s); model "
               f"{config.model.name}, loss {losses.describe(config.loss)}"
               f"{' (tau per replica)' if reps and reps.is_tau_sweep else ''}; data on "
@@ -304,11 +308,22 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
                 raise
               final_save_error = e  # the final report is still written, then this is raised
           if (config.eval_every_epochs and epoch % config.eval_every_epochs == 0) or last:
-            reports = evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
-            report = _evaluated(reports, epoch, reps, history)
-            log.write(step, "eval", history[-1])
-            if not last:
-              log.print(f"epoch {epoch} test accuracy:\n{_table(reports, reps)}")
+            test_now = True
+            if select is not None:  # the test split only where the selection may land
+              val_reports = evaluate_replicas(steps, state, splits.val, splits.class_counts,
+                                              config, mesh)
+              entry = select.record(epoch, val_reports, reps is not None)
+              log.write(step, "val", select.history[-1])
+              log.print(f"epoch {epoch} validation accuracy"
+                        f"{' (best so far)' if entry['improved'] else ''}:\n"
+                        f"{_table(val_reports, reps)}")
+              test_now = entry["improved"] or last
+            if test_now:
+              reports = evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
+              report = _evaluated(reports, epoch, reps, history)
+              log.write(step, "eval", history[-1])
+              if not last:
+                log.print(f"epoch {epoch} test accuracy:\n{_table(reports, reps)}")
           t_last = time.time()  # evaluation and saving are not training time
         if resume.STOP.is_set() and step < total_steps:
           settle()
@@ -327,6 +342,8 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
               "train_images_per_s": (timed * config.batch_size * size / t_train
                                      if timed > 0 and t_train > 0 else None),
               "wall_time_s": time.time() - t_start, "class_counts": splits.class_counts.tolist(),
+              **({"dataset_class_ids": splits.class_ids.tolist()}  # Places-LT: renumbered classes
+                 if splits.class_ids is not None else {}),
               "config": resume.config_json(config)}
     if changes:
       result["config_changes_on_resume"] = changes
@@ -334,6 +351,11 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
       result["best_epoch_selected_on_test_set"] = max(history, key=lambda h: h["top1"])
     if reps:
       result.update(replicas.summary(reports, reps))
+    if select is not None:
+      result["val_history"] = select.history
+      result[selection.REPORT_KEY] = select.selected(history)
+      for k, entry in enumerate(result.get("replicas", [])):
+        entry[selection.REPORT_KEY] = select.selected(history, k)
     if jax.process_index() == 0:  # written before the final save is known to have finished
       reporting.write(result, splits.class_counts, workdir, "report.json", evaluation=report)
       if reps:

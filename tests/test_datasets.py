@@ -163,3 +163,24 @@ def test_digits_demo_data():
   assert splits.train.images.shape[1:] == (16, 16, 3)
   assert splits.class_counts.tolist() == [130, 93, 66, 47, 34, 24, 17, 12, 9, 6]
   assert np.bincount(splits.test.labels).tolist() == [40] * 10
+
+
+def test_places_classes_are_renumbered_most_images_first(tmp_path):
+  from test_large_benchmarks import make_tree
+  root, splits = make_tree(tmp_path, "places_lt")
+  train_file = splits / "Places_LT_train.txt"
+  extra = [f"train/img_1.jpg {c}" for c in (7, 7, 7, 7, 7, 7, 7, 300, 300, 300, 12)]
+  train_file.write_text(train_file.read_text() + "\n".join(extra) + "\n")
+  (splits / "Places_LT_test.txt").write_text("train/img_2.jpg 7\ntrain/img_3.jpg 300\n"
+                                             "train/img_4.jpg 12\ntrain/img_5.jpg 0\n")
+  data = datasets.load_split_files("places_lt", str(splits), str(root), validation=True)
+  original = np.bincount(datasets.read_split_file(str(train_file), str(root)).labels, minlength=365)
+  class_map = long_tail.frequency_class_map(original)
+  # class 7 (8 images) first, then class 0 (6), 300 (4), 12 (2), then the classes of one image
+  assert data.class_ids[:4].tolist() == [7, 0, 300, 12]
+  np.testing.assert_array_equal(data.class_counts, original[data.class_ids])
+  np.testing.assert_array_equal(np.argsort(class_map), data.class_ids)
+  assert data.test.labels.tolist() == [0, 2, 3, 1]  # the test split renumbered the same way
+  assert data.val is not None and data.val.labels.max() < 365
+  with pytest.raises(datasets.DataError, match="no validation split.*select_on='test'"):
+    datasets.load_split_files("inaturalist2018", str(splits), str(root), validation=True)

@@ -30,6 +30,9 @@ def make_tree(tmp_path, name, num_test=10):
   lines = [f"{files[c % 12]} {c}" for c in range(num_classes)] + [f"{files[0]} 0"] * 5
   (splits / train_file).write_text("\n".join(lines) + "\n")
   (splits / test_file).write_text("\n".join(f"{files[k % 12]} {k}" for k in range(num_test)) + "\n")
+  if datasets.DATASETS[name].val_file:  # a validation split of other images than the test's
+    (splits / datasets.DATASETS[name].val_file).write_text(
+        "\n".join(f"{files[(k + 5) % 12]} {k}" for k in range(num_test)) + "\n")
   return root, splits
 
 

@@ -140,3 +140,31 @@ def test_shot_groups_equal_official(golden):
       assert np.where(got[g])[0].tolist() == groups[g], (key, g)
     checked += 1
   assert checked == 4
+
+
+def _numpy124_reference():
+  import pathlib
+  path = pathlib.Path(__file__).parent / "data/numpy_sort/argsort_numpy124.npz"
+  ref = np.load(path)  # written by tools/make_argsort_reference.py under numpy 1.24.4
+  return ref, sorted({k.split("/")[0] for k in ref.files})
+
+
+def test_classic_argsort_equals_numpy_before_its_simd_sorts():
+  ref, names = _numpy124_reference()
+  assert len(names) == 41
+  for name in names:
+    values = ref[f"{name}/values"]
+    np.testing.assert_array_equal(long_tail.classic_numpy_argsort(values),
+                                  ref[f"{name}/quicksort"], err_msg=name)
+    order = list(range(len(values)))
+    long_tail._heapsort_range(values.tolist(), order, 0, len(values) - 1)
+    np.testing.assert_array_equal(order, ref[f"{name}/heapsort"], err_msg=name)
+
+
+def test_frequency_class_map_is_the_official_places_relabelling():
+  ref, _ = _numpy124_reference()
+  counts = -ref["places_like/values"]  # the official map is built from np.argsort(-counts)
+  class_map = long_tail.frequency_class_map(counts)
+  np.testing.assert_array_equal(class_map[ref["places_like/quicksort"]], np.arange(365))
+  assert np.all(np.diff(counts[np.argsort(class_map)]) <= 0)  # most images first
+  assert len(set(counts.tolist())) < 300  # the reference has ties, where the order matters

@@ -141,7 +141,8 @@ def test_plain_linear_head_and_depth():
 def test_batchnorm_hand_written_vjp_matches_autodiff(group_size, masked):
   # BatchNorm's backward is written out by hand, also for a masked (padded) batch, whose
   # statistics leave out the padding; it must equal autodiff of the plain formula
-  # (float64, so that only a wrong formula, not rounding, can fail it).
+  # (float64, so that only a wrong formula, not rounding, can fail it). Padded images leave
+  # as zeros.
   from lgla_jax.models.layers import BatchNorm
   with jax.enable_x64():
     rng = np.random.default_rng(0)
@@ -166,8 +167,10 @@ def test_batchnorm_hand_written_vjp_matches_autodiff(group_size, masked):
       w = jnp.repeat(jnp.asarray(w), x.size // x.shape[0] // x.shape[-1]).reshape(g, -1, 1)
       mean = (xg * w).sum(axis=1, keepdims=True) / w.sum(axis=1, keepdims=True)
       var = ((xg - mean) ** 2 * w).sum(axis=1, keepdims=True) / w.sum(axis=1, keepdims=True)
-      y = ((xg - mean) / jnp.sqrt(var + 1e-5) * scale + bias).reshape(x.shape)
-      return jnp.sum(y * dy)
+      y = ((xg - mean) / jnp.sqrt(var + 1e-5) * scale + bias)
+      if mask is not None:
+        y = y * w  # the padding leaves as zeros
+      return jnp.sum(y.reshape(x.shape) * dy)
 
     np.testing.assert_allclose(ours(x, scale, bias), reference(x, scale, bias), rtol=1e-12)
     for a, b in zip(jax.grad(ours, argnums=(0, 1, 2))(x, scale, bias),
@@ -201,3 +204,22 @@ def test_masked_training_forward_equals_forward_on_the_valid_images(bn_group_siz
     np.testing.assert_allclose(out_masked["logits"][:, :5], out_valid["logits"], rtol=1e-4, atol=1e-4)
   for a, b in zip(jax.tree.leaves(stats_masked), jax.tree.leaves(ref_stats)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_bn_group_of_padding_only_keeps_the_gradients_finite():
+  # The padded last batch can leave a whole BatchNorm group without a valid image (18 of 32
+  # images, groups of 8): its variance is 0, and a deep network used to overflow there and
+  # turn the weight gradients into NaN although the loss masks the padding out.
+  model = ExpertResNetCifar(10, 3, depth=20, bn_group_size=4)
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(12, 8, 8, 3)), jnp.float32).at[6:].set(50.0)
+  mask = jnp.arange(12) < 6  # groups: 4 valid, 2 valid + 2 padding, 4 padding
+  variables = model.init(jax.random.key(0), x, train=False)
+
+  def loss(params):
+    out, _ = model.apply({**variables, "params": params}, x, train=True, mask=mask,
+                         mutable=["batch_stats"])
+    return jnp.sum(jnp.where(mask[None, :, None], out["logits"], 0.0))
+
+  grads = jax.jit(jax.grad(loss))(variables["params"])
+  assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))

@@ -129,6 +129,11 @@ class BatchNorm(nn.Module):
       xg = x.astype(acc).reshape(groups, x.shape[0] // groups, -1, features)
       w = None if mask is None else jnp.asarray(mask, acc).reshape(groups, -1, 1, 1)
       y = _bn_normalize(xg, scale.astype(acc), bias.astype(acc), w, self.epsilon)
+      if w is not None:
+        # Padding leaves the network as zeros: a group holding only padding has variance 0,
+        # and rsqrt(eps) per layer would overflow to inf, then NaN in the weight gradients
+        # (0 * inf), although the loss masks those images out.
+        y = y * w
       mean, var, n = jax.lax.stop_gradient(_bn_statistics(xg, w))
       n = xg.shape[1] * xg.shape[2] if n is None else n[0, 0, 0, 0]
       if not self.is_initializing():
