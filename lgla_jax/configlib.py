@@ -58,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.arch = "resnet50"  # resnet: resnet50 | resnext50_32x4d | resnet152 | resnet26
   c.model.separate_experts = False  # resnet: separate layer3/layer4 per expert (Places ResNet-152)
   c.model.base_planes = 64  # resnet: stem width (smaller only for smoke tests)
+  c.model.init_from = config_dict.placeholder(str)  # start from a whole trained model under the official names: an official trainer checkpoint (model_best.pth), a state_dict (.pth/.npz) or lgla_jax.export's .safetensors
   c.model.pretrained = config_dict.placeholder(str)  # resnet: ImageNet-pretrained weights (.npz/.pth) for the trunk; "none": random init; "required": must be given (Places-LT)
   c.model.bn_group_size = 0  # BatchNorm statistics over groups of this many images (0: the global batch)
   c.model.depth = 32  # 6n+2
@@ -190,8 +191,11 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   if not 0 <= c.augment.rotate < 180:
     _fail("augment.rotate", f"must be in [0, 180) degrees, got {c.augment.rotate}")
   m = c.model
-  if m.pretrained == PRETRAINED_REQUIRED:
+  if m.pretrained == PRETRAINED_REQUIRED and not m.init_from:  # a whole model has the trunk
     _fail("model.pretrained", PRETRAINED_HINT)
+  if m.init_from and pretrained_file(m):
+    _fail("model.init_from", "a whole model replaces the pretrained trunk of model.pretrained: "
+          "set only one of them")
   for field, problem in models.problems(m):
     _fail(field, problem)
   if m.bn_group_size < 0 or (m.bn_group_size and c.batch_size % m.bn_group_size):

@@ -19,6 +19,10 @@ from collections.abc import Mapping
 import numpy as np
 
 _STRIP_PREFIXES = ("module.", "backbone.")
+
+
+class WeightsError(ValueError):
+  """A weights file (pretrained trunk, official checkpoint) does not fit the network."""
 _INDEXED = re.compile(r"^(.*)_(\d+)$")
 
 
@@ -36,7 +40,7 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
   for p in path[:-1]:
     tree = tree.setdefault(p, {})
   if path[-1] in tree:
-    raise ValueError(f"two PyTorch entries map to {'/'.join(path)}")
+    raise WeightsError(f"two PyTorch entries map to {'/'.join(path)}")
   tree[path[-1]] = value
 
 
@@ -60,7 +64,7 @@ def variables_from_torch(state_dict: Mapping[str, np.ndarray], num_experts: int 
   modules: dict[str, dict[str, np.ndarray]] = {}
   for name, value in sd.items():
     if "." not in name:
-      raise ValueError(f"unexpected top-level entry {name!r} in the state dict")
+      raise WeightsError(f"unexpected top-level entry {name!r} in the state dict")
     mod, leaf = name.rsplit(".", 1)
     modules.setdefault(mod, {})[leaf] = value
 
@@ -76,7 +80,7 @@ def variables_from_torch(state_dict: Mapping[str, np.ndarray], num_experts: int 
         target = {"weight": (params, "scale"), "bias": (params, "bias"),
                   "running_mean": (stats, "mean"), "running_var": (stats, "var")}.get(leaf)
         if target is None:
-          raise ValueError(f"unexpected BatchNorm entry {mod}.{leaf}")
+          raise WeightsError(f"unexpected BatchNorm entry {mod}.{leaf}")
         _set(target[0], path + (target[1],), value.astype(np.float32))
       elif leaf == "weight" and value.ndim == 4:
         _set(params, path + ("kernel",), np.transpose(value, (2, 3, 1, 0)).astype(np.float32))
@@ -86,12 +90,12 @@ def variables_from_torch(state_dict: Mapping[str, np.ndarray], num_experts: int 
       elif leaf == "bias" and value.ndim == 1:
         _set(params, path + ("bias",), value.astype(np.float32))
       else:
-        raise ValueError(f"don't know how to convert {mod}.{leaf} with shape {value.shape}")
+        raise WeightsError(f"don't know how to convert {mod}.{leaf} with shape {value.shape}")
 
   if num_experts is not None:
     heads = [k for k in params if _INDEXED.match(k) and k.startswith("linears_")]
     if heads and len(heads) != num_experts:
-      raise ValueError(f"state dict has {len(heads)} expert classifiers, expected {num_experts}")
+      raise WeightsError(f"state dict has {len(heads)} expert classifiers, expected {num_experts}")
   return {"params": params, "batch_stats": stats}
 
 
@@ -152,7 +156,34 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   if path.endswith(".npz"):
     with np.load(path) as f:
       return {k: f[k] for k in f.files}
+  if path.endswith(".safetensors"):  # lgla_jax.export's output
+    from safetensors.numpy import load_file
+    return load_file(path)
   return torch_file.read_state_dict(path)
+
+
+def load_official_model(params, model_state, state_dict, source: str):
+  """``(params, model_state)`` with every tensor taken from a full official model's
+  ``state_dict`` (``module.``/``backbone.`` prefixes accepted). Each tensor the network
+  has must be there with its shape and nothing else may be: the error names the
+  mismatching tensors (the official ``load_state_dict`` is strict too)."""
+  target = torch_from_variables({"params": params, **model_state}, prefix="")
+  given = {_strip(k): np.asarray(v) for k, v in state_dict.items()}
+  needed = [n for n in target if not n.endswith("num_batches_tracked")]
+  missing = [n for n in needed if n not in given]
+  unexpected = [n for n in given if n not in target]
+  wrong = [f"{n} is {tuple(given[n].shape)}, the model's {tuple(target[n].shape)}"
+           for n in needed if n in given and tuple(given[n].shape) != tuple(target[n].shape)]
+  if missing or unexpected or wrong:
+    parts = [f"{label} ({len(names)}): {', '.join(names[:4])}{', ...' if len(names) > 4 else ''}"
+             for label, names in (("missing", missing), ("unexpected", unexpected),
+                                  ("other shapes", wrong)) if names]
+    raise WeightsError(f"{source} does not fit this config's network; {'; '.join(parts)}. "
+                     f"Use the config the checkpoint was trained with (data set, model.arch, "
+                     f"model.num_experts, ...)")
+  variables = variables_from_torch({n: given[n].astype(target[n].dtype) for n in needed})
+  return variables["params"], ({"batch_stats": variables["batch_stats"]}
+                               if "batch_stats" in model_state else {})
 
 
 def load_pretrained_resnet(variables, weights, num_experts: int):
@@ -181,6 +212,6 @@ def load_pretrained_resnet(variables, weights, num_experts: int):
     else:
       filled[name] = source[src].astype(value.dtype)
   if problems:
-    raise ValueError(f"the pretrained weights do not fit this model ({len(problems)} problems, "
+    raise WeightsError(f"the pretrained weights do not fit this model ({len(problems)} problems, "
                      f"e.g. {problems[:3]}); they must be an ImageNet ResNet of the same depth")
   return variables_from_torch(filled, num_experts)

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import jax
 
-from lgla_jax import checkpoint, metrics, replicas, reporting, resume, train
+from lgla_jax import checkpoint, configlib, metrics, replicas, reporting, resume, train
 from lgla_jax import workdir as workdir_lib
 
 
+# Files of weights under the official names (not an orbax checkpoint folder).
+OFFICIAL_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
+
+
 def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None) -> dict:
-  """Restore the checkpoint at ``path`` and evaluate it on the whole test set.
+  """Restore the checkpoint at ``path`` and evaluate it on the whole test set (a weights
+  file under the official names, such as the official trainer's ``model_best.pth``, goes
+  to ``evaluate_official``).
 
   The checkpoint's data set and network must be those of ``config`` (checked against the
   config saved with it); a replica run's checkpoint is evaluated for every replica
   (``replicas``, ``replica_mean``, ``replica_std`` next to the first replica's report). The report is written to ``workdir/eval_report.json`` (default:
   next to the checkpoints).
   """
+  if os.path.isfile(path) and path.endswith(OFFICIAL_SUFFIXES):
+    return evaluate_official(config, path, workdir, mesh)
   directory, step = checkpoint.resolve(path)
   run = train.setup(config, mesh)
   mesh, splits, state, steps = run.mesh, run.splits, run.state, run.steps
@@ -50,4 +59,35 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
     print(metrics.format_table(report))
     if run.replicas:
       print(replicas.format_table(reports, run.replicas))
+  return report
+
+
+def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
+                      splits=None) -> dict:
+  """Evaluate an official PyTorch checkpoint (``model_best.pth``: ``state_dict``, ``epoch``,
+  ``monitor_best``, ``config``), a plain ``state_dict`` file or ``lgla_jax.export``'s
+  output with the network of ``config``, on the whole test set. Every tensor is checked
+  against the network (the error names the mismatching ones). The report goes to
+  ``workdir/eval_report.json`` (default: next to the file). ``splits``: in-memory data
+  instead of ``config.dataset``'s."""
+  from lgla_jax import convert, torch_file
+  if config.replicas.seeds:
+    raise ValueError("config.replicas.seeds: an official checkpoint holds one model; "
+                     "evaluate it with a single-run config")
+  official = (torch_file.read_checkpoint(path) if path.endswith((".pth", ".pt"))
+              else {"state_dict": convert.read_state_dict(path), "epoch": None})
+  config = copy.deepcopy(config)
+  config.model.pretrained = configlib.PRETRAINED_NONE  # the file holds the whole network
+  run = train.setup(config, mesh, splits)
+  state = train.load_weights(run.state, lambda p, s: convert.load_official_model(
+      p, s, official["state_dict"], path), None)
+  report = dict(train.run_evaluation(run.steps, state, run.splits.test, run.splits.class_counts,
+                                     config, run.mesh), checkpoint=os.path.abspath(path),
+                epoch=official["epoch"])
+  if official.get("monitor_best") is not None:
+    report["official_monitor_best"] = official["monitor_best"]
+  if jax.process_index() == 0:
+    reporting.write(report, run.splits.class_counts, workdir or os.path.dirname(
+        os.path.abspath(path)), "eval_report.json")
+    print(metrics.format_table(report))
   return report

@@ -120,11 +120,12 @@ def main(argv):
   if config is None:
     _usage_error("--config=configs/NAME.py is required")
   init_distributed()
-  from lgla_jax import (checkpoint, configlib, datasets, download, evaluate, progress, resume,  # jax starts here
-                        train, workdir)
+  from lgla_jax import (checkpoint, configlib, convert, datasets, download, evaluate,  # jax starts here
+                        progress, resume, torch_file, train, workdir)
 
   failures = (FileNotFoundError, datasets.DataError, checkpoint.CheckpointError,
-              download.DownloadError, progress.TrainingDiverged, workdir.WorkdirError)
+              download.DownloadError, progress.TrainingDiverged, workdir.WorkdirError,
+              convert.WeightsError, torch_file.TorchFileError)
   try:
     stopped = _run(config, train, evaluate)
   except (configlib.ConfigError, app.UsageError) as e:

@@ -1,7 +1,8 @@
 """Read the tensors of a PyTorch ``torch.save`` file (``.pth``) without torch.
 
-Pretrained weights (torchvision's ResNet-152 for Places-LT, say) come as ``.pth`` files;
-this reads their ``state_dict`` into numpy arrays so that no torch installation is needed.
+Pretrained weights (torchvision's ResNet-152 for Places-LT, say) and official trainer
+checkpoints come as ``.pth`` files; this reads their ``state_dict`` into numpy arrays so
+that no torch installation is needed.
 Both of torch's container formats are understood:
 
 * the zip format (torch >= 1.6): ``<name>/data.pkl`` holds the pickled object, every
@@ -12,7 +13,10 @@ Both of torch's container formats are understood:
   bytes.
 
 The unpickler only builds plain containers and tensors: any other class in the file is
-refused with an error (loading a ``.pth`` with ``pickle`` can otherwise run arbitrary code).
+refused with an error (loading a ``.pth`` with ``pickle`` can otherwise run arbitrary code),
+except what an official trainer checkpoint holds besides tensors: its ``ConfigParser`` and
+``pathlib`` paths become ``Inert`` records (no code of theirs runs) and numpy scalars
+numbers.
 """
 
 from __future__ import annotations
@@ -90,17 +94,65 @@ _ALLOWED = {
 }
 
 
+class Inert:
+  """A foreign object of an official trainer checkpoint, kept as data: its class name and
+  the arguments and state it was pickled with. Nothing of the class runs."""
+
+  qualname = "?"
+
+  def __new__(cls, *args):
+    obj = super().__new__(cls)
+    obj.args, obj.state = args, None
+    return obj
+
+  def __init__(self, *args):
+    pass
+
+  def __setstate__(self, state):
+    self.state = state
+
+  def __repr__(self):
+    return f"<{self.qualname} (not loaded)>"
+
+
+def _numpy_scalar(dtype, data=None):
+  return np.frombuffer(data, dtype)[0] if data is not None else dtype.type()
+
+
+# What besides tensors an official trainer checkpoint (``base_trainer._save_checkpoint``)
+# pickles: its ConfigParser with pathlib paths (kept inert) and numpy scalar metrics.
+_INERT = {("parse_config", "ConfigParser")} | {
+    (module, name) for module in ("pathlib", "pathlib._local")  # _local: Python >= 3.13
+    for name in ("PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath")}
+def _latin1_bytes(text, encoding):
+  """How protocol 2 (torch.save's) pickles bytes: ``_codecs.encode(text, 'latin1')``."""
+  if encoding not in ("latin1", "latin-1"):
+    raise TorchFileError(f"unexpected byte encoding {encoding!r} in the file")
+  return text.encode("latin1")
+
+
+_NUMPY = {("_codecs", "encode"): _latin1_bytes,
+          ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+          ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+          ("numpy", "dtype"): np.dtype}
+
+
 class _Unpickler(pickle.Unpickler):
 
-  def __init__(self, file, load_storage):
+  def __init__(self, file, load_storage, trainer_checkpoint=False):
     super().__init__(file)
     self._load_storage = load_storage
+    self._trainer_checkpoint = trainer_checkpoint
 
   def find_class(self, module, name):
     if (module, name) in _ALLOWED:
       return _ALLOWED[(module, name)]
     if module == "torch" and name.endswith("Storage"):
       return _StorageType(name)
+    if self._trainer_checkpoint and (module, name) in _NUMPY:
+      return _NUMPY[(module, name)]
+    if self._trainer_checkpoint and (module, name) in _INERT:
+      return type(name, (Inert,), {"qualname": f"{module}.{name}"})
     raise TorchFileError(f"the file contains a {module}.{name}, which is not a tensor or a "
                          f"plain container: only state_dict-like files are read")
 
@@ -113,7 +165,7 @@ class _Unpickler(pickle.Unpickler):
     return self._load_storage(storage_type, key, numel)
 
 
-def _read_zip(path: str):
+def _read_zip(path: str, trainer_checkpoint: bool):
   with zipfile.ZipFile(path) as z:
     pickles = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
     if len(pickles) != 1:
@@ -128,10 +180,10 @@ def _read_zip(path: str):
       dtype = storage_type.dtype.newbyteorder("<" if order == "little" else ">")
       return np.frombuffer(raw, dtype, count=numel).astype(storage_type.dtype.newbyteorder("="))
 
-    return _Unpickler(io.BytesIO(z.read(pickles[0])), load_storage).load()
+    return _Unpickler(io.BytesIO(z.read(pickles[0])), load_storage, trainer_checkpoint).load()
 
 
-def _read_legacy(path: str):
+def _read_legacy(path: str, trainer_checkpoint: bool):
   with open(path, "rb") as f:
     try:
       magic = pickle.load(f)
@@ -149,7 +201,7 @@ def _read_legacy(path: str):
       types[key] = storage_type
       return key  # resolved once the storages that follow the object are read
 
-    obj = _Unpickler(f, load_storage).load()
+    obj = _Unpickler(f, load_storage, trainer_checkpoint).load()
     keys = pickle.load(f)
     data = {}
     for key in keys:
@@ -177,18 +229,36 @@ def _resolve(obj, data):
   return obj
 
 
-def load(path: str):
-  """The object saved in a ``.pth`` file, with every tensor as a numpy array."""
+def load(path: str, trainer_checkpoint: bool = False):
+  """The object saved in a ``.pth`` file, with every tensor as a numpy array.
+  ``trainer_checkpoint``: also accept what an official trainer checkpoint pickles next to
+  its tensors (its config object, kept ``Inert``; numpy scalars)."""
   if zipfile.is_zipfile(path):
-    return _read_zip(path)
-  return _read_legacy(path)
+    return _read_zip(path, trainer_checkpoint)
+  return _read_legacy(path, trainer_checkpoint)
 
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """The arrays of a saved ``state_dict`` (or of a checkpoint dict holding ``state_dict``)."""
-  obj = load(path)
+  """The arrays of a saved ``state_dict``, or of an official trainer checkpoint's
+  ``state_dict`` (``read_checkpoint``)."""
+  obj = load(path, trainer_checkpoint=True)
   if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
     obj = obj["state_dict"]
   if not isinstance(obj, dict):
     raise TorchFileError(f"{path} holds a {type(obj).__name__}, not a state_dict")
   return {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
+
+
+def read_checkpoint(path: str) -> dict:
+  """An official trainer checkpoint (``model_best.pth``, ``checkpoint-epochN.pth``):
+  ``state_dict`` (name -> array), ``epoch``, ``monitor_best`` and ``arch`` (None where the
+  file has none: a plain ``state_dict`` file)."""
+  obj = load(path, trainer_checkpoint=True)
+  if not isinstance(obj, dict):
+    raise TorchFileError(f"{path} holds a {type(obj).__name__}, not a checkpoint")
+  is_checkpoint = isinstance(obj.get("state_dict"), dict)
+  state = obj["state_dict"] if is_checkpoint else obj
+  meta = {k: obj.get(k) if is_checkpoint else None for k in ("epoch", "monitor_best", "arch")}
+  if meta["monitor_best"] is not None:
+    meta["monitor_best"] = float(np.asarray(meta["monitor_best"]).reshape(()))
+  return {"state_dict": {k: v for k, v in state.items() if isinstance(v, np.ndarray)}, **meta}

@@ -14,7 +14,8 @@ import numpy as np
 import optax
 from jax.experimental.compilation_cache import compilation_cache
 
-from lgla_jax import checkpoint, configlib, datasets, device_data, input_pipeline, losses, models
+from lgla_jax import checkpoint, configlib, convert, datasets, device_data, input_pipeline
+from lgla_jax import losses, models
 from lgla_jax import metrics as metrics_lib
 from lgla_jax import optim, progress, replicas, reporting, resume, sharding, state as state_lib
 from lgla_jax import selection
@@ -136,8 +137,12 @@ def setup(config, mesh=None, splits=None) -> Run:
           else jax.random.PRNGKey(config.seed))
   state = state_lib.create(model, tx, rngs, image_shape, mesh)
   weights = configlib.pretrained_file(config.model)
-  if weights:
-    state = _load_pretrained(model, state, weights, reps)
+  if weights and not config.model.init_from:
+    state = load_weights(state, lambda p, s: model.load_pretrained(p, s, weights), reps)
+  if config.model.init_from:
+    whole = convert.read_state_dict(config.model.init_from)
+    state = load_weights(state, lambda p, s: convert.load_official_model(
+        p, s, whole, config.model.init_from), reps)
   steps = make_steps(model, tx, loss_fn, mean=config.dataset.mean, std=config.dataset.std,
                      steps_per_epoch=spe, mesh=mesh,
                      xla_cpu_fast_elementwise=config.xla_cpu_fast_elementwise,
@@ -147,14 +152,14 @@ def setup(config, mesh=None, splits=None) -> Run:
   return Run(mesh, splits, model, tx, lr_table, spe, state, steps, config, reps)
 
 
-def _load_pretrained(model, state, weights: str, reps):
-  """The pretrained weights loaded into the state (into every replica: their heads and
-  whatever the file does not hold keep their own initialisation)."""
+def load_weights(state, load, reps):
+  """``load(params, model_state) -> (params, model_state)`` applied to the state (to every
+  replica's: whatever the weights do not hold keeps each one's own initialisation)."""
   params, model_state = jax.device_get((state.params, state.model_state))
   if reps is None:
-    params, model_state = model.load_pretrained(params, model_state, weights)
+    params, model_state = load(params, model_state)
   else:
-    loaded = [model.load_pretrained(*jax.tree.map(lambda x, k=k: x[k], (params, model_state)), weights)
+    loaded = [load(*jax.tree.map(lambda x, k=k: x[k], (params, model_state)))
               for k in range(reps.size)]
     params, model_state = jax.tree.map(lambda *xs: np.stack(xs), *loaded)
   placed = jax.tree.map(lambda x, ref: jax.device_put(x, ref.sharding), (params, model_state),

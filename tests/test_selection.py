@@ -62,3 +62,5 @@ def test_a_run_reports_the_test_accuracy_of_its_validation_selected_epoch(tmp_pa
   lines = [json.loads(x) for x in open(tmp_path / "wd" / "metrics.jsonl")]
   assert sum(x["kind"] == "val" for x in lines) == 3
   assert len(result["dataset_class_ids"]) == 365
+  from lgla_jax import resume  # a resume reads the same selection back
+  assert resume.earlier_evaluations(str(tmp_path / "wd"), 36, "val") == vals
