@@ -99,7 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.replicas.seeds = ()  # train one replica per seed in one vmapped step (empty: the single run of config.seed)
   c.replicas.tau = ()  # one loss.tau per seed (a tau sweep; empty: loss.tau for every replica)
   c.replicas.shards = 1  # split the replicas over this many groups of devices (must divide both)
-  c.replicas.mode = "auto"  # vmap | sequential (lax.map: one replica after the other, less memory) | auto (vmap)
+  c.replicas.mode = "auto"  # vmap | sequential (lax.map: one replica after the other, less memory) | unrolled (each replica's own program in one step) | auto (unrolled on CPU, vmap elsewhere)
 
   c.num_epochs = 400
   c.batch_size = 128  # global batch, split over all devices

@@ -23,12 +23,14 @@ import numpy as np
 from lgla_jax import long_tail, losses
 
 # How the step runs over the replicas (config.replicas.mode): vmap batches them into one
-# program (the replicas fill an accelerator together); sequential runs them one after the
-# other inside the step (lax.map: the memory of one replica's activations). Measured on
-# the 2-core CPU, Fashion-MNIST protocol, 3 replicas against one run: vmap 48.7 images/s
-# (all replicas) against 75.8, sequential slower still (not finished in 3 minutes where
-# vmap took 1); auto is vmap.
-MODES = ("auto", "vmap", "sequential")
+# program (the replicas fill an accelerator together; their convolutions become grouped
+# ones); sequential runs them one after the other inside the step (lax.map: the memory of
+# one replica's activations); unrolled puts each replica's own single-run program side by
+# side in the step. Measured on the 2-core CPU (python -m lgla_jax.benchmark, Fashion-MNIST
+# config, synthetic data, 3 replicas, images/s of all replicas): one run 76.3, unrolled
+# 76.8, vmap 45.2 (XLA:CPU's grouped convolutions are slow). auto: unrolled on CPU, vmap
+# elsewhere (not yet measured on a GPU).
+MODES = ("auto", "vmap", "sequential", "unrolled")
 
 # The accuracy metrics the tables and the history show per replica.
 METRICS = ("top1", "many", "medium", "few", "rarest3")
@@ -43,11 +45,6 @@ class Replicas:
   taus: tuple[float, ...]
   shards: int = 1
   mode: str = "auto"
-
-  @property
-  def sequential(self) -> bool:
-    """Whether the step maps over the replicas one by one (``MODES``)."""
-    return self.mode == "sequential"
 
   @property
   def size(self) -> int:
@@ -77,6 +74,9 @@ def problems(config, num_devices: int | None) -> list[tuple[str, str]]:
   seeds, taus = tuple(r.seeds), tuple(r.tau)
   if r.mode not in MODES:
     found.append(("replicas.mode", f"{r.mode!r} is not one of {MODES}"))
+  elif r.mode == "unrolled" and r.shards != 1:
+    found.append(("replicas.mode", "unrolled runs every replica on every device; with "
+                  "replicas.shards > 1 use vmap"))
   if not seeds:
     if taus:
       found.append(("replicas.tau", f"{len(taus)} value(s) but replicas.seeds is empty: give "

@@ -45,7 +45,7 @@ class ReplicaAxis:
   seeds: tuple[int, ...]
   losses: tuple[Callable, ...]
   loss_index: tuple[int, ...]
-  sequential: bool = False  # lax.map over the replicas instead of vmap (see replicas.MODES)
+  mode: str = "vmap"  # vmap | sequential (lax.map) | unrolled (see replicas.MODES)
 
 
 def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
@@ -149,9 +149,9 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
 def _vmapped(one_train_step, one_eval_step, replicas: ReplicaAxis):
   """The train and eval steps of a stacked state: each replica's step with its own batch
   (leading replica axis), seed and loss; evaluation of one shared batch by every replica.
-  vmap (``spmd_axis_name`` puts the mesh's replica axis on the vmapped dimension), or with
-  ``replicas.sequential`` a ``lax.map``: one replica after the other, each step exactly a
-  single run's program."""
+  vmap (``spmd_axis_name`` puts the mesh's replica axis on the vmapped dimension); mode
+  ``sequential``: a ``lax.map``, one replica after the other; ``unrolled``: every
+  replica's own single-run program side by side in one step (no batched convolutions)."""
   seeds = jnp.asarray(replicas.seeds, jnp.int32)
   index = jnp.asarray(replicas.loss_index, jnp.int32)
   axes = state_lib.STACKED_AXES
@@ -165,7 +165,21 @@ def _vmapped(one_train_step, one_eval_step, replicas: ReplicaAxis):
 
   def over_replicas(fn, state, *xs, out_state: bool):
     """``fn(single state, *x)`` for every replica; ``xs`` have a leading replica axis."""
-    if not replicas.sequential:
+    if replicas.mode == "unrolled":
+      take = lambda tree, k: jax.tree.map(lambda x: x[k], tree)
+      outs = []
+      for k in range(len(replicas.seeds)):
+        single = state.replace(**{f: take(getattr(state, f), k)
+                                  for f in ("params", "model_state", "opt_state")})
+        outs.append(fn(single, *(take(x, k) for x in xs)))
+      stack = lambda *trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+      if not out_state:
+        return stack(*outs)
+      new = [o[0] for o in outs]
+      return state.replace(step=state.step + 1, params=stack(*[n.params for n in new]),
+                           model_state=stack(*[n.model_state for n in new]),
+                           opt_state=stack(*[n.opt_state for n in new])), stack(*[o[1] for o in outs])
+    if replicas.mode == "vmap":
       return jax.vmap(fn, in_axes=(axes,) + (0,) * len(xs), out_axes=(axes, 0) if out_state else 0,
                       spmd_axis_name=sharding.REPLICA)(state, *xs)
     stacked = (state.params, state.model_state, state.opt_state)

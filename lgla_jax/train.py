@@ -94,6 +94,8 @@ def resolve_placement(config, splits: datasets.DataSplits, mesh):
                                 "needs dataset.on_device=False")
   if not config.steps_per_dispatch:
     config.steps_per_dispatch = 1 if cpu else 8
+  if config.replicas.mode == "auto":  # measured: replicas.MODES
+    config.replicas.mode = "unrolled" if cpu and config.replicas.shards == 1 else "vmap"
   return config
 
 
@@ -116,8 +118,7 @@ def setup(config, mesh=None, splits=None) -> Run:
     loss_fn = None
     fns, index = replicas.loss_functions(config, reps, splits.class_counts,
                                          config.model.num_experts, model.logit_scale)
-    replica_axis = ReplicaAxis(reps.seeds, fns, index,
-                               sequential=reps.sequential)
+    replica_axis = ReplicaAxis(reps.seeds, fns, index, mode=config.replicas.mode)
   else:
     loss_fn = losses.make(config.loss, splits.class_counts, config.model.num_experts, model.logit_scale)
     replica_axis = None

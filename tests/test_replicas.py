@@ -41,7 +41,9 @@ def _assert_replica_equals(stacked, k, single, atol):
     {"dataset.on_device": False, "replicas.mode": "sequential"},
     # device batches and augmentation, two-step chunks, replicas vmapped
     {"dataset.on_device": True, "augment.on_device": True, "steps_per_dispatch": 2,
-     "replicas.mode": "vmap"}])
+     "replicas.mode": "vmap"},
+    # device batches, each replica's own program side by side
+    {"dataset.on_device": True, "augment.on_device": True, "replicas.mode": "unrolled"}])
 def test_each_replica_equals_the_single_run_with_its_seed_and_tau(placement):
   # Two steps at a small learning rate, as test_one_and_eight_devices_agree: early LGLA
   # training is chaotic in float32, so this checks the vmapped step is the same
@@ -52,7 +54,7 @@ def test_each_replica_equals_the_single_run_with_its_seed_and_tau(placement):
   losses, state, run = _steps(_config("demo", **common, **{
       "replicas.seeds": (0, 1), "replicas.tau": (2.0, 3.0)}), 1, 2)
   assert losses.shape == (2, 2) and int(state.step) == 2
-  assert run.replicas.sequential == (placement["replicas.mode"] == "sequential")
+  assert run.config.replicas.mode == placement["replicas.mode"]
   single_fields = {k: v for k, v in common.items() if not k.startswith("replicas.")}
   for k, (seed, tau) in enumerate([(0, 2.0), (1, 3.0)]):
     single_losses, single, _ = _steps(_config("demo", **single_fields, seed=seed, **{"loss.tau": tau}), 1, 2)
