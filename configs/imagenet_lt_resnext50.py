@@ -6,7 +6,8 @@
 
 As imagenet_lt_resnet50 (batch 64, lr 0.025, wd 5e-4, cosine over 180 epochs, RandAugment),
 with tau 3.0. Official: 2 GPUs under DataParallel, so BatchNorm over groups of 32 images is
-the default (model.bn_group_size=0: the whole batch).
+the default (model.bn_group_size=0: the whole batch). The validation split picks the
+reported epoch (dataset.select_on='val'), as the official trainer.
 """
 
 from lgla_jax import configlib

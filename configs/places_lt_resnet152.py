@@ -10,6 +10,8 @@ layer3/layer4 (model.pretrained: the PyTorch state_dict as .pth, read without to
 or .npz). Recipe: batch 128, SGD lr 0.01 Nesterov, weight decay 4e-4, 30 epochs with x0.1
 at epochs 10 and 20, tau 2.4; RandomResizedCrop, ColorJitter, grayscale 0.2, blur 0.5, flip.
 Official: 4 GPUs under DataParallel, so BatchNorm over groups of 32 images is the default.
+Classes are renumbered by training images, most first, as the official loader does; the
+validation split (Places_LT_val.txt) picks the reported epoch (dataset.select_on='val').
 Without model.pretrained the run refuses to start (the official model cannot run without
 its weights); --config.model.pretrained=none trains from random initialisation on purpose.
 """
