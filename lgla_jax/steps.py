@@ -18,6 +18,7 @@ import optax
 
 from lgla_jax import augment_device, sharding, state as state_lib
 from lgla_jax import metrics as metrics_lib
+from lgla_jax.models.layers import dataparallel_slots
 
 
 def normalize(images_u8, mean, std):
@@ -50,7 +51,8 @@ class ReplicaAxis:
 
 def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
                xla_cpu_fast_elementwise: bool = True, device_data: dict | None = None,
-               augment_config=None, seed: int = 0, replicas: ReplicaAxis | None = None) -> Steps:
+               augment_config=None, seed: int = 0, replicas: ReplicaAxis | None = None,
+               bn_group_size: int = 0) -> Steps:
   """Build the sharded, jitted steps. The epoch the loss sees (1-based, for deferred
   re-weighting) is ``state.step // steps_per_epoch + 1``.
 
@@ -59,7 +61,9 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
   (``seed``, step, position in the global batch); None: images arrive augmented.
   ``replicas``: the state is stacked (``state.STACKED_AXES``) and the step is vmapped over
   it, each replica with its own batch, seed and loss (``loss_fn`` and ``seed`` unused); the
-  mesh has a replica axis. Evaluation gives each replica's counts, stacked."""
+  mesh has a replica axis. Evaluation gives each replica's counts, stacked.
+  ``bn_group_size``: the model's BatchNorm groups; a padded batch is rearranged so that
+  they hold what DataParallel's GPUs would (``layers.dataparallel_slots``)."""
   mean, std = tuple(mean), tuple(std)
   rep = sharding.replicated(mesh)
   data = sharding.batch_sharding(mesh)  # within one replica
@@ -88,6 +92,9 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
   def one_train_step(state, batch, arrays, seed, loss_fn):
     images, labels = inputs(state.step, batch, arrays, "train", seed)
     mask = batch.get("mask")
+    if bn_group_size and mask is not None:  # everything after is order-free (masked means)
+      source = dataparallel_slots(mask, bn_group_size)
+      images, labels, mask = images[source], labels[source], mask[source]
     epoch = state.step // steps_per_epoch + 1
     (loss, (model_state, per_expert, output)), grads = jax.value_and_grad(
         loss_and_aux, has_aux=True)(state.params, state.model_state, images, labels, mask,

@@ -149,7 +149,8 @@ def setup(config, mesh=None, splits=None) -> Run:
                      xla_cpu_fast_elementwise=config.xla_cpu_fast_elementwise,
                      device_data=device_data.put(splits, mesh) if config.dataset.on_device else None,
                      augment_config=config.augment if config.augment.on_device else None,
-                     seed=config.seed, replicas=replica_axis)
+                     seed=config.seed, replicas=replica_axis,
+                     bn_group_size=config.model.get("bn_group_size", 0))
   return Run(mesh, splits, model, tx, lr_table, spe, state, steps, config, reps)
 
 

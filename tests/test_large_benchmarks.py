@@ -179,3 +179,26 @@ def test_randaugment_fills_with_the_imagenet_grey_on_every_data_set():
   assert (124, 116, 104) in corners  # a rotation, shear or translation happened
   inat_mean = tuple(round(255 * m) for m in (0.466, 0.471, 0.380))
   assert inat_mean not in corners
+
+
+def test_the_training_step_groups_a_short_last_batch_as_dataparallel():
+  # 7 valid images of a padded batch of 16 in BatchNorm groups of 4: DataParallel's first GPU
+  # gets images 0-1 (chunks of ceil(7 / 4) = 2), so the running statistics after the step
+  # are those of a plain forward pass on those two images.
+  from lgla_jax import models, steps as steps_lib
+  config = _config("demo", "quick", **{"model.bn_group_size": 4, "batch_size": 16,
+                                       "dataset.on_device": False, "augment.on_device": False})
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  run = train.setup(config, mesh)
+  size = config.dataset.image_size
+  images = np.random.default_rng(0).integers(0, 256, (16, size, size, 3), dtype=np.uint8)
+  batch = {"image": images, "label": np.arange(16) % 10, "mask": np.arange(16) < 7}
+  before = jax.device_get(run.state)
+  state, _ = run.steps.train(run.state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))
+  whole = config.model.copy_and_resolve_references()
+  whole.bn_group_size = 0
+  plain = models.build(whole, 10, jnp.float32)
+  x = steps_lib.normalize(jnp.asarray(images[:2]), config.dataset.mean, config.dataset.std)
+  _, first_gpu = plain.apply(before.params, before.model_state, x, train=True)
+  for a, b in zip(jax.tree.leaves(jax.device_get(state.model_state)), jax.tree.leaves(first_gpu)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -223,3 +223,28 @@ def test_a_bn_group_of_padding_only_keeps_the_gradients_finite():
 
   grads = jax.jit(jax.grad(loss))(variables["params"])
   assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+
+
+def test_a_short_last_batch_is_grouped_as_dataparallel_splits_it():
+  # DataParallel cuts the n valid images of an epoch's short last batch into chunks of
+  # ceil(n / GPUs) (torch.chunk): 7 images on 4 GPUs are 2, 2, 2, 1, not a full group of
+  # 4 and a group of 3. The step rearranges the padded batch so that the groups hold that.
+  from lgla_jax.models.layers import dataparallel_slots
+  mask = jnp.arange(16) < 7
+  source = dataparallel_slots(mask, 4)
+  assert np.asarray(mask[source]).reshape(4, 4).sum(1).tolist() == [2, 2, 2, 1]
+  assert np.array_equal(dataparallel_slots(jnp.ones(16, bool), 4), np.arange(16))
+  assert sorted(np.asarray(source).tolist()) == list(range(16))  # a permutation
+  model = ExpertResNetCifar(10, 3, depth=8, bn_group_size=4)
+  x = jnp.asarray(np.random.default_rng(4).normal(size=(16, 16, 16, 3)), jnp.float32)
+  variables = model.init(jax.random.key(0), x, train=False)
+  out, stats = model.apply(variables, x[source], train=True, mask=mask[source],
+                           mutable=["batch_stats"])
+  plain = ExpertResNetCifar(10, 3, depth=8)
+  for g, (lo, hi) in enumerate([(0, 2), (2, 4), (4, 6), (6, 7)]):
+    ref, ref_stats = plain.apply(variables, x[lo:hi], train=True, mutable=["batch_stats"])
+    got = out["logits"][:, 4 * g:4 * g + hi - lo]
+    np.testing.assert_allclose(got, ref["logits"], rtol=1e-4, atol=1e-4)
+    if g == 0:  # the running statistics are the first GPU's
+      for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(ref_stats)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -93,6 +93,25 @@ def _bn_normalize_bwd(epsilon, res, dy):
 _bn_normalize.defvjp(_bn_normalize_fwd, _bn_normalize_bwd)
 
 
+def dataparallel_slots(mask_B, group_size: int):
+  """Where each image of a padded batch goes so that BatchNorm groups of ``group_size``
+  hold what DataParallel's GPUs would: its scatter cuts the n valid images into chunks of
+  ``ceil(n / groups)`` (``torch.chunk``), so an epoch's short last batch fills fewer,
+  smaller groups than a full one. Returns ``source_B``: the image for each slot (valid
+  images chunked at the start of their groups, padding in the rest); a full batch is the
+  identity. Valid images must come first in the batch, as a padded batch has them."""
+  size = mask_B.shape[0]
+  groups = size // group_size
+  n = jnp.sum(mask_B.astype(jnp.int32))
+  chunk = jnp.maximum((n + groups - 1) // groups, 1)
+  slot = jnp.arange(size)
+  within, group = slot % group_size, slot // group_size
+  valid_slot = (within < chunk) & (group * chunk + within < n)
+  rank = jnp.where(valid_slot, group * chunk + within, 0)  # which valid image fills the slot
+  pad_rank = jnp.cumsum(~valid_slot) - 1  # which padding image fills it
+  return jnp.where(valid_slot, rank, n + pad_rank).astype(jnp.int32)
+
+
 class BatchNorm(nn.Module):
   """BatchNorm2d with PyTorch semantics over the last (channel) axis.
 
