@@ -141,8 +141,7 @@ def test_plain_linear_head_and_depth():
 def test_batchnorm_hand_written_vjp_matches_autodiff(group_size, masked):
   # BatchNorm's backward is written out by hand, also for a masked (padded) batch, whose
   # statistics leave out the padding; it must equal autodiff of the plain formula
-  # (float64, so that only a wrong formula, not rounding, can fail it). Padded images leave
-  # as zeros.
+  # (float64, so that only a wrong formula, not rounding, can fail it).
   from lgla_jax.models.layers import BatchNorm
   with jax.enable_x64():
     rng = np.random.default_rng(0)
@@ -167,10 +166,8 @@ def test_batchnorm_hand_written_vjp_matches_autodiff(group_size, masked):
       w = jnp.repeat(jnp.asarray(w), x.size // x.shape[0] // x.shape[-1]).reshape(g, -1, 1)
       mean = (xg * w).sum(axis=1, keepdims=True) / w.sum(axis=1, keepdims=True)
       var = ((xg - mean) ** 2 * w).sum(axis=1, keepdims=True) / w.sum(axis=1, keepdims=True)
-      y = ((xg - mean) / jnp.sqrt(var + 1e-5) * scale + bias)
-      if mask is not None:
-        y = y * w  # the padding leaves as zeros
-      return jnp.sum(y.reshape(x.shape) * dy)
+      y = ((xg - mean) / jnp.sqrt(var + 1e-5) * scale + bias).reshape(x.shape)
+      return jnp.sum(y * dy)
 
     np.testing.assert_allclose(ours(x, scale, bias), reference(x, scale, bias), rtol=1e-12)
     for a, b in zip(jax.grad(ours, argnums=(0, 1, 2))(x, scale, bias),

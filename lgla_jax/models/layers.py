@@ -149,10 +149,10 @@ class BatchNorm(nn.Module):
       w = None if mask is None else jnp.asarray(mask, acc).reshape(groups, -1, 1, 1)
       y = _bn_normalize(xg, scale.astype(acc), bias.astype(acc), w, self.epsilon)
       if w is not None:
-        # Padding leaves the network as zeros: a group holding only padding has variance 0,
-        # and rsqrt(eps) per layer would overflow to inf, then NaN in the weight gradients
-        # (0 * inf), although the loss masks those images out.
-        y = y * w
+        # A group holding only padding (a short last batch in groups) has variance 0, and
+        # rsqrt(eps) per layer would overflow to inf, then NaN in the weight gradients
+        # (0 * inf), although the loss masks those images out: it leaves as zeros.
+        y = jnp.where(w.sum(axis=1, keepdims=True) > 0, y, 0.0)
       mean, var, n = jax.lax.stop_gradient(_bn_statistics(xg, w))
       n = xg.shape[1] * xg.shape[2] if n is None else n[0, 0, 0, 0]
       if not self.is_initializing():
