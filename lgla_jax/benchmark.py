@@ -14,7 +14,10 @@ Prints one JSON object. Two kinds of numbers:
 A replica run (``--config.replicas.seeds=...``) counts the images of all its replicas.
 
 ``--synthetic`` uses random uint8 images of the config's size with the config's
-long-tailed class counts (the real training-set size), so no data set is needed.
+long-tailed class counts (the real training-set size), so no data set is needed; for an
+ImageNet-size config ``--synthetic_jpeg=N`` makes them N JPEG files instead, which the real
+pipeline decodes and augments (arrays skip the decode: the two separate input from compute).
+The output also has the device's peak memory (``peak_device_memory_bytes``, GPU/TPU).
 """
 
 from __future__ import annotations
@@ -36,24 +39,57 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed dispatches first (the first
 _EPOCHS = flags.DEFINE_integer("epochs", 0, "Also time a real run of this many epochs (0: no).")
 _SYNTHETIC = flags.DEFINE_bool("synthetic", False, "Random images instead of the data set.")
 _SYNTHETIC_TEST = flags.DEFINE_integer("synthetic_test", 10_000, "Test images with --synthetic.")
+_JPEG = flags.DEFINE_integer("synthetic_jpeg", 0, "With --synthetic and an image-file data set "
+                             "(ImageNet-size): this many distinct JPEG files (500x375) that the "
+                             "images cycle through, decoded by the real pipeline (0: arrays).")
 
 
-def synthetic_splits(config, num_train: int | None = None, num_test: int = 10_000) -> datasets.DataSplits:
+def synthetic_splits(config, num_train: int | None = None, num_test: int = 10_000,
+                     size: int | None = None) -> datasets.DataSplits:
   """Random uint8 images; training labels follow the config's long-tailed class counts
-  (``num_train`` images in all; None: as many as those counts sum to)."""
+  (``num_train`` images in all, at least one per class; None: as many as those counts sum
+  to)."""
   num_classes = datasets.DATASETS[config.dataset.name].num_classes
   counts = np.asarray(long_tail.imbalanced_counts(
       num_classes, config.dataset.max_per_class or 500, config.dataset.imbalance_factor), np.int64)
   rng = np.random.default_rng(0)
-  size = config.dataset.image_size
+  size = size or config.dataset.image_size
   if num_train is None:
     labels = np.repeat(np.arange(num_classes), counts)
-  else:
-    labels = rng.choice(num_classes, num_train, p=counts / counts.sum())
+  else:  # every class at least once (a long-tailed loss needs each), then by the counts
+    num_train = max(num_train, num_classes)
+    labels = np.concatenate([np.arange(num_classes), rng.choice(
+        num_classes, num_train - num_classes, p=counts / counts.sum())])
   test_labels = np.arange(num_test) % num_classes
   make = lambda y: datasets.ArrayData(rng.integers(0, 256, (len(y), size, size, 3), dtype=np.uint8), y)
   return datasets.DataSplits(make(labels), make(test_labels),
                              np.bincount(labels, minlength=num_classes), num_classes)
+
+
+def synthetic_jpeg_splits(config, folder: str, num_files: int, num_train: int,
+                          num_test: int) -> datasets.DataSplits:
+  """Image files for an ImageNet-size config: ``num_files`` smooth random 500x375 JPEGs
+  (quality 90, about an ImageNet photo's decode cost) in ``folder``, cycled through by
+  ``num_train`` training images with the config's class counts and ``num_test`` test ones."""
+  import os
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  paths = []
+  for k in range(num_files):
+    coarse = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)  # low-frequency content
+    image = Image.fromarray(coarse).resize((500, 375), Image.BILINEAR)
+    paths.append(os.path.join(folder, f"img_{k}.jpg"))
+    image.save(paths[-1], quality=90)
+  splits = synthetic_splits(config, num_train, num_test, size=1)
+  files = lambda n: datasets.FileImages([paths[i % num_files] for i in range(n)])
+  return splits._replace(train=datasets.ArrayData(files(len(splits.train.labels)), splits.train.labels),
+                         test=datasets.ArrayData(files(len(splits.test.labels)), splits.test.labels))
+
+
+def peak_memory_bytes() -> int | None:
+  """The device's peak memory in use so far (None where the backend does not say: CPU)."""
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
 
 
 def _rate(n_images, seconds):
@@ -137,7 +173,8 @@ def _context(config) -> dict:
           "augment_on_device": get("augment", "on_device"),
           "steps_per_dispatch": get("steps_per_dispatch"),
           "replicas": len(get("replicas", "seeds")) or 1,
-          "augment": {k: get("augment", k) for k in ("crop_padding", "flip", "autoaugment", "cutout")},
+          "augment": {k: get("augment", k) for k in ("recipe", "crop_padding", "flip",
+                                                       "autoaugment", "cutout")},
           "num_workers": get("num_workers")}
 
 
@@ -156,12 +193,22 @@ def main(argv):
     raise app.UsageError("--config=configs/NAME.py is required")
   config = _CONFIG.value
   out = {"synthetic": _SYNTHETIC.value}
-  if _STEPS.value > 0:
-    splits = synthetic_splits(config, num_test=_SYNTHETIC_TEST.value) if _SYNTHETIC.value else None
-    out["parts"] = parts(config, _STEPS.value, max(_WARMUP.value, 1), splits)
-  if _EPOCHS.value > 0:
-    splits = synthetic_splits(config, num_test=_SYNTHETIC_TEST.value) if _SYNTHETIC.value else None
-    out["run"] = epochs(config, _EPOCHS.value, splits)
+  with tempfile.TemporaryDirectory() as folder:
+    make = lambda: None
+    files = config.dataset.source == "split_files"  # ImageNet-size: enough images for the steps
+    num_train = ((_STEPS.value + _WARMUP.value + 1) * config.batch_size
+                 * max(config.steps_per_dispatch, 8) if files else None)
+    if _SYNTHETIC.value and _JPEG.value:
+      out["synthetic_jpeg_files"] = _JPEG.value
+      make = lambda: synthetic_jpeg_splits(config, folder, _JPEG.value, num_train,
+                                           _SYNTHETIC_TEST.value)
+    elif _SYNTHETIC.value:
+      make = lambda: synthetic_splits(config, num_train, num_test=_SYNTHETIC_TEST.value)
+    if _STEPS.value > 0:
+      out["parts"] = parts(config, _STEPS.value, max(_WARMUP.value, 1), make())
+    if _EPOCHS.value > 0:
+      out["run"] = epochs(config, _EPOCHS.value, make())
+  out["peak_device_memory_bytes"] = peak_memory_bytes()
   print(json.dumps(out), flush=True)
 
 

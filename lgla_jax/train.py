@@ -82,8 +82,9 @@ def resolve_placement(config, splits: datasets.DataSplits, mesh):
   size = device_data.nbytes(splits)
   cpu = mesh.devices.flat[0].platform == "cpu"
   if config.dataset.on_device is None:  # host augmentation needs the images on the host
-    config.dataset.on_device = (config.augment.on_device is not False and size is not None
-                                and size <= device_data.AUTO_LIMIT_BYTES)
+    config.dataset.on_device = (config.augment.on_device is not False
+                                and config.augment.recipe == "cifar"  # the on-device recipe
+                                and size is not None and size <= device_data.AUTO_LIMIT_BYTES)
   if config.dataset.on_device and size is None:
     raise configlib.ConfigError("config.dataset.on_device: this data set's images are files; "
                                 "set it to False")

@@ -55,3 +55,12 @@ def test_benchmark_full_cifar_config():
   result = _bench("configs/cifar100_ir100.py", "--steps=5")
   assert result["parts"]["batch_size"] == 128
   print(json.dumps(result))
+
+
+def test_benchmark_decodes_synthetic_jpegs_for_imagenet_size_configs():
+  result = _bench("configs/imagenet_lt_resnext50.py:quick", "--steps=2", "--warmup=1",
+                  "--synthetic_jpeg=4", "--synthetic_test=16")
+  parts = result["parts"]
+  assert result["synthetic_jpeg_files"] == 4 and parts["augment"]["recipe"] == "imagenet"
+  assert not parts["data_on_device"] and parts["source_images_per_s"] > 0
+  assert "peak_device_memory_bytes" in result  # None on CPU, bytes on a GPU

@@ -125,6 +125,8 @@ def test_automatic_choices_are_made_once_and_recorded():
   assert (c.dataset.on_device, c.augment.on_device, c.steps_per_dispatch) == (True, True, 1)
   c = train.resolve_placement(_config("demo", **{"augment.on_device": False}), splits, mesh)
   assert (c.dataset.on_device, c.augment.on_device) == (False, False)  # host augmentation, host data
+  c = train.resolve_placement(_config("imagenet_lt_resnet50"), splits, mesh)  # in-memory arrays
+  assert (c.dataset.on_device, c.augment.on_device) == (False, False)  # its recipe runs on the host
   files = splits._replace(train=datasets.ArrayData(datasets.FileImages(["a.jpg"] * 103),
                                                    splits.train.labels))
   c = train.resolve_placement(_config("demo"), files, mesh)
