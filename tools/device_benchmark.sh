@@ -23,14 +23,7 @@ STEPS=${STEPS:-30}
 EPOCHS=${EPOCHS:-40}
 TEST=${SYNTHETIC_TEST:-10000}  # synthetic test images (CIFAR-100: 10,000)
 [[ "${FULL:-0}" == 1 ]] && EPOCHS=400
-if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-"$PYTHON" -c 'import jax; print("jax", jax.__version__, jax.devices())' | tee "$OUT/devices.txt"
-command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv >> "$OUT/devices.txt"
+source tools/device_env.sh
 
 if [[ -d .official ]]; then
   LGLA_REF=$PWD/.official "$PYTHON" tools/official_step_speed.py 50 cuda | tee -a "$OUT/official.jsonl"

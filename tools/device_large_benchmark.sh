@@ -24,14 +24,7 @@ CONFIGS=${CONFIGS:-"imagenet_lt_resnext50 imagenet_lt_resnet50"}  # split across
 DTYPES=${DTYPES:-"float32 bfloat16"}
 SUFFIX=""
 [[ "${QUICK:-0}" == 1 ]] && SUFFIX=":quick"
-if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-"$PYTHON" -c 'import jax; print("jax", jax.__version__, jax.devices())' | tee "$OUT/devices.txt"
-command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv >> "$OUT/devices.txt"
+source tools/device_env.sh
 
 if [[ -d .official ]] && "$PYTHON" -c 'import torch' 2> /dev/null; then
   LGLA_REF=$PWD/.official PYTHONPATH="$PWD/tools:$PYTHONPATH" "$PYTHON" \

@@ -12,15 +12,13 @@ package (which needs pandas) is replaced by the dummy ``autocast`` it defines fo
 import contextlib
 import io
 import json
-import statistics
 import sys
-import time
 import types
 
 import numpy as np
 import torch
 
-from official_ref import load_official
+from official_ref import load_official, median_step_seconds
 
 
 def main():
@@ -42,19 +40,8 @@ def main():
   rng = np.random.RandomState(0)
   x = torch.from_numpy(rng.randn(batch, 3, 224, 224).astype(np.float32)).to(device)
   y = torch.from_numpy(rng.choice(1000, batch, p=np.asarray(counts) / sum(counts))).to(device)
-  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-  times = []
-  for i in range(steps + 2):
-    t0 = time.perf_counter()
-    opt.zero_grad()
-    out = net(x)
-    loss = crit(output_logits=out["output"], target=y, extra_info={"logits": out["logits"].transpose(0, 1)})
-    loss.backward()
-    opt.step()
-    sync()
-    if i >= 2:
-      times.append(time.perf_counter() - t0)
-  print(json.dumps({"official_resnext50_step_images_per_s": round(batch / statistics.median(times), 2),
+  seconds = median_step_seconds(net, crit, opt, x, y, steps, device == "cuda")
+  print(json.dumps({"official_resnext50_step_images_per_s": round(batch / seconds, 2),
                     "batch": batch, "peak_memory_bytes": (torch.cuda.max_memory_allocated()
                                                           if device == "cuda" else None),
                     "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",

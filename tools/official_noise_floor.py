@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import torch
 
-from official_ref import official_model_and_loss
+from official_ref import official_model_and_loss, official_train_step
 
 GOLDEN = pathlib.Path(__file__).resolve().parents[1] / "tests" / "golden"
 
@@ -43,12 +43,7 @@ def main():
   for k in range(3):
     x = torch.from_numpy(d["batches_nchw"][k]).to(dtype)
     y = torch.from_numpy(d["targets"][k])
-    opt.zero_grad()
-    out = net(x)
-    loss = crit(output_logits=out["output"], target=y,
-                extra_info={"logits": out["logits"].transpose(0, 1)})
-    loss.backward()
-    opt.step()
+    loss = official_train_step(net, crit, opt, x, y)
     print(f"step {k + 1}: loss {loss.item():.6f} (stored {float(d['losses'][k]):.6f})")
     if k in (0, 2):
       sd = {"backbone." + n: t.double().numpy() for n, t in net.state_dict().items()}

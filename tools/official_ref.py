@@ -25,3 +25,31 @@ def load_official(relative_path: str, name: str, cuda: bool = False):
 def official_model_and_loss(cuda: bool = False):
   return (load_official("model/ldam_drw_resnets/expert_resnet_cifar.py", "expert_resnet_cifar", cuda),
           load_official("model/loss.py", "official_loss", cuda))
+
+
+def official_train_step(net, crit, opt, x, y):
+  """One official training step (forward, LGLA loss on the expert logits, backward, SGD);
+  returns the loss."""
+  opt.zero_grad()
+  out = net(x)
+  loss = crit(output_logits=out["output"], target=y,
+              extra_info={"logits": out["logits"].transpose(0, 1)})
+  loss.backward()
+  opt.step()
+  return loss
+
+
+def median_step_seconds(net, crit, opt, x, y, steps: int, cuda: bool) -> float:
+  """Median seconds of the official training step (forward, LGLA loss, backward, SGD) over
+  ``steps`` steps after two warm-up steps."""
+  import statistics
+  import time
+  sync = torch.cuda.synchronize if cuda else (lambda: None)
+  times = []
+  for i in range(steps + 2):
+    t0 = time.perf_counter()
+    official_train_step(net, crit, opt, x, y)
+    sync()
+    if i >= 2:
+      times.append(time.perf_counter() - t0)
+  return statistics.median(times)

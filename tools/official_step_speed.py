@@ -11,14 +11,12 @@ import contextlib
 import io
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 import torch
 
-from official_ref import official_model_and_loss
+from official_ref import median_step_seconds, official_model_and_loss
 
 
 def main():
@@ -35,19 +33,8 @@ def main():
   rng = np.random.RandomState(0)
   x = torch.from_numpy(rng.randn(128, 3, 32, 32).astype(np.float32)).to(device)
   y = torch.from_numpy(rng.choice(100, 128, p=np.asarray(counts) / sum(counts))).to(device)
-  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-  times = []
-  for i in range(steps + 2):
-    t0 = time.perf_counter()
-    opt.zero_grad()
-    out = net(x)
-    loss = crit(output_logits=out["output"], target=y, extra_info={"logits": out["logits"].transpose(0, 1)})
-    loss.backward()
-    opt.step()
-    sync()
-    if i >= 2:
-      times.append(time.perf_counter() - t0)
-  print(json.dumps({"official_step_images_per_s": round(128 / statistics.median(times), 2),
+  seconds = median_step_seconds(net, crit, opt, x, y, steps, device == "cuda")
+  print(json.dumps({"official_step_images_per_s": round(128 / seconds, 2),
                     "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                     "threads": torch.get_num_threads(), "torch": torch.__version__}))
 
