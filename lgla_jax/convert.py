@@ -144,15 +144,20 @@ def torch_from_variables(variables, prefix: str = "backbone.",
   return out
 
 
-def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """PyTorch-named arrays from an ``.npz`` or a ``.pth`` (read without torch)."""
+PRETRAINED_MISSING = (
+    "give the ImageNet-pretrained ResNet-152 as a PyTorch .pth (torchvision's resnet152 "
+    "weights, say) or an .npz of its state_dict (numpy.savez(path, **{k: v.numpy() for k, v "
+    "in state_dict.items()}))")
+
+
+def read_state_dict(path: str, what: str = "pretrained weights",
+                    hint: str = PRETRAINED_MISSING) -> dict[str, np.ndarray]:
+  """PyTorch-named arrays from an ``.npz``, ``.safetensors`` or ``.pth`` (read without
+  torch); a missing file is a ``FileNotFoundError`` naming ``what`` it was and ``hint``."""
   import os
   from lgla_jax import torch_file
   if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"pretrained weights {path} do not exist: give the ImageNet-pretrained ResNet-152 "
-        f"as a PyTorch .pth (torchvision's resnet152 weights, say) or an .npz of its "
-        f"state_dict (numpy.savez(path, **{{k: v.numpy() for k, v in state_dict.items()}}))")
+    raise FileNotFoundError(f"{what} {path} do not exist: {hint}")
   if path.endswith(".npz"):
     with np.load(path) as f:
       return {k: f[k] for k in f.files}

@@ -142,7 +142,10 @@ def setup(config, mesh=None, splits=None) -> Run:
   if weights and not config.model.init_from:
     state = load_weights(state, lambda p, s: model.load_pretrained(p, s, weights), reps)
   if config.model.init_from:
-    whole = convert.read_state_dict(config.model.init_from)
+    whole = convert.read_state_dict(
+        config.model.init_from, "config.model.init_from: the weights",
+        "give an official checkpoint (model_best.pth), a state_dict .pth/.npz or an "
+        "lgla_jax.export .safetensors file")
     state = load_weights(state, lambda p, s: convert.load_official_model(
         p, s, whole, config.model.init_from), reps)
   steps = make_steps(model, tx, loss_fn, mean=config.dataset.mean, std=config.dataset.std,

@@ -159,3 +159,15 @@ def test_the_command_line_evaluates_an_official_checkpoint(tmp_path, golden):
               f"--checkpoint={tmp_path / 'other.pth'}", f"--workdir={tmp_path}")
   assert done.returncode == 1 and "does not fit this config's network" in done.stderr
   assert "Traceback" not in done.stderr
+
+
+def test_init_from_errors_are_one_line(tmp_path):
+  from test_train import _cli
+  demo = f"--config={ROOT / 'configs/demo.py'}:quick"
+  done = _cli(demo, f"--config.model.init_from={tmp_path}/none.pth", f"--workdir={tmp_path}/w")
+  assert done.returncode == 1 and "config.model.init_from: the weights" in done.stderr
+  assert "Traceback" not in done.stderr
+  done = _cli(f"--config={ROOT / 'configs/places_lt_resnet152.py'}:quick",
+              f"--config.model.init_from={tmp_path}/x.pth", "--config.model.pretrained=/x.pth",
+              f"--workdir={tmp_path}/w2")
+  assert done.returncode == 2 and "model.init_from" in done.stderr and "Traceback" not in done.stderr
