@@ -290,8 +290,12 @@ def cutout(img, key, length: int):
 
 
 def train_augment(images_BxHxWxC, keys_B, augment_config):
-  """The configured CIFAR recipe on a uint8 batch, one key per image (``image_keys``)."""
+  """The configured recipe on a uint8 batch, one key per image (``image_keys``): the CIFAR
+  recipe here, the ImageNet-size ones after the host's crop (``augment_device_imagenet``)."""
   a = augment_config
+  if a.recipe != "cifar":
+    from lgla_jax import augment_device_imagenet  # builds on this module's ops
+    return augment_device_imagenet.train_augment(images_BxHxWxC, keys_B, a.recipe)
 
   def one(img, key):
     k_crop, k_flip, k_rot, k_auto, k_cut = jax.random.split(key, 5)

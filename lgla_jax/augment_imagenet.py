@@ -85,8 +85,8 @@ def _rand_op(img, name, level, rng, fill):
     resample = Image.BILINEAR if rng.random() < 0.5 else Image.BICUBIC
     return img.rotate(sign * 30.0 * t, resample=resample, fillcolor=fill)
   if name == "Posterize":
-    bits = int(4 * t)
-    return img if bits >= 8 else ImageOps.posterize(img, bits)
+    bits = int(4 * t)  # 0 below level 2.5: black, as Pillow < 10 made it (it now refuses 0)
+    return ImageOps.posterize(img, bits) if bits >= 1 else Image.new(img.mode, img.size)
   if name == "Solarize":
     return ImageOps.solarize(img, int(256 * t))
   if name == "SolarizeAdd":
@@ -124,24 +124,26 @@ def _flip(img, rng):
   return img.transpose(Image.FLIP_LEFT_RIGHT) if rng.random() < 0.5 else img
 
 
-def train_image(img, rng, recipe: str, size: int = 224) -> np.ndarray:
-  """The training augmentation of one image (``recipe`` 'imagenet' or 'places')."""
-  img = img.convert("RGB")
+def train_image(img, rng, recipe: str, size: int = 224, crop_only: bool = False) -> np.ndarray:
+  """The training augmentation of one image (``recipe`` 'imagenet' or 'places').
+  ``crop_only``: stop after the RandomResizedCrop, the first step of both recipes (the
+  step does the rest: ``augment_device_imagenet``)."""
+  if recipe not in RECIPES:
+    raise ValueError(f"unknown recipe {recipe!r}; one of {RECIPES}")
+  img = random_resized_crop(img.convert("RGB"), rng, size)
+  if crop_only:
+    return np.asarray(img, dtype=np.uint8)
   if recipe == "imagenet":
-    img = random_resized_crop(img, rng, size)
     img = _flip(img, rng)
     img = color_jitter(img, rng)
     img = rand_augment(img, rng)
-  elif recipe == "places":
-    img = random_resized_crop(img, rng, size)
+  else:  # places
     img = color_jitter(img, rng)
     if rng.random() < 0.2:
       img = img.convert("L").convert("RGB")
     if rng.random() < 0.5:
       img = img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(0.1, 2.0)))
     img = _flip(img, rng)
-  else:
-    raise ValueError(f"unknown recipe {recipe!r}; one of {RECIPES}")
   return np.asarray(img, dtype=np.uint8)
 
 

@@ -173,8 +173,9 @@ def _context(config) -> dict:
           "augment_on_device": get("augment", "on_device"),
           "steps_per_dispatch": get("steps_per_dispatch"),
           "replicas": len(get("replicas", "seeds")) or 1,
-          "augment": {k: get("augment", k) for k in ("recipe", "crop_padding", "flip",
-                                                       "autoaugment", "cutout")},
+          "augment": {k: get("augment", k) for k in (
+              ("recipe", "crop_padding", "flip", "autoaugment", "cutout")
+              if get("augment", "recipe") == "cifar" else ("recipe",))},  # the others are fixed
           "num_workers": get("num_workers")}
 
 

@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment.rotate = 0.0  # random rotation in [-rotate, rotate] degrees after the flip (RIDE's loader: 15; 0: off)
   c.augment.autoaugment = True  # AutoAugment, CIFAR-10 policy (as the official loader)
   c.augment.cutout = 16  # side of the one Cutout hole in pixels (0: off)
-  c.augment.on_device = config_dict.placeholder(bool)  # cifar recipe in the jitted step (False: PIL/numpy on the host, the reference; None: auto)
+  c.augment.on_device = config_dict.placeholder(bool)  # recipe in the jitted step (imagenet/places: after the host's decode and crop); False: PIL/numpy on the host, the reference; None: auto (README)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet_cifar"  # a name in models.REGISTRY: resnet_cifar (ResNet-32 family) | resnet (ImageNet-size)
@@ -98,6 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.replicas = ml_collections.ConfigDict()
   c.replicas.seeds = ()  # train one replica per seed in one vmapped step (empty: the single run of config.seed)
   c.replicas.tau = ()  # one loss.tau per seed (a tau sweep; empty: loss.tau for every replica)
+  c.replicas.lr = ()  # one optim.lr per seed (the schedule's base rate; empty: optim.lr for every replica)
   c.replicas.shards = 1  # split the replicas over this many groups of devices (must divide both)
   c.replicas.mode = "auto"  # vmap | sequential (lax.map: one replica after the other, less memory) | unrolled (each replica's own program in one step) | auto (unrolled on CPU, vmap elsewhere)
 
@@ -179,9 +180,6 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   if (c.augment.recipe == "cifar") != (d.source != "split_files"):
     _fail("augment.recipe", f"{c.augment.recipe!r} does not fit dataset.source={d.source!r}: "
           f"the cifar recipe works on in-memory images, imagenet/places on image files")
-  if c.augment.on_device and c.augment.recipe != "cifar":
-    _fail("augment.on_device", f"the {c.augment.recipe!r} recipe decodes image files on the "
-          f"host; only the cifar recipe runs on the device (set it to False or leave it None)")
   if d.on_device and d.source == "split_files":
     _fail("dataset.on_device", "image files are decoded on the host; only in-memory data sets "
           "(cifar, fashion_mnist, digits) can live on the devices")

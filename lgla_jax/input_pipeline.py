@@ -74,7 +74,8 @@ class AugmentBatch(grain.transforms.Map):
   share exactly as a single process would augment those images of the global batch.
 
   ``recipe`` 'cifar' works on uint8 batches (``augment``); 'imagenet' / 'places' decode
-  image files and augment them one by one (``augment_imagenet``)."""
+  image files and augment them one by one (``augment_imagenet``), or only take their
+  crop with ``crop_only`` (the step does the rest: ``augment_device_imagenet``)."""
 
   seed: int
   crop_padding: int
@@ -86,6 +87,7 @@ class AugmentBatch(grain.transforms.Map):
   recipe: str = "cifar"
   image_size: int = 224
   rotate: float = 0.0
+  crop_only: bool = False
 
   def map(self, batch):
     rng = np.random.default_rng([self.seed, int(batch["step"]), 0xA06])
@@ -105,7 +107,7 @@ class AugmentBatch(grain.transforms.Map):
       seeds = rng.integers(0, 2**63 - 1, size=self.global_batch)[positions]
       images = np.stack([
           augment_imagenet.train_image(_open(path), np.random.default_rng(s), self.recipe,
-                                       self.image_size)
+                                       self.image_size, self.crop_only)
           for path, s in zip(batch["image"], seeds)])
     return {"image": images, "label": batch["label"], "mask": batch["mask"]}
 
@@ -135,7 +137,10 @@ def steps_per_epoch(num_examples: int, global_batch: int, drop_last: bool = Fals
 def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: int,
                    start_step: int = 0, augment_config=None, num_workers: int = 0,
                    image_size: int = 224, drop_last: bool = False):
-  """An iterator of this process's training batches from global step ``start_step`` on."""
+  """An iterator of this process's training batches from global step ``start_step`` on.
+
+  ``augment_config`` (``config.augment``; None: no augmentation) with ``on_device`` set
+  leaves the cifar recipe to the step entirely and the file recipes after their crop."""
   pc, pi = jax.process_count(), jax.process_index()
   if global_batch % pc:
     raise ValueError(f"config.batch_size={global_batch} is not divisible by {pc} processes")
@@ -143,10 +148,13 @@ def train_iterator(images, labels, *, seed: int, global_batch: int, num_epochs: 
   total = spe * num_epochs
   ds = grain.MapDataset.range(start_step, total).map(
       GatherTrainBatch(images, labels, seed, global_batch, spe, pi, pc))
-  if augment_config is not None:
-    a = augment_config
+  a = augment_config
+  if a is not None and a.get("on_device") and a.recipe == "cifar":
+    a = None  # the step augments the raw uint8 batch
+  if a is not None:
     ds = ds.map(AugmentBatch(seed, a.crop_padding, a.flip, a.autoaugment, a.cutout,
-                             global_batch, pi, a.recipe, image_size, a.rotate))
+                             global_batch, pi, a.recipe, image_size, a.rotate,
+                             crop_only=bool(a.get("on_device"))))
   elif not isinstance(images, np.ndarray):
     ds = ds.map(AugmentBatch(seed, 0, False, False, 0, global_batch, pi, "eval", image_size))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))

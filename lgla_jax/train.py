@@ -210,9 +210,8 @@ def _seed_batches(run: Run, seed: int, start_step: int, total_steps: int):
   it = input_pipeline.train_iterator(
       train_data.images, train_data.labels, seed=seed, global_batch=config.batch_size,
       num_epochs=config.num_epochs, start_step=start_step,
-      augment_config=None if config.augment.on_device else config.augment,
-      num_workers=config.num_workers, image_size=config.dataset.image_size,
-      drop_last=config.drop_last_batch)
+      augment_config=config.augment, num_workers=config.num_workers,
+      image_size=config.dataset.image_size, drop_last=config.drop_last_batch)
   return itertools.islice(it, total_steps - start_step)
 
 

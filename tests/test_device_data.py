@@ -136,9 +136,6 @@ def test_automatic_choices_are_made_once_and_recorded():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"augment.on_device": True, "augment.recipe": "imagenet", "dataset.name": "imagenet_lt",
-      "dataset.source": "split_files"},
-     "augment.on_device"),
     ({"dataset.on_device": True, "augment.on_device": False}, "augment.on_device"),
     ({"steps_per_dispatch": -1}, "steps_per_dispatch"),
 ])

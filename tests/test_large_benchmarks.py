@@ -73,6 +73,31 @@ def test_quick_config_trains_a_step_and_evaluates(tmp_path, name):
   assert report["num_images"] == 10 and len(report["experts"]) == 3
 
 
+def test_device_augmentation_of_a_file_recipe_trains_on_the_hosts_crops(tmp_path):
+  """``augment.on_device=True`` with the imagenet recipe: the host pipeline hands over the
+  recipe's crops (the same draws as the host recipe's first step), the step does the rest."""
+  root, splits = make_tree(tmp_path, "imagenet_lt")
+  config = _config("imagenet_lt_resnet50", **{"dataset.data_dir": str(root),
+                                               "dataset.split_dir": str(splits),
+                                               "augment.on_device": True})
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  run = train.setup(config, mesh)
+  assert (run.config.augment.on_device, run.config.dataset.on_device) == (True, False)
+  batch = next(train.train_batches(run, 0, 1))
+  rng = np.random.default_rng([config.seed, 0, 0xA06])
+  seeds = rng.integers(0, 2**63 - 1, size=config.batch_size)
+  paths = run.splits.train.images[input_pipeline.batch_indices(
+      input_pipeline.epoch_permutation(config.seed, 0, len(run.splits.train.labels)), 0,
+      config.batch_size)[0]]
+  crops = [augment_imagenet.random_resized_crop(Image.open(p).convert("RGB"),
+                                                np.random.default_rng(s), 64)
+           for p, s in zip(paths, seeds)]
+  np.testing.assert_array_equal(batch["image"], np.stack([np.asarray(c) for c in crops]))
+  state, metrics = run.steps.train(run.state, input_pipeline.to_global(
+      batch, sharding.batch_sharding(mesh)))
+  assert np.isfinite(float(metrics["loss"])) and int(state.step) == 1
+
+
 def test_split_file_errors(tmp_path):
   root, splits = make_tree(tmp_path, "places_lt")
   with pytest.raises(FileNotFoundError, match="image root"):

@@ -10,8 +10,11 @@
 #   2. lgla_jax.benchmark on ResNet-50 x3 and ResNeXt-50 x3 (ImageNet-LT configs, 224x224,
 #      batch 64), float32 and bfloat16: synthetic JPEGs through the real decode +
 #      RandAugment pipeline (WORKERS grain workers), and the same on in-memory arrays (no
-#      decode); each gives end-to-end and step-alone images/s and the peak device memory.
-# Eight compilations of a 224x224 network: if one call cannot hold them, run CONFIGS=... or
+#      decode); each gives end-to-end and step-alone images/s and the peak device memory;
+#   3. (DEVICE_AUGMENT=1, the default) the JPEG case in bfloat16 again with
+#      --config.augment.on_device=True: the host decodes and crops, the step does flip,
+#      ColorJitter and RandAugment (augment_device_imagenet), to choose the default.
+# Ten compilations of a 224x224 network: if one call cannot hold them, run CONFIGS=... or
 # DTYPES=... in two calls. Dry run on a CPU (3.5 minutes, 64x64 quick networks):
 #   QUICK=1 STEPS=2 WORKERS=0 OUT=/tmp/o tools/device_large_benchmark.sh
 set -euo pipefail
@@ -21,6 +24,7 @@ PYTHON=${PYTHON:-python3}
 STEPS=${STEPS:-10}  # dispatches of 8 steps each on a GPU
 WORKERS=${WORKERS:-14}
 CONFIGS=${CONFIGS:-"imagenet_lt_resnext50 imagenet_lt_resnet50"}  # split across calls if slow
+DEVICE_AUGMENT=${DEVICE_AUGMENT:-1}
 DTYPES=${DTYPES:-"float32 bfloat16"}
 SUFFIX=""
 [[ "${QUICK:-0}" == 1 ]] && SUFFIX=":quick"
@@ -40,4 +44,10 @@ for config in $CONFIGS; do
         | tee -a "$OUT/large.jsonl" || echo "{\"failed\": \"$config $dtype jpeg=$jpeg\"}" >> "$OUT/large.jsonl"
     done
   done
+  if [[ "$DEVICE_AUGMENT" == 1 ]]; then  # the recipe after the crop in the step
+    "$PYTHON" -m lgla_jax.benchmark --config="configs/$config.py$SUFFIX" --synthetic \
+      --synthetic_jpeg=256 --steps="$STEPS" --synthetic_test=1000 --config.dtype=bfloat16 \
+      --config.num_workers="$WORKERS" --config.augment.on_device=True \
+      | tee -a "$OUT/large.jsonl" || echo "{\"failed\": \"$config device augment\"}" >> "$OUT/large.jsonl"
+  fi
 done
