@@ -3,7 +3,8 @@
 ``config.replicas.seeds`` (empty: the single run of ``config.seed``) gives each replica
 its seed, from which its initialisation, data order and augmentation stream derive
 exactly as in a single run with that seed; ``config.replicas.tau`` optionally gives each
-replica its own ``loss.tau`` (a tau sweep). The state is stacked on a leading replica axis
+replica its own ``loss.tau`` (a tau sweep), ``config.replicas.lr`` its own ``optim.lr``
+(the base rate of the configured schedule). The state is stacked on a leading replica axis
 (``state.STACKED_AXES``) and the step is vmapped over it (``steps.ReplicaAxis``);
 ``config.replicas.shards`` splits that axis over groups of devices (the mesh's 'replica'
 axis), each group splitting every batch of its replicas over its devices.
@@ -20,7 +21,7 @@ import os
 
 import numpy as np
 
-from lgla_jax import long_tail, losses
+from lgla_jax import long_tail, losses, optim
 
 # How the step runs over the replicas (config.replicas.mode): vmap batches them into one
 # program (the replicas fill an accelerator together; their convolutions become grouped
@@ -38,13 +39,14 @@ METRICS = ("top1", "many", "medium", "few", "rarest3")
 
 @dataclasses.dataclass(frozen=True)
 class Replicas:
-  """The replicas of a run: one seed and one ``loss.tau`` each, and how many device
-  groups the replica axis is split over."""
+  """The replicas of a run: one seed, one ``loss.tau`` and one ``optim.lr`` each (empty
+``lrs``: the config's for all), and how many device groups the replica axis is split over."""
 
   seeds: tuple[int, ...]
   taus: tuple[float, ...]
   shards: int = 1
   mode: str = "auto"
+  lrs: tuple[float, ...] = ()
 
   @property
   def size(self) -> int:
@@ -54,8 +56,13 @@ class Replicas:
   def is_tau_sweep(self) -> bool:
     return len(set(self.taus)) > 1
 
+  @property
+  def is_lr_sweep(self) -> bool:
+    return len(set(self.lrs)) > 1
+
   def label(self, k: int) -> str:
-    return f"seed {self.seeds[k]}" + (f", tau {self.taus[k]:g}" if self.is_tau_sweep else "")
+    return (f"seed {self.seeds[k]}" + (f", tau {self.taus[k]:g}" if self.is_tau_sweep else "")
+            + (f", lr {self.lrs[k]:g}" if self.is_lr_sweep else ""))
 
 
 def of(config) -> Replicas | None:
@@ -65,13 +72,14 @@ def of(config) -> Replicas | None:
     return None
   seeds = tuple(int(s) for s in r.seeds)
   taus = tuple(float(t) for t in r.tau) or (float(config.loss.tau),) * len(seeds)
-  return Replicas(seeds, taus, int(r.shards), r.mode)
+  lrs = tuple(float(v) for v in r.get("lr", ())) or (float(config.optim.lr),) * len(seeds)
+  return Replicas(seeds, taus, int(r.shards), r.mode, lrs)
 
 
 def problems(config, num_devices: int | None) -> list[tuple[str, str]]:
   """``(field, problem)`` pairs of ``config.replicas``; empty when usable."""
   r, found = config.replicas, []
-  seeds, taus = tuple(r.seeds), tuple(r.tau)
+  seeds, taus, lrs = tuple(r.seeds), tuple(r.tau), tuple(r.get("lr", ()))
   if r.mode not in MODES:
     found.append(("replicas.mode", f"{r.mode!r} is not one of {MODES}"))
   elif r.mode == "unrolled" and r.shards != 1:
@@ -81,6 +89,9 @@ def problems(config, num_devices: int | None) -> list[tuple[str, str]]:
     if taus:
       found.append(("replicas.tau", f"{len(taus)} value(s) but replicas.seeds is empty: give "
                     f"one seed per tau, e.g. --config.replicas.seeds='{(0,) * len(taus)}'"))
+    if lrs:
+      found.append(("replicas.lr", f"{len(lrs)} value(s) but replicas.seeds is empty: give "
+                    f"one seed per lr, e.g. --config.replicas.seeds='{(0,) * len(lrs)}'"))
     if r.shards != 1:
       found.append(("replicas.shards", "splits replicas: set replicas.seeds first"))
     return found
@@ -91,16 +102,22 @@ def problems(config, num_devices: int | None) -> list[tuple[str, str]]:
                   f"{taus}; or leave it empty to use loss.tau for every replica"))
   if any(not isinstance(t, (int, float)) or t < 0 for t in taus):
     found.append(("replicas.tau", f"every tau must be >= 0, got {taus}"))
+  if lrs and len(lrs) != len(seeds):
+    found.append(("replicas.lr", f"needs one value per seed ({len(seeds)}), got {len(lrs)}: "
+                  f"{lrs}; or leave it empty to use optim.lr for every replica"))
+  if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0 for v in lrs):
+    found.append(("replicas.lr", f"every learning rate must be > 0, got {lrs}"))
   spec = losses.REGISTRY.get(config.loss.name)
   if taus and spec is not None and "tau" not in spec.fields:
     found.append(("replicas.tau", f"loss {config.loss.name!r} does not read tau: a sweep over "
                   f"it would train {len(seeds)} times the same loss; leave replicas.tau empty"))
   if not found:
-    pairs = list(zip(seeds, taus or (config.loss.tau,) * len(seeds)))
+    pairs = list(zip(seeds, taus or (config.loss.tau,) * len(seeds),
+                     lrs or (config.optim.lr,) * len(seeds)))
     twins = sorted({p for p in pairs if pairs.count(p) > 1})
     if twins:
-      found.append(("replicas.seeds", f"replicas {twins} (seed, tau) appear more than once and "
-                    f"would train identically; give each replica another seed or tau"))
+      found.append(("replicas.seeds", f"replicas {twins} (seed, tau, lr) appear more than once "
+                    f"and would train identically; give each replica another seed, tau or lr"))
   if r.shards < 1 or len(seeds) % r.shards:
     found.append(("replicas.shards", f"must divide the {len(seeds)} replicas, got {r.shards}"))
   elif num_devices and num_devices % r.shards:
@@ -118,6 +135,18 @@ def loss_functions(config, reps: Replicas, class_counts, num_experts: int, scale
     loss_config.tau = tau
     fns.append(losses.make(loss_config, class_counts, num_experts, scale))
   return tuple(fns), tuple(distinct.index(t) for t in reps.taus)
+
+
+def optimizers(config, reps: Replicas, steps_per_epoch: int):
+  """``(optimizers, index)``: one optimizer per distinct learning rate
+  (``optim.make_optimizer`` with that ``optim.lr``) and which one each replica uses."""
+  distinct = sorted(set(reps.lrs), key=reps.lrs.index)
+  txs = []
+  for lr in distinct:
+    optim_config = copy.deepcopy(config.optim)
+    optim_config.lr = lr
+    txs.append(optim.make_optimizer(optim_config, config.num_epochs, steps_per_epoch)[0])
+  return tuple(txs), tuple(distinct.index(v) for v in reps.lrs)
 
 
 def stacked(iterators):
@@ -151,13 +180,14 @@ def _aggregate(values: list, ddof: int):
 
 
 def summary(reports: list[dict], reps: Replicas) -> dict:
-  """The report keys of a replica run: ``replicas`` (seed, tau and final report of each),
+  """The report keys of a replica run: ``replicas`` (seed, tau, lr and final report of each),
   ``replica_mean`` and ``replica_std`` (sample standard deviation, ddof=1) of every metric
   of the final report."""
   mean, std = _aggregate(reports, ddof=1)
   strip = lambda d: {k: v for k, v in d.items() if k != "confusion"}
-  return {"replicas": [{"seed": s, "tau": t, "final": strip(r)}
-                       for s, t, r in zip(reps.seeds, reps.taus, reports)],
+  lrs = reps.lrs or (None,) * reps.size
+  return {"replicas": [{"seed": s, "tau": t, "lr": lr, "final": strip(r)}
+                       for s, t, lr, r in zip(reps.seeds, reps.taus, lrs, reports)],
           "replica_mean": mean, "replica_std": std}
 
 

@@ -41,12 +41,15 @@ class Steps:
 @dataclasses.dataclass(frozen=True)
 class ReplicaAxis:
   """What differs between the replicas of a replica run (``replicas``): replica k uses
-  seed ``seeds[k]`` (data order, augmentation) and loss ``losses[loss_index[k]]``."""
+  seed ``seeds[k]`` (data order, augmentation), loss ``losses[loss_index[k]]`` and
+  optimizer ``optimizers[optimizer_index[k]]`` (empty: the run's)."""
 
   seeds: tuple[int, ...]
   losses: tuple[Callable, ...]
   loss_index: tuple[int, ...]
   mode: str = "vmap"  # vmap | sequential (lax.map) | unrolled (see replicas.MODES)
+  optimizers: tuple = ()  # optax transformations with one state structure
+  optimizer_index: tuple[int, ...] = ()
 
 
 def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
@@ -60,7 +63,8 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
   ``augment_config``: the CIFAR recipe runs in the step (``augment_device``), keyed by
   (``seed``, step, position in the global batch); None: images arrive augmented.
   ``replicas``: the state is stacked (``state.STACKED_AXES``) and the step is vmapped over
-  it, each replica with its own batch, seed and loss (``loss_fn`` and ``seed`` unused); the
+  it, each replica with its own batch, seed, loss and optimizer (``loss_fn`` and ``seed``
+  unused; ``tx`` where ``replicas.optimizers`` is empty); the
   mesh has a replica axis. Evaluation gives each replica's counts, stacked.
   ``bn_group_size``: the model's BatchNorm groups; a padded batch is rearranged so that
   they hold what DataParallel's GPUs would (``layers.dataparallel_slots``)."""
@@ -89,7 +93,7 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
     loss, per_expert = loss_fn(out, labels, mask, epoch)
     return loss, (new_model_state, per_expert, out["output"])
 
-  def one_train_step(state, batch, arrays, seed, loss_fn):
+  def one_train_step(state, batch, arrays, seed, loss_fn, tx=tx):
     images, labels = inputs(state.step, batch, arrays, "train", seed)
     mask = batch.get("mask")
     if bn_group_size and mask is not None:  # everything after is order-free (masked means)
@@ -118,7 +122,7 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
     train_step = lambda state, batch, arrays=None: one_train_step(state, batch, arrays, seed, loss_fn)
     eval_step = one_eval_step
   else:
-    train_step, eval_step = _vmapped(one_train_step, one_eval_step, replicas)
+    train_step, eval_step = _vmapped(one_train_step, one_eval_step, replicas, tx)
 
   def train_chunk(state, chunk, arrays=None):
     # K steps in one dispatch; the inactive steps that fill an epoch's last chunk are
@@ -153,7 +157,7 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
   return Steps(train, chunked, evaluate)
 
 
-def _vmapped(one_train_step, one_eval_step, replicas: ReplicaAxis):
+def _vmapped(one_train_step, one_eval_step, replicas: ReplicaAxis, tx):
   """The train and eval steps of a stacked state: each replica's step with its own batch
   (leading replica axis), seed and loss; evaluation of one shared batch by every replica.
   vmap (``spmd_axis_name`` puts the mesh's replica axis on the vmapped dimension); mode
@@ -161,6 +165,8 @@ def _vmapped(one_train_step, one_eval_step, replicas: ReplicaAxis):
   replica's own single-run program side by side in one step (no batched convolutions)."""
   seeds = jnp.asarray(replicas.seeds, jnp.int32)
   index = jnp.asarray(replicas.loss_index, jnp.int32)
+  txs = replicas.optimizers or (tx,)
+  tx_index = jnp.asarray(replicas.optimizer_index or (0,) * len(replicas.seeds), jnp.int32)
   axes = state_lib.STACKED_AXES
 
   def replica_loss(k):
@@ -169,6 +175,13 @@ def _vmapped(one_train_step, one_eval_step, replicas: ReplicaAxis):
     # (vmapped over replicas, the switch computes every loss and selects: cheap next to
     # the network)
     return lambda *args: jax.lax.switch(k, replicas.losses, *args)
+
+  def replica_tx(k):
+    if len(txs) == 1:
+      return txs[0]
+    # (the same switch: every learning rate's update is computed and one selected)
+    update = lambda *args: jax.lax.switch(k, [t.update for t in txs], *args)
+    return optax.GradientTransformation(txs[0].init, update)
 
   def over_replicas(fn, state, *xs, out_state: bool):
     """``fn(single state, *x)`` for every replica; ``xs`` have a leading replica axis."""
@@ -207,8 +220,8 @@ def _vmapped(one_train_step, one_eval_step, replicas: ReplicaAxis):
                          opt_state=opt_state), metrics
 
   def train_step(state, batch, arrays=None):
-    one = lambda s, b, seed, k: one_train_step(s, b, arrays, seed, replica_loss(k))
-    return over_replicas(one, state, batch, seeds, index, out_state=True)
+    one = lambda s, b, seed, k, j: one_train_step(s, b, arrays, seed, replica_loss(k), replica_tx(j))
+    return over_replicas(one, state, batch, seeds, index, tx_index, out_state=True)
 
   def eval_step(state, batch, arrays=None):
     return over_replicas(lambda s: one_eval_step(s, batch, arrays), state, out_state=False)

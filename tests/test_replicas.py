@@ -44,7 +44,7 @@ def _assert_replica_equals(stacked, k, single, atol):
      "replicas.mode": "vmap"},
     # device batches, each replica's own program side by side
     {"dataset.on_device": True, "augment.on_device": True, "replicas.mode": "unrolled"}])
-def test_each_replica_equals_the_single_run_with_its_seed_and_tau(placement):
+def test_each_replica_equals_the_single_run_with_its_seed_tau_and_lr(placement):
   # Two steps at a small learning rate, as test_one_and_eight_devices_agree: early LGLA
   # training is chaotic in float32, so this checks the vmapped step is the same
   # computation. Measured on the host placement, seed 1: parameters within 6e-8 after one
@@ -52,12 +52,13 @@ def test_each_replica_equals_the_single_run_with_its_seed_and_tau(placement):
   # tipping); a third step turns that into 3% of a momentum buffer.
   common = {"optim.lr": 0.01, **placement}
   losses, state, run = _steps(_config("demo", **common, **{
-      "replicas.seeds": (0, 1), "replicas.tau": (2.0, 3.0)}), 1, 2)
+      "replicas.seeds": (0, 1), "replicas.tau": (2.0, 3.0), "replicas.lr": (0.01, 0.005)}), 1, 2)
   assert losses.shape == (2, 2) and int(state.step) == 2
   assert run.config.replicas.mode == placement["replicas.mode"]
   single_fields = {k: v for k, v in common.items() if not k.startswith("replicas.")}
-  for k, (seed, tau) in enumerate([(0, 2.0), (1, 3.0)]):
-    single_losses, single, _ = _steps(_config("demo", **single_fields, seed=seed, **{"loss.tau": tau}), 1, 2)
+  for k, (seed, tau, lr) in enumerate([(0, 2.0, 0.01), (1, 3.0, 0.005)]):
+    single_losses, single, _ = _steps(_config("demo", **{**single_fields, "optim.lr": lr},
+                                              seed=seed, **{"loss.tau": tau}), 1, 2)
     np.testing.assert_allclose(losses[:, k], single_losses, rtol=1e-5)
     _assert_replica_equals(state, k, single, atol=5e-5)
   assert not np.allclose(losses[:, 0], losses[:, 1])  # the replicas do differ
@@ -141,6 +142,10 @@ def _demo(**fields):
     ({"replicas.seeds": (0, 1, 2), "replicas.shards": 3}, "divide the 8 devices"),
     ({"replicas.shards": 2}, "set replicas.seeds first"),
     ({"replicas.seeds": (0, 1), "replicas.mode": "pmap"}, "not one of"),
+    ({"replicas.lr": (0.1, 0.2)}, "replicas.seeds is empty"),
+    ({"replicas.seeds": (0, 1), "replicas.lr": (0.1,)}, "one value per seed"),
+    ({"replicas.seeds": (0, 1), "replicas.lr": (0.1, 0.0)}, "must be > 0"),
+    ({"replicas.seeds": (0, 0), "replicas.lr": (0.1, 0.1)}, "more than once"),
 ])
 def test_bad_replica_fields_are_refused_naming_the_field(fields, message):
   with pytest.raises(configlib.ConfigError, match=message) as e:
@@ -150,6 +155,7 @@ def test_bad_replica_fields_are_refused_naming_the_field(fields, message):
 
 def test_replica_fields_that_are_fine():
   configlib.validate(_demo(**{"replicas.seeds": (0, 0), "replicas.tau": (2.0, 3.0)}), num_devices=8)
+  configlib.validate(_demo(**{"replicas.seeds": (0, 0), "replicas.lr": (0.1, 0.05)}), num_devices=8)
   # 2 groups of 4 devices: the batch need only divide by 4
   configlib.validate(_demo(**{"replicas.seeds": (0, 1), "replicas.shards": 2, "batch_size": 36,
                               "eval_batch_size": 4}), num_devices=8)
@@ -179,7 +185,7 @@ def _fake_report(rng, num_classes=4, experts=2):
 def test_summary_mean_and_sample_std_of_every_metric(tmp_path):
   rng = np.random.default_rng(0)
   reports = [_fake_report(rng) for _ in range(4)]
-  reps = replicas.Replicas(seeds=(0, 0, 1, 1), taus=(2.0, 3.0, 2.0, 3.0))
+  reps = replicas.Replicas(seeds=(0, 0, 1, 1), taus=(2.0, 3.0, 2.0, 3.0), lrs=(0.1, 0.1, 0.1, 0.2))
   out = replicas.summary(reports, reps)
   for key in ("top1", "many", "rarest3", "ece"):
     values = [r[key] for r in reports]
@@ -190,9 +196,9 @@ def test_summary_mean_and_sample_std_of_every_metric(tmp_path):
   assert out["replica_std"]["experts"][1]["few"] == pytest.approx(
       np.std([r["experts"][1]["few"] for r in reports], ddof=1))
   assert "confusion" not in out["replica_mean"] and "confusion" not in out["replicas"][0]["final"]
-  assert [(r["seed"], r["tau"]) for r in out["replicas"]] == list(zip(reps.seeds, reps.taus))
+  assert [(r["seed"], r["tau"], r["lr"]) for r in out["replicas"]] == list(zip(reps.seeds, reps.taus, reps.lrs))
   table = replicas.format_table(reports, reps)
-  assert "seed 1, tau 3" in table and "mean +- std over 4 replicas" in table
+  assert "seed 1, tau 3, lr 0.2" in table and "mean +- std over 4 replicas" in table
   paths = replicas.write_plots(reports, reps, [50, 20, 5, 1], str(tmp_path))
   assert [pathlib.Path(p).name for p in paths] == list(replicas.PLOTS)
   seeds_only = replicas.Replicas(seeds=(0, 1), taus=(2.0, 2.0))
