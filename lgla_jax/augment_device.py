@@ -50,25 +50,30 @@ def affine_nearest(img_HxWxC, matrix, fill):
   return jnp.where(inside[..., None], out, jnp.asarray(fill, jnp.uint8))
 
 
-def _cubic_weights(t):
-  """PIL's transform bicubic (a = -1) as weights of the 4 neighbours at offset t in [0, 1)."""
-  t2, t3 = t * t, t * t * t
-  return jnp.stack([-t + 2 * t2 - t3, 1 - 2 * t2 + t3, t + t2 - t3, -t2 + t3], -1)
+def _cubic(v1, v2, v3, v4, d):
+  """PIL's BICUBIC macro (a = -1) in its Horner form: the value at offset d in [0, 1)
+  between v2 and v3. Elementwise only: no dot whose summation order a compiler may change
+  with the sharding (the images must not depend on the number of devices)."""
+  p2 = v3 - v1
+  p3 = 2 * (v1 - v2) + v3 - v4
+  p4 = v2 - v1 - v3 + v4
+  return v2 + d * (p2 + d * (p3 + d * p4))
 
 
 def affine_bicubic(img_HxWxC, matrix, fill):
-  """PIL AFFINE with BICUBIC: 4x4 neighbours clamped at the border, truncated to uint8."""
+  """PIL AFFINE with BICUBIC: 4x4 neighbours clamped at the border, each row interpolated
+  then the column of rows, truncated to uint8."""
   h, w, _ = img_HxWxC.shape
   sx, sy = _source_coords(matrix, h, w)
   inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
   fx, fy = sx - 0.5, sy - 0.5
   x0, y0 = jnp.floor(fx), jnp.floor(fy)
-  wx, wy = _cubic_weights(fx - x0), _cubic_weights(fy - y0)  # [H, W, 4]
-  taps = jnp.arange(-1, 3)
-  xs = jnp.clip(x0.astype(jnp.int32)[..., None] + taps, 0, w - 1)  # [H, W, 4]
-  ys = jnp.clip(y0.astype(jnp.int32)[..., None] + taps, 0, h - 1)
-  px = img_HxWxC.astype(jnp.float32)[ys[..., :, None], xs[..., None, :]]  # [H, W, 4, 4, C]
-  v = jnp.einsum("hwyxc,hwx,hwy->hwc", px, wx, wy)
+  dx, dy = (fx - x0)[..., None], (fy - y0)[..., None]
+  xs = [jnp.clip(x0.astype(jnp.int32) + t, 0, w - 1) for t in range(-1, 3)]
+  ys = [jnp.clip(y0.astype(jnp.int32) + t, 0, h - 1) for t in range(-1, 3)]
+  x = img_HxWxC.astype(jnp.float32)
+  rows = [_cubic(*(x[y, c] for c in xs), dx) for y in ys]
+  v = _cubic(*rows, dy)
   v = jnp.floor(jnp.clip(v, 0, 255)).astype(jnp.uint8)
   return jnp.where(inside[..., None], v, jnp.asarray(fill, jnp.uint8))
 

@@ -158,21 +158,52 @@ def test_crop_flip_cutout_rotation_draws_equal_the_host_path_in_distribution():
   assert stats.ks_2samp(angles, rng.uniform(-15, 15, n)).pvalue > 1e-3
 
 
-def test_augmentation_does_not_depend_on_the_device_count(images):
-  """Keys come from (seed, step, global position): 8 devices augment as 1 does."""
-  from lgla_jax import configlib, sharding
-  a = configlib.base_config().augment  # crop, flip, AutoAugment, Cutout
+def assert_same_on_one_and_eight_devices(batch, augment_config):
+  """``train_augment`` of ``batch`` sharded over 1 and over 8 devices: identical images,
+  and different from the input."""
+  from lgla_jax import sharding
 
   def run(mesh):
     data = sharding.batch_sharding(mesh)
 
     @jax.jit
-    def f(batch):
-      positions = jax.lax.with_sharding_constraint(jnp.arange(len(images)), data)
-      return augment_device.train_augment(batch, augment_device.image_keys(5, 11, positions), a)
+    def f(x):
+      positions = jax.lax.with_sharding_constraint(jnp.arange(len(batch)), data)
+      return augment_device.train_augment(x, augment_device.image_keys(5, 11, positions),
+                                          augment_config)
 
-    return np.asarray(f(jax.device_put(images, data)))
+    return np.asarray(f(jax.device_put(batch, data)))
 
   one = run(sharding.make_mesh(jax.devices()[:1]))
   np.testing.assert_array_equal(one, run(sharding.make_mesh(jax.devices()[:8])))
-  assert not np.array_equal(one, images)
+  assert not np.array_equal(one, batch)
+
+
+def test_augmentation_does_not_depend_on_the_device_count(images):
+  """Keys come from (seed, step, global position): 8 devices augment as 1 does."""
+  from lgla_jax import configlib
+  assert_same_on_one_and_eight_devices(images, configlib.base_config().augment)  # crop, flip, AA, Cutout
+
+
+@pytest.mark.slow
+def test_host_and_device_autoaugment_train_to_the_same_accuracy(tmp_path):
+  """The check that matters more than the pixels: the Fashion-MNIST-LT quick protocol with
+  AutoAugment + Cutout, 5 seeds (replicas) with host and with device augmentation; the two
+  mean top-1 accuracies must agree within twice their standard error (seed noise).
+  About 10 minutes on 2 CPU cores; on a GPU the full protocol is cheap instead."""
+  if not datasets.has_fashion_mnist(datasets.FASHION_MNIST_DEBIAN_DIR):
+    pytest.fail("needs the Debian package dataset-fashion-mnist")
+  from lgla_jax import sharding, train
+  from test_train import _config
+  mesh = sharding.make_mesh(jax.devices()[:1])
+  top1 = {}
+  for on_device in (False, True):
+    config = _config("fmnist_lt_ir100", "quick,autoaugment,seeds5", **{
+        "augment.on_device": on_device, "dataset.on_device": on_device})
+    report = train.train_and_evaluate(config, str(tmp_path / str(on_device)), mesh=mesh)
+    top1[on_device] = np.array([r["final"]["top1"] for r in report["replicas"]])
+  host, device = top1[False], top1[True]
+  stderr = np.sqrt(host.var(ddof=1) / len(host) + device.var(ddof=1) / len(device))
+  print(f"top-1 host {100 * host.mean():.2f} +- {100 * host.std(ddof=1):.2f}, device "
+        f"{100 * device.mean():.2f} +- {100 * device.std(ddof=1):.2f} (5 seeds each)")
+  assert abs(host.mean() - device.mean()) <= 2 * stderr + 0.005, (host, device)

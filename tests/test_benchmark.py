@@ -28,7 +28,8 @@ def _bench(config, *flags):
 
 def test_benchmark_parts_and_a_real_run_of_two_epochs():
   small = ("--config.dataset.max_per_class=20", "--config.dataset.imbalance_factor=0.05",
-           "--synthetic_test=256")
+           "--synthetic_test=256",
+           "--config.augment.autoaugment=False")  # (its compile is tested elsewhere: minutes here)
   result = _bench("configs/cifar100_ir100.py:quick", "--steps=3", "--epochs=2",
                   "--config.steps_per_dispatch=2", *small)
   parts, run = result["parts"], result["run"]
