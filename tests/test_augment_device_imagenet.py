@@ -10,7 +10,6 @@ host's (chi-square / Kolmogorov-Smirnov over 100k draws).
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter

@@ -5,12 +5,11 @@ import os
 import shutil
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lgla_jax import configlib, datasets, device_data, input_pipeline, sharding, train
-from test_input_pipeline import _data, _ids
+from test_input_pipeline import _data
 from test_train import _config
 
 

@@ -33,7 +33,7 @@ def _config(name, arg="quick", **overrides):
 def _run_steps(config, devices, n):
   mesh = sharding.make_mesh(jax.devices()[:devices])
   run = train.setup(config, mesh)
-  splits, state, steps = run.splits, run.state, run.steps
+  state, steps = run.state, run.steps
   it = train.train_batches(run, 0, n)
   losses = []
   for _, batch in zip(range(n), it):
