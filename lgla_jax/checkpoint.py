@@ -176,6 +176,18 @@ def resolve(path: str) -> tuple[str, int | None]:
   return path, None
 
 
+def open_step(path: str) -> tuple["Checkpointer", str, int]:
+  """``resolve(path)``, opened: ``(checkpointer, checkpoints folder, step)`` with the
+  latest step where ``path`` names none. The caller closes the checkpointer."""
+  directory, step = resolve(path)
+  ckpt = Checkpointer(directory)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    ckpt.close()
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  return ckpt, directory, step
+
+
 def abstract(state, sharding=None):
   """Shapes, dtypes and sharding of ``state`` (what ``restore`` fills): ``sharding`` for
   every leaf, or (None) each leaf's own, as a freshly built state of the run has it."""

@@ -27,13 +27,10 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
   """
   if os.path.isfile(path) and path.endswith(OFFICIAL_SUFFIXES):
     return evaluate_official(config, path, workdir, mesh)
-  directory, step = checkpoint.resolve(path)
+  checkpoint.resolve(path)  # a missing path fails before the data is read
   run = train.setup(config, mesh)
   mesh, splits, state, steps = run.mesh, run.splits, run.state, run.steps
-  ckpt = checkpoint.Checkpointer(directory)
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}")
+  ckpt, directory, step = checkpoint.open_step(path)
   try:
     meta = ckpt.read_meta(step)  # compared first: a mismatched state cannot even be read
     if "config" in meta:

@@ -30,12 +30,8 @@ def restore_variables(path: str, replica: int = 0) -> tuple[dict, dict, object]:
   from ml_collections import ConfigDict
   from lgla_jax import (checkpoint, datasets, input_pipeline, models, optim, replicas,
                         sharding, state as state_lib)
-  directory, step = checkpoint.resolve(path)
-  ckpt = checkpoint.Checkpointer(directory)
+  ckpt, directory, step = checkpoint.open_step(path)
   try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {directory}")
     meta = ckpt.read_meta(step)
     if "config" not in meta:
       raise checkpoint.CheckpointError(f"checkpoint {directory}/{step} has no saved config "

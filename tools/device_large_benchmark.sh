@@ -15,7 +15,7 @@
 #      --config.augment.on_device=True: the host decodes and crops, the step does flip,
 #      ColorJitter and RandAugment (augment_device_imagenet), to choose the default.
 # Ten compilations of a 224x224 network: if one call cannot hold them, run CONFIGS=... or
-# DTYPES=... in two calls. Dry run on a CPU (3.5 minutes, 64x64 quick networks):
+# DTYPES=... in two calls. Dry run on a CPU (6 minutes, 64x64 quick networks):
 #   QUICK=1 STEPS=2 WORKERS=0 OUT=/tmp/o tools/device_large_benchmark.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
