@@ -240,3 +240,12 @@ def test_split_files_are_checked_at_start_and_bad_images_named(tmp_path):
                                     recipe="places")
   with pytest.raises(datasets.DataError, match="cannot decode image .*img_0.jpg"):
     next(it)
+
+
+def test_a_checkpoint_path_without_checkpoints_is_named(tmp_path):
+  from lgla_jax import checkpoint
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    checkpoint.open_step(str(tmp_path / "nowhere"))
+  (tmp_path / "checkpoints").mkdir()
+  with pytest.raises(FileNotFoundError, match=f"no checkpoint in {tmp_path / 'checkpoints'}"):
+    checkpoint.open_step(str(tmp_path))
