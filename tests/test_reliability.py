@@ -243,7 +243,6 @@ def test_split_files_are_checked_at_start_and_bad_images_named(tmp_path):
 
 
 def test_a_checkpoint_path_without_checkpoints_is_named(tmp_path):
-  from lgla_jax import checkpoint
   with pytest.raises(FileNotFoundError, match="does not exist"):
     checkpoint.open_step(str(tmp_path / "nowhere"))
   (tmp_path / "checkpoints").mkdir()
