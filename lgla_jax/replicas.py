@@ -125,28 +125,30 @@ def problems(config, num_devices: int | None) -> list[tuple[str, str]]:
   return found
 
 
+def _per_value(values: tuple, field: str, section, build):
+  """``(built, index)``: ``build(copy of section with field = v)`` for each distinct value
+  ``v`` of ``values`` (in first-seen order), and which one each replica uses."""
+  distinct = sorted(set(values), key=values.index)
+  built = []
+  for value in distinct:
+    changed = copy.deepcopy(section)
+    changed[field] = value
+    built.append(build(changed))
+  return tuple(built), tuple(distinct.index(v) for v in values)
+
+
 def loss_functions(config, reps: Replicas, class_counts, num_experts: int, scale: float):
   """``(losses, index)``: one loss function per distinct tau (``losses.make``) and which
   one each replica uses."""
-  distinct = sorted(set(reps.taus), key=reps.taus.index)
-  fns = []
-  for tau in distinct:
-    loss_config = copy.deepcopy(config.loss)
-    loss_config.tau = tau
-    fns.append(losses.make(loss_config, class_counts, num_experts, scale))
-  return tuple(fns), tuple(distinct.index(t) for t in reps.taus)
+  return _per_value(reps.taus, "tau", config.loss,
+                    lambda c: losses.make(c, class_counts, num_experts, scale))
 
 
 def optimizers(config, reps: Replicas, steps_per_epoch: int):
-  """``(optimizers, index)``: one optimizer per distinct learning rate
-  (``optim.make_optimizer`` with that ``optim.lr``) and which one each replica uses."""
-  distinct = sorted(set(reps.lrs), key=reps.lrs.index)
-  txs = []
-  for lr in distinct:
-    optim_config = copy.deepcopy(config.optim)
-    optim_config.lr = lr
-    txs.append(optim.make_optimizer(optim_config, config.num_epochs, steps_per_epoch)[0])
-  return tuple(txs), tuple(distinct.index(v) for v in reps.lrs)
+  """``(optimizers, index)``: ``optim.make_optimizer``'s ``(optimizer, per-epoch rates)``
+  per distinct learning rate (as ``optim.lr``) and which one each replica uses."""
+  return _per_value(reps.lrs, "lr", config.optim,
+                    lambda c: optim.make_optimizer(c, config.num_epochs, steps_per_epoch))
 
 
 def stacked(iterators):

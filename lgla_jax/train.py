@@ -130,11 +130,10 @@ def setup(config, mesh=None, splits=None) -> Run:
                                        config.drop_last_batch)
   tx, lr_table = optim.make_optimizer(config.optim, config.num_epochs, spe)
   if reps and reps.is_lr_sweep:  # one optimizer per rate; the log shows the first replica's
-    txs, tx_index = replicas.optimizers(config, reps, spe)
-    replica_axis = dataclasses.replace(replica_axis, optimizers=txs, optimizer_index=tx_index)
-    first = copy.deepcopy(config.optim)
-    first.lr = reps.lrs[0]
-    lr_table = optim.lr_per_epoch(first, config.num_epochs)
+    made, tx_index = replicas.optimizers(config, reps, spe)
+    replica_axis = dataclasses.replace(replica_axis, optimizers=tuple(tx for tx, _ in made),
+                                       optimizer_index=tx_index)
+    lr_table = made[tx_index[0]][1]
   size = config.dataset.image_size
   image_shape = (size, size, 3)
   in_memory = isinstance(splits.train.images, np.ndarray)
