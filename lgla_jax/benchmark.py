@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lgla_jax import datasets, long_tail, train
+from lgla_jax import datasets, evaluation, long_tail, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed dispatches of the parts (after warm-up).")
@@ -136,7 +136,7 @@ def parts(config, steps: int, warmup: int, splits=None) -> dict:
   jax.block_until_ready(metrics)
   step_rate = _rate(steps * per_dispatch, time.perf_counter() - t0)
 
-  evaluate = lambda: train.run_evaluation(fns, state, run.splits.test, run.splits.class_counts,
+  evaluate = lambda: evaluation.run_evaluation(fns, state, run.splits.test, run.splits.class_counts,
                                           config, run.mesh)
   evaluate()  # compiles
   t0 = time.perf_counter()

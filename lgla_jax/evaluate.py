@@ -7,7 +7,7 @@ import os
 
 import jax
 
-from lgla_jax import checkpoint, configlib, metrics, replicas, reporting, resume, train
+from lgla_jax import checkpoint, configlib, evaluation, metrics, replicas, reporting, resume, train
 from lgla_jax import workdir as workdir_lib
 
 
@@ -44,7 +44,7 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
     state, meta = ckpt.restore(step, checkpoint.abstract(state))
   finally:
     ckpt.close()
-  reports = train.evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
+  reports = evaluation.evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
   for r in reports:
     r["epoch"] = meta.get("epoch")
   report = dict(reports[0], checkpoint=os.path.join(directory, str(step)))
@@ -78,7 +78,7 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
   run = train.setup(config, mesh, splits)
   state = train.load_weights(run.state, lambda p, s: convert.load_official_model(
       p, s, official["state_dict"], path), None)
-  report = dict(train.run_evaluation(run.steps, state, run.splits.test, run.splits.class_counts,
+  report = dict(evaluation.run_evaluation(run.steps, state, run.splits.test, run.splits.class_counts,
                                      config, run.mesh), checkpoint=os.path.abspath(path),
                 epoch=official["epoch"])
   if official.get("monitor_best") is not None:

@@ -102,3 +102,38 @@ class Progress:
     self.log.write(step, "train", {"loss": loss, "lr": lr, "images_per_s": rate, **per_replica,
                                    **{f"loss_expert{i}": float(v) for i, v in enumerate(expert)}})
     self.window, self.t0, self.images = [], time.time(), 0
+
+
+class Stopwatch:
+  """Where a run's wall time goes (report key ``wall_time_parts_s``, seconds): ``setup``
+  (data, model initialisation, restore), ``first_dispatch`` (the training step's compile
+  and the first batch), ``checkpoint`` (the blocking part of the saves), ``evaluation``
+  (including any wait for its compile) and ``train``: the rest."""
+
+  def __init__(self, t_start: float):
+    self.t_start, self.t_ready = t_start, time.time()
+    self.first_dispatch = None
+    self.sums = {"checkpoint": 0.0, "evaluation": 0.0}
+    self._since = self.t_ready
+
+  def dispatched(self):
+    """A training dispatch returned (the first one has compiled the step)."""
+    if self.first_dispatch is None:
+      self.first_dispatch = time.time() - self.t_ready
+
+  def start(self):
+    """Time what follows, up to the next ``stop``."""
+    self._since = time.time()
+
+  def stop(self, part: str):
+    """Add the time since ``start`` (or the last ``stop``) to ``part``."""
+    now = time.time()
+    self.sums[part] += now - self._since
+    self._since = now
+
+  def parts(self) -> dict:
+    """The parts so far; they add up to the wall time since the run started."""
+    out = {"setup": self.t_ready - self.t_start, "first_dispatch": self.first_dispatch or 0.0,
+           **self.sums}
+    out["train"] = time.time() - self.t_start - sum(out.values())
+    return {k: round(v, 2) for k, v in out.items()}

@@ -46,7 +46,8 @@ def create(model, tx, rngs, image_shape, mesh):
       return TrainState(step, *jax.vmap(one)(rngs))
     return TrainState(step, *one(rngs))
 
-  return jax.jit(init, out_shardings=shardings(mesh))()
+  return jax.jit(init, out_shardings=shardings(mesh),
+                 compiler_options=sharding.init_compiler_options(mesh))()
 
 
 def shardings(mesh):

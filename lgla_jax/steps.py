@@ -36,6 +36,7 @@ class Steps:
   train_chunk: Callable  # (state, chunk of K batches + "active" [K]) -> (state, metrics [K])
   eval: Callable  # (state, batch) -> per-batch evaluation counts
   data_on_device: bool = False  # batches are indices into device-resident data
+  lower_eval: Callable | None = None  # (state, batch) -> the eval step's ``jax.stages.Lowered``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,8 +154,9 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
                      compiler_options=options)
   if device_data:
     bind = lambda f: functools.wraps(f)(lambda state, batch: f(state, batch, device_data))
-    return Steps(bind(train), bind(chunked), bind(evaluate), data_on_device=True)
-  return Steps(train, chunked, evaluate)
+    return Steps(bind(train), bind(chunked), bind(evaluate), data_on_device=True,
+                 lower_eval=lambda state, batch: evaluate.lower(state, batch, device_data))
+  return Steps(train, chunked, evaluate, lower_eval=evaluate.lower)
 
 
 def _vmapped(one_train_step, one_eval_step, replicas: ReplicaAxis, tx):

@@ -14,43 +14,14 @@ import numpy as np
 import optax
 from jax.experimental.compilation_cache import compilation_cache
 
-from lgla_jax import checkpoint, configlib, convert, datasets, device_data, input_pipeline
+from lgla_jax import checkpoint, configlib, convert, datasets, device_data, evaluation
+from lgla_jax import input_pipeline
 from lgla_jax import losses, models
 from lgla_jax import metrics as metrics_lib
 from lgla_jax import optim, progress, replicas, reporting, resume, sharding, state as state_lib
 from lgla_jax import selection
 from lgla_jax import workdir as workdir_lib
 from lgla_jax.steps import ReplicaAxis, Steps, make_steps
-
-
-def run_evaluation(steps: Steps, state, test: datasets.ArrayData, class_counts, config, mesh) -> dict:
-  """Evaluate on every test image exactly once; returns the accuracy report (of the first
-  replica in a replica run: ``evaluate_replicas`` gives all)."""
-  return evaluate_replicas(steps, state, test, class_counts, config, mesh)[0]
-
-
-def evaluate_replicas(steps: Steps, state, test: datasets.ArrayData, class_counts, config,
-                      mesh) -> list[dict]:
-  """Evaluate on every test image exactly once; one accuracy report per replica (one for a
-  single run). With the data on the devices (``config.dataset.on_device``) only indices
-  travel."""
-  totals = None
-  if steps.data_on_device:
-    it = device_data.eval_index_batches(len(test.labels), config.eval_batch_size)
-  else:
-    it = input_pipeline.eval_iterator(test.images, test.labels, global_batch=config.eval_batch_size,
-                                      image_size=config.dataset.image_size,
-                                      recipe=config.augment.recipe,
-                                      num_workers=config.num_workers)
-  for batch in input_pipeline.prefetch_to_device(it, sharding.batch_sharding(mesh)):
-    counts = steps.eval(state, batch)
-    totals = counts if totals is None else jax.tree.map(jnp.add, totals, counts)
-  totals = jax.device_get(totals)
-  if not sharding.has_replicas(mesh):
-    return [metrics_lib.report_from_counts(totals, class_counts)]
-  size = len(totals["confusion"])
-  return [metrics_lib.report_from_counts(jax.tree.map(lambda x, k=k: x[k], totals), class_counts)
-          for k in range(size)]
 
 
 # The stop request lives in ``resume``; kept here for callers of ``train.request_stop``.
@@ -280,6 +251,11 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
     prog = progress.Progress(config, total_steps, lr_table, log, replicas=size)
     history = resume.earlier_evaluations(workdir, start_step)
     pending, report, t_train, timed, final_save_error = None, None, 0.0, 0, None
+    # The first evaluation's split compiles while the training runs (the state's buffers
+    # are donated by the first step: it is described before).
+    first_split = splits.val if splits.val is not None else splits.test
+    warm_up = evaluation.compile_in_background(steps, state, first_split, config, mesh)
+    times = progress.Stopwatch(t_start)
     t_last = time.time()
     epoch_of = lambda k: (k - 1) // spe + 1
     last_good = lambda: (f"{ckpt.directory}/{ckpt.latest_step()}"
@@ -301,6 +277,7 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
     with resume.stop_on_signals():
       for n, batch in dispatches(run, start_step, total_steps):
         state, metrics = (steps.train_chunk if chunked else steps.train)(state, batch)
+        times.dispatched()
         settle()  # the previous dispatch's metrics, fetched while this one runs
         ckpt.check()  # a failed asynchronous save stops the run now, not at its end
         step += n
@@ -314,6 +291,7 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
         if step % spe == 0:  # end of an epoch
           settle()
           last = epoch == config.num_epochs
+          times.start()
           if (config.checkpoint_every_epochs and epoch % config.checkpoint_every_epochs == 0) or last:
             # Saved before evaluating: a failing evaluation cannot lose the epoch's training.
             try:
@@ -322,10 +300,12 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
               if not last:
                 raise
               final_save_error = e  # the final report is still written, then this is raised
+          times.stop("checkpoint")
           if (config.eval_every_epochs and epoch % config.eval_every_epochs == 0) or last:
+            warm_up.join()
             test_now = True
             if select is not None:  # the test split only where the selection may land
-              val_reports = evaluate_replicas(steps, state, splits.val, splits.class_counts,
+              val_reports = evaluation.evaluate_replicas(steps, state, splits.val, splits.class_counts,
                                               config, mesh)
               entry = select.record(epoch, val_reports, reps is not None)
               log.write(step, "val", select.history[-1])
@@ -334,11 +314,12 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
                         f"{_table(val_reports, reps)}")
               test_now = entry["improved"] or last
             if test_now:
-              reports = evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
+              reports = evaluation.evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
               report = _evaluated(reports, epoch, reps, history)
               log.write(step, "eval", history[-1])
               if not last:
                 log.print(f"epoch {epoch} test accuracy:\n{_table(reports, reps)}")
+            times.stop("evaluation")
           t_last = time.time()  # evaluation and saving are not training time
         if resume.STOP.is_set() and step < total_steps:
           settle()
@@ -351,12 +332,13 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
           return {"stopped_at_step": step}
       settle()
     if report is None:  # resumed after the last epoch had already finished
-      reports = evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
+      reports = evaluation.evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
       report = _evaluated(reports, config.num_epochs, reps, [])
     result = {"final": report, "history": history,
               "train_images_per_s": (timed * config.batch_size * size / t_train
                                      if timed > 0 and t_train > 0 else None),
-              "wall_time_s": time.time() - t_start, "class_counts": splits.class_counts.tolist(),
+              "wall_time_s": time.time() - t_start, "wall_time_parts_s": times.parts(),
+              "class_counts": splits.class_counts.tolist(),
               **({"dataset_class_ids": splits.class_ids.tolist()}  # Places-LT: renumbered classes
                  if splits.class_ids is not None else {}),
               "config": resume.config_json(config)}
@@ -376,6 +358,9 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
       if reps:
         replicas.write_plots(reports, reps, splits.class_counts, workdir)
       print(f"final (epoch {report['epoch']}) test accuracy:\n{_table(reports, reps)}", flush=True)
+      print(f"wall time {result['wall_time_s']:.1f} s: " + ", ".join(
+          f"{k.replace('_', ' ')} {v:.1f}" for k, v in result["wall_time_parts_s"].items()),
+            flush=True)
     if final_save_error is not None:
       raise final_save_error
     finished = True

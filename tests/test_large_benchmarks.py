@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lgla_jax import augment_imagenet, datasets, input_pipeline, sharding, train
+from lgla_jax import augment_imagenet, datasets, evaluation, input_pipeline, sharding, train
 from lgla_jax.models import ExpertResNetCifar
 from test_train import _config
 
@@ -83,7 +83,7 @@ def test_quick_config_trains_a_step_and_evaluates(tmp_path, name, augment_on_dev
     np.testing.assert_array_equal(batch["image"], np.stack([np.asarray(c) for c in crops]))
   state, metrics = steps.train(state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))
   assert np.isfinite(float(metrics["loss"])) and int(state.step) == 1
-  report = train.run_evaluation(steps, state, data.test, data.class_counts, config, mesh)
+  report = evaluation.run_evaluation(steps, state, data.test, data.class_counts, config, mesh)
   assert report["num_images"] == 10 and len(report["experts"]) == 3
 
 

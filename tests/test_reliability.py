@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import checkpoint, datasets, reporting, sharding, train
+from lgla_jax import checkpoint, datasets, evaluation, reporting, sharding, train
 from lgla_jax import workdir as workdir_lib
 from test_datasets import make_cifar10_folder
 from test_train import ROOT, _cli, _config
@@ -100,7 +100,7 @@ def test_a_crash_in_evaluation_keeps_the_epochs_training(tmp_path, monkeypatch):
   def broken(*a, **k):
     raise datasets.DataError("cannot decode image test/0001.jpg")
 
-  monkeypatch.setattr(train, "evaluate_replicas", broken)  # what the loop evaluates with
+  monkeypatch.setattr(evaluation, "evaluate_replicas", broken)  # what the loop evaluates with
   with pytest.raises(datasets.DataError):
     train.train_and_evaluate(_config("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["14"]

@@ -183,6 +183,10 @@ def test_quick_configs_train(tmp_path, name):
   assert final["epoch"] == 2 and np.isfinite(final["top1"])
   assert final["num_images"] == (400 if name == "demo" else 10000)
   assert (tmp_path / "report.json").exists()
+  parts = result["wall_time_parts_s"]
+  assert sorted(parts) == ["checkpoint", "evaluation", "first_dispatch", "setup", "train"]
+  assert min(parts.values()) >= 0 and parts["first_dispatch"] > 0 and parts["evaluation"] > 0
+  assert abs(sum(parts.values()) - result["wall_time_s"]) < 0.1
 
 
 def test_bfloat16_step_stays_close_to_float32():

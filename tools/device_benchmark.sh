@@ -12,7 +12,8 @@
 #      evaluations every 20 epochs and checkpoints included; FULL=1: all 400 epochs);
 #   3. the Fashion-MNIST-LT protocol end to end (real data, if the four IDX files are
 #      carried in .fmnist/: cp /usr/share/datasets/fashion-mnist/*.gz .fmnist/), wall time
-#      (process start to exit) and accuracy;
+#      (process start to exit), where it goes (setup, first dispatch, train, evaluation,
+#      checkpoints) and accuracy; then once more with the first run's compiled steps cached;
 #   4. (AA_CHECK=1, a second call: about 2 x 5 replica runs) the autoaugment variant of that
 #      protocol, 5 seeds as replicas, with host and with device augmentation:
 #      $OUT/fmnist_aa_host.log and $OUT/fmnist_aa_device.log end with their mean +- std.
@@ -48,6 +49,12 @@ if [[ "${SKIP_SPEED:-0}" != 1 && -d .fmnist ]]; then
   "$PYTHON" -m lgla_jax.main --config="${FMNIST_CONFIG:-configs/fmnist_lt_ir100.py}" \
     --config.dataset.data_dir="$PWD/.fmnist" --workdir=/tmp/fmnist_run 2>&1 | tail -40 > "$OUT/fmnist.log"
   "$PYTHON" -c "print('wall_s', round($EPOCHREALTIME - $start, 2))" | tee -a "$OUT/fmnist.log"
+  # The same run again in a new workdir with the first one's compiled steps (a rerun)
+  start=$EPOCHREALTIME
+  "$PYTHON" -m lgla_jax.main --config="${FMNIST_CONFIG:-configs/fmnist_lt_ir100.py}" \
+    --config.dataset.data_dir="$PWD/.fmnist" --workdir=/tmp/fmnist_rerun \
+    --config.compilation_cache_dir=/tmp/fmnist_run/compilation_cache 2>&1 | tail -3 >> "$OUT/fmnist.log"
+  "$PYTHON" -c "print('wall_s_compiled_steps_cached', round($EPOCHREALTIME - $start, 2))" | tee -a "$OUT/fmnist.log"
 fi
 
 if [[ "${AA_CHECK:-0}" == 1 && -d .fmnist ]]; then
