@@ -136,8 +136,8 @@ def parts(config, steps: int, warmup: int, splits=None) -> dict:
   jax.block_until_ready(metrics)
   step_rate = _rate(steps * per_dispatch, time.perf_counter() - t0)
 
-  evaluate = lambda: evaluation.run_evaluation(fns, state, run.splits.test, run.splits.class_counts,
-                                          config, run.mesh)
+  evaluate = lambda: evaluation.run_evaluation(fns, state, run.splits.test,
+                                               run.splits.class_counts, config, run.mesh)
   evaluate()  # compiles
   t0 = time.perf_counter()
   evaluate()
@@ -160,7 +160,8 @@ def epochs(config, num_epochs: int, splits=None) -> dict:
   return {"epochs": num_epochs, "wall_s": round(wall, 2),
           "end_to_end_images_per_s": _rate(num_epochs * num_train * r, wall),
           "steady_train_images_per_s": round(result["train_images_per_s"] or 0, 2),
-          "wall_parts_s": result["wall_time_parts_s"], "final_top1": result["final"]["top1"], "num_train": num_train,
+          "wall_parts_s": result["wall_time_parts_s"], "final_top1": result["final"]["top1"],
+          "num_train": num_train,
           "evaluations": len(result["history"]), **_context(result["config"])}
 
 

@@ -44,7 +44,8 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
     state, meta = ckpt.restore(step, checkpoint.abstract(state))
   finally:
     ckpt.close()
-  reports = evaluation.evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
+  reports = evaluation.evaluate_replicas(steps, state, splits.test, splits.class_counts, config,
+                                         mesh)
   for r in reports:
     r["epoch"] = meta.get("epoch")
   report = dict(reports[0], checkpoint=os.path.join(directory, str(step)))
@@ -78,9 +79,9 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
   run = train.setup(config, mesh, splits)
   state = train.load_weights(run.state, lambda p, s: convert.load_official_model(
       p, s, official["state_dict"], path), None)
-  report = dict(evaluation.run_evaluation(run.steps, state, run.splits.test, run.splits.class_counts,
-                                     config, run.mesh), checkpoint=os.path.abspath(path),
-                epoch=official["epoch"])
+  report = dict(evaluation.run_evaluation(run.steps, state, run.splits.test,
+                                          run.splits.class_counts, config, run.mesh),
+                checkpoint=os.path.abspath(path), epoch=official["epoch"])
   if official.get("monitor_best") is not None:
     report["official_monitor_best"] = official["monitor_best"]
   if jax.process_index() == 0:

@@ -256,6 +256,9 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
     first_split = splits.val if splits.val is not None else splits.test
     warm_up = evaluation.compile_in_background(steps, state, first_split, config, mesh)
     times = progress.Stopwatch(t_start)
+    # (reads the loop's current state when called)
+    evaluate_on = lambda split: evaluation.evaluate_replicas(steps, state, split,
+                                                             splits.class_counts, config, mesh)
     t_last = time.time()
     epoch_of = lambda k: (k - 1) // spe + 1
     last_good = lambda: (f"{ckpt.directory}/{ckpt.latest_step()}"
@@ -305,8 +308,7 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
             warm_up.join()
             test_now = True
             if select is not None:  # the test split only where the selection may land
-              val_reports = evaluation.evaluate_replicas(steps, state, splits.val, splits.class_counts,
-                                              config, mesh)
+              val_reports = evaluate_on(splits.val)
               entry = select.record(epoch, val_reports, reps is not None)
               log.write(step, "val", select.history[-1])
               log.print(f"epoch {epoch} validation accuracy"
@@ -314,7 +316,7 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
                         f"{_table(val_reports, reps)}")
               test_now = entry["improved"] or last
             if test_now:
-              reports = evaluation.evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
+              reports = evaluate_on(splits.test)
               report = _evaluated(reports, epoch, reps, history)
               log.write(step, "eval", history[-1])
               if not last:
@@ -332,7 +334,7 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
           return {"stopped_at_step": step}
       settle()
     if report is None:  # resumed after the last epoch had already finished
-      reports = evaluation.evaluate_replicas(steps, state, splits.test, splits.class_counts, config, mesh)
+      reports = evaluate_on(splits.test)
       report = _evaluated(reports, config.num_epochs, reps, [])
     result = {"final": report, "history": history,
               "train_images_per_s": (timed * config.batch_size * size / t_train
