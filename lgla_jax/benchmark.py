@@ -31,7 +31,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lgla_jax import datasets, evaluation, long_tail, train
+from lgla_jax import datasets, evaluation, feed, long_tail, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed dispatches of the parts (after warm-up).")
@@ -106,14 +106,14 @@ def parts(config, steps: int, warmup: int, splits=None) -> dict:
   per_dispatch = k * config.batch_size * r
   step_fn = fns.train_chunk if k > 1 else fns.train
 
-  source = iter(train.train_batches(run, 0, n))
+  source = iter(feed.train_batches(run, 0, n))
   next(source)
   t0 = time.perf_counter()
   for _ in range(min(steps * k, n - 1)):
     next(source)
   source_rate = _rate(min(steps * k, n - 1) * config.batch_size * r, time.perf_counter() - t0)
 
-  items = train.dispatches(run, 0, n)
+  items = feed.dispatches(run, 0, n)
   t0 = time.perf_counter()
   _, batch = next(items)
   state, metrics = step_fn(state, batch)

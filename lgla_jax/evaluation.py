@@ -57,9 +57,9 @@ def compile_in_background(steps: Steps, state, split: datasets.ArrayData, config
   """Compile the eval step for ``split``'s batches (and the sum of their counts) in a
   daemon thread, so that the first evaluation does not wait for the compiler: XLA
   compiles outside the GIL while the training loop goes on, and the programs land in
-  JAX's in-memory cache, where the evaluation's own calls find them. Call with the state
-  before the first training step (its buffers are donated); ``join`` the thread before
-  evaluating. A failure here is ignored: the evaluation then compiles, and fails, itself."""
+  JAX's in-memory cache, where the evaluation's own calls find them. ``state`` may be
+  abstract (``state.abstract``): only its shapes and shardings are read, so call it before
+  the first training step donates the buffers; ``join`` the thread before evaluating. A failure here is ignored: the evaluation then compiles, and fails, itself."""
   spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
   state_spec = jax.tree.map(spec, state)
   replicated = sharding.replicated(mesh)

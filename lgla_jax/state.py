@@ -30,12 +30,7 @@ class TrainState:
 STACKED_AXES = TrainState(step=None, params=0, model_state=0, opt_state=0)
 
 
-def create(model, tx, rngs, image_shape, mesh):
-  """Initialise the state of a ``models.Model`` directly with the mesh's sharding (no host
-  copy first). ``rngs``: one key (a single run), or ``[R]`` keys stacked (a replica run on
-  a mesh with a replica axis): replica k is initialised exactly as a single run with
-  ``rngs[k]``."""
-
+def _init(model, tx, rngs, image_shape, mesh):
   def one(rng):
     params, model_state = model.init(rng, tuple(image_shape))
     return params, model_state, tx.init(params)
@@ -47,7 +42,21 @@ def create(model, tx, rngs, image_shape, mesh):
     return TrainState(step, *one(rngs))
 
   return jax.jit(init, out_shardings=shardings(mesh),
-                 compiler_options=sharding.init_compiler_options(mesh))()
+                 compiler_options=sharding.init_compiler_options(mesh))
+
+
+def create(model, tx, rngs, image_shape, mesh):
+  """Initialise the state of a ``models.Model`` directly with the mesh's sharding (no host
+  copy first). ``rngs``: one key (a single run), or ``[R]`` keys stacked (a replica run on
+  a mesh with a replica axis): replica k is initialised exactly as a single run with
+  ``rngs[k]``."""
+  return _init(model, tx, rngs, image_shape, mesh)()
+
+
+def abstract(model, tx, rngs, image_shape, mesh):
+  """What ``create`` returns, as ``jax.ShapeDtypeStruct`` leaves with their shardings
+  (nothing is computed or compiled)."""
+  return jax.eval_shape(_init(model, tx, rngs, image_shape, mesh))
 
 
 def shardings(mesh):

@@ -37,6 +37,8 @@ class Steps:
   eval: Callable  # (state, batch) -> per-batch evaluation counts
   data_on_device: bool = False  # batches are indices into device-resident data
   lower_eval: Callable | None = None  # (state, batch) -> the eval step's ``jax.stages.Lowered``
+  # (state, dispatch) -> the ``Lowered`` training step of one dispatch (a chunk if it has "active")
+  lower_train: Callable | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +79,7 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
     if ("index" in batch) != (arrays is not None):
       raise ValueError("this run's data lives on the " + ("devices: batches hold indices"
                        if arrays is not None else "host: batches hold images") +
-                       " (train.train_batches makes the right ones; config.dataset.on_device)")
+                       " (feed.train_batches makes the right ones; config.dataset.on_device)")
     if arrays is None:
       images, labels = batch["image"], batch["label"]
     else:
@@ -152,11 +154,15 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
                     donate_argnums=0, compiler_options=options)
   evaluate = jax.jit(eval_step, in_shardings=(st, data) + extra, out_shardings=rep,
                      compiler_options=options)
+  arrays = (device_data,) if device_data else ()
+  lower_train = lambda state, batch: (chunked if "active" in batch else train).lower(
+      state, batch, *arrays)
+  lower_eval = lambda state, batch: evaluate.lower(state, batch, *arrays)
   if device_data:
     bind = lambda f: functools.wraps(f)(lambda state, batch: f(state, batch, device_data))
     return Steps(bind(train), bind(chunked), bind(evaluate), data_on_device=True,
-                 lower_eval=lambda state, batch: evaluate.lower(state, batch, device_data))
-  return Steps(train, chunked, evaluate, lower_eval=evaluate.lower)
+                 lower_eval=lower_eval, lower_train=lower_train)
+  return Steps(train, chunked, evaluate, lower_eval=lower_eval, lower_train=lower_train)
 
 
 def _vmapped(one_train_step, one_eval_step, replicas: ReplicaAxis, tx):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
 import os
+import threading
 import time
 
 import jax
@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from jax.experimental.compilation_cache import compilation_cache
 
-from lgla_jax import checkpoint, configlib, convert, datasets, device_data, evaluation
+from lgla_jax import checkpoint, configlib, convert, datasets, device_data, evaluation, feed
 from lgla_jax import input_pipeline
 from lgla_jax import losses, models
 from lgla_jax import metrics as metrics_lib
@@ -42,6 +42,7 @@ class Run:
   steps: Steps
   config: object  # the config with its automatic choices made (``resolve_placement``)
   replicas: replicas.Replicas | None = None  # a replica run's replicas (None: a single run)
+  compiling: dict[str, threading.Thread] = dataclasses.field(default_factory=dict)  # ``setup``
 
 
 def resolve_placement(config, splits: datasets.DataSplits, mesh):
@@ -71,8 +72,10 @@ def resolve_placement(config, splits: datasets.DataSplits, mesh):
   return config
 
 
-def setup(config, mesh=None, splits=None) -> Run:
-  """Validate, read the data (unless given), build model, loss, optimizer, state and steps."""
+def setup(config, mesh=None, splits=None, compile_ahead: bool = False) -> Run:
+  """Validate, read the data (unless given), build model, loss, optimizer, steps and state.
+  ``compile_ahead``: the training step and the first evaluation's step compile in
+  background threads (``Run.compiling``) while the state is made."""
   mesh = mesh or sharding.make_mesh()
   configlib.validate(config, num_devices=mesh.size)
   reps = replicas.of(config)
@@ -113,17 +116,6 @@ def setup(config, mesh=None, splits=None) -> Run:
                                 f"{splits.train.images.shape[1:]}")
   rngs = (jnp.stack([jax.random.PRNGKey(s) for s in reps.seeds]) if reps
           else jax.random.PRNGKey(config.seed))
-  state = state_lib.create(model, tx, rngs, image_shape, mesh)
-  weights = configlib.pretrained_file(config.model)
-  if weights and not config.model.init_from:
-    state = load_weights(state, lambda p, s: model.load_pretrained(p, s, weights), reps)
-  if config.model.init_from:
-    whole = convert.read_state_dict(
-        config.model.init_from, "config.model.init_from: the weights",
-        "give an official checkpoint (model_best.pth), a state_dict .pth/.npz or an "
-        "lgla_jax.export .safetensors file")
-    state = load_weights(state, lambda p, s: convert.load_official_model(
-        p, s, whole, config.model.init_from), reps)
   steps = make_steps(model, tx, loss_fn, mean=config.dataset.mean, std=config.dataset.std,
                      steps_per_epoch=spe, mesh=mesh,
                      xla_cpu_fast_elementwise=config.xla_cpu_fast_elementwise,
@@ -131,7 +123,28 @@ def setup(config, mesh=None, splits=None) -> Run:
                      augment_config=config.augment if config.augment.on_device else None,
                      seed=config.seed, replicas=replica_axis,
                      bn_group_size=config.model.get("bn_group_size", 0))
-  return Run(mesh, splits, model, tx, lr_table, spe, state, steps, config, reps)
+  run = Run(mesh, splits, model, tx, lr_table, spe,
+            state_lib.abstract(model, tx, rngs, image_shape, mesh), steps, config, reps)
+  compiling = {}
+  if compile_ahead:  # (what the training loop runs first: the training step, then this split)
+    compiling = {"train": feed.compile_in_background(run), "eval": evaluation.compile_in_background(
+        steps, run.state, splits.val if splits.val is not None else splits.test, config, mesh)}
+  try:
+    state = state_lib.create(model, tx, rngs, image_shape, mesh)
+    weights = configlib.pretrained_file(config.model)
+    if weights and not config.model.init_from:
+      state = load_weights(state, lambda p, s: model.load_pretrained(p, s, weights), reps)
+    if config.model.init_from:
+      whole = convert.read_state_dict(
+          config.model.init_from, "config.model.init_from: the weights",
+          "give an official checkpoint (model_best.pth), a state_dict .pth/.npz or an "
+          "lgla_jax.export .safetensors file")
+      state = load_weights(state, lambda p, s: convert.load_official_model(
+          p, s, whole, config.model.init_from), reps)
+  except BaseException:
+    _join(compiling)
+    raise
+  return dataclasses.replace(run, state=state, compiling=compiling)
 
 
 def load_weights(state, load, reps):
@@ -167,44 +180,6 @@ def train_and_evaluate(config, workdir: str, splits: datasets.DataSplits | None 
     return _train_and_evaluate(config, workdir, splits, mesh)
 
 
-def train_batches(run: Run, start_step: int, total_steps: int):
-  """Every step's batch from ``start_step`` on: indices into the device-resident data, or
-  uint8 images from the host pipeline (augmented there unless the step augments). A
-  replica run stacks every replica's own batch (its seed's order) on a leading axis."""
-  if run.replicas:
-    return replicas.stacked([_seed_batches(run, s, start_step, total_steps)
-                             for s in run.replicas.seeds])
-  return _seed_batches(run, run.config.seed, start_step, total_steps)
-
-
-def _seed_batches(run: Run, seed: int, start_step: int, total_steps: int):
-  config, train_data = run.config, run.splits.train
-  if config.dataset.on_device:
-    return device_data.train_index_batches(
-        len(train_data.labels), seed=seed, global_batch=config.batch_size,
-        steps_per_epoch=run.steps_per_epoch, start_step=start_step, total_steps=total_steps)
-  it = input_pipeline.train_iterator(
-      train_data.images, train_data.labels, seed=seed, global_batch=config.batch_size,
-      num_epochs=config.num_epochs, start_step=start_step,
-      augment_config=config.augment, num_workers=config.num_workers,
-      image_size=config.dataset.image_size, drop_last=config.drop_last_batch)
-  return itertools.islice(it, total_steps - start_step)
-
-
-def dispatches(run: Run, start_step: int, total_steps: int):
-  """``(num_steps, device_batch)`` per device call, prefetched: one step per call, or a
-  chunk of ``config.steps_per_dispatch`` steps (``Steps.train_chunk``)."""
-  batches, k = train_batches(run, start_step, total_steps), run.config.steps_per_dispatch
-  if k == 1:
-    data = sharding.train_batch_sharding(run.mesh)
-    return input_pipeline.prefetch(((1, b) for b in batches),
-                                   lambda b: input_pipeline.to_global(b, data))
-  steps = sharding.train_batch_sharding(run.mesh, chunked=True)
-  return input_pipeline.prefetch(
-      input_pipeline.chunks(batches, k, run.steps_per_epoch, start_step),
-      lambda c: input_pipeline.chunk_to_global(c, run.mesh, steps))
-
-
 def _set_compilation_cache(config, workdir: str):
   """Compiled steps persist in WORKDIR/compilation_cache (or the configured folder), so a
   rerun or a resume does not compile again. The cache is process-wide: a later run in the
@@ -221,7 +196,21 @@ def _set_compilation_cache(config, workdir: str):
 def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
   t_start = time.time()
   _set_compilation_cache(config, workdir)
-  run = setup(config, mesh, splits)
+  run = setup(config, mesh, splits, compile_ahead=True)
+  try:
+    return _run(run, workdir, t_start)
+  finally:
+    _join(run.compiling)
+
+
+def _join(compiling: dict):
+  """Wait for background compilations: a thread still in the compiler when the process
+  exits (an error, an interrupt) aborts the interpreter."""
+  for thread in compiling.values():
+    thread.join()
+
+
+def _run(run: Run, workdir: str, t_start: float) -> dict:
   config = run.config  # automatic choices made: the checkpoint records what runs
   mesh, splits, lr_table, spe, state, steps = (run.mesh, run.splits, run.lr_table,
                                                run.steps_per_epoch, run.state, run.steps)
@@ -251,10 +240,9 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
     prog = progress.Progress(config, total_steps, lr_table, log, replicas=size)
     history = resume.earlier_evaluations(workdir, start_step)
     pending, report, t_train, timed, final_save_error = None, None, 0.0, 0, None
-    # The first evaluation's split compiles while the training runs (the state's buffers
-    # are donated by the first step: it is described before).
-    first_split = splits.val if splits.val is not None else splits.test
-    warm_up = evaluation.compile_in_background(steps, state, first_split, config, mesh)
+    # The training and evaluation steps compile in the background since the setup
+    # (``run.compiling``): joined before their first use, their calls find them compiled.
+    compiling = dict(run.compiling)
     times = progress.Stopwatch(t_start)
     # (reads the loop's current state when called)
     evaluate_on = lambda split: evaluation.evaluate_replicas(steps, state, split,
@@ -278,7 +266,9 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
         pending = None
 
     with resume.stop_on_signals():
-      for n, batch in dispatches(run, start_step, total_steps):
+      for n, batch in feed.dispatches(run, start_step, total_steps):
+        if "train" in compiling:
+          compiling.pop("train").join()
         state, metrics = (steps.train_chunk if chunked else steps.train)(state, batch)
         times.dispatched()
         settle()  # the previous dispatch's metrics, fetched while this one runs
@@ -305,7 +295,8 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
               final_save_error = e  # the final report is still written, then this is raised
           times.stop("checkpoint")
           if (config.eval_every_epochs and epoch % config.eval_every_epochs == 0) or last:
-            warm_up.join()
+            if "eval" in compiling:
+              compiling.pop("eval").join()
             test_now = True
             if select is not None:  # the test split only where the selection may land
               val_reports = evaluate_on(splits.val)
@@ -334,6 +325,7 @@ def _train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
           return {"stopped_at_step": step}
       settle()
     if report is None:  # resumed after the last epoch had already finished
+      _join(compiling)
       reports = evaluate_on(splits.test)
       report = _evaluated(reports, config.num_epochs, reps, [])
     result = {"final": report, "history": history,

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import configlib, datasets, device_data, evaluation, input_pipeline, sharding, train
+from lgla_jax import configlib, datasets, device_data, evaluation, feed, input_pipeline, sharding, train
 from test_input_pipeline import _data
 from test_train import _config
 
@@ -70,7 +70,7 @@ def _steps_of(config, n):
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = train.setup(config, mesh)
   state, seen = run.state, []
-  for k, batch in train.dispatches(run, 0, n):
+  for k, batch in feed.dispatches(run, 0, n):
     state, metrics = (run.steps.train_chunk if k > 1 or "active" in batch else run.steps.train)(state, batch)
     seen.append((k, jax.device_get(metrics)))
   return run, jax.device_get(state), seen
@@ -119,22 +119,33 @@ def test_evaluation_on_device_data_equals_the_host_evaluation():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("on_device", [False, True])
-def test_evaluation_compiled_in_the_background_compiles_nothing_later(on_device):
-  config = _config("demo", **{"dataset.on_device": on_device})
+@pytest.mark.parametrize("on_device,per_dispatch,seeds", [
+    (False, 1, ()), (True, 1, ()), (True, 3, ()), (False, 2, (1, 2))])
+def test_steps_compiled_ahead_compile_nothing_later(on_device, per_dispatch, seeds):
+  """``setup(compile_ahead=True)`` compiles the training step (one step or a chunk, single
+  or replica run) and the evaluation in background threads: once they are joined, the
+  loop's first dispatch and the evaluation find them compiled."""
+  config = _config("demo", **{"dataset.on_device": on_device, "batch_size": 24,
+                              "steps_per_dispatch": per_dispatch, "replicas.seeds": seeds})
   mesh = sharding.make_mesh()
-  run = train.setup(config, mesh)
   compiles = []
   listener = lambda event, duration, **kw: compiles.append(event) if event.endswith(
       "backend_compile_duration") else None
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
-    evaluation.compile_in_background(run.steps, run.state, run.splits.test, run.config,
-                                     mesh).join()
-    assert compiles  # the eval step (the sum of its counts may be compiled already)
+    run = train.setup(config, mesh, compile_ahead=True)
+    assert sorted(run.compiling) == ["eval", "train"]
+    for thread in run.compiling.values():
+      thread.join()
+    assert len(compiles) >= 3  # the state's initialisation, the training and the eval step
     del compiles[:]
-    report = evaluation.run_evaluation(run.steps, run.state, run.splits.test,
-                                       run.splits.class_counts, run.config, mesh)
+    n, batch = next(iter(feed.dispatches(run, 0, run.steps_per_epoch)))
+    state, metrics = (run.steps.train_chunk if per_dispatch > 1 else run.steps.train)(
+        run.state, batch)
+    jax.block_until_ready(metrics)
+    assert compiles == [] and n == per_dispatch
+    report = evaluation.run_evaluation(run.steps, state, run.splits.test,
+                                       run.splits.class_counts, run.config, run.mesh)
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
   assert compiles == [] and report["num_images"] == len(run.splits.test.labels)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lgla_jax import augment_imagenet, datasets, evaluation, input_pipeline, sharding, train
+from lgla_jax import augment_imagenet, datasets, evaluation, feed, input_pipeline, sharding, train
 from lgla_jax.models import ExpertResNetCifar
 from test_train import _config
 
@@ -69,7 +69,7 @@ def test_quick_config_trains_a_step_and_evaluates(tmp_path, name, augment_on_dev
   data, state, steps = run.splits, run.state, run.steps
   assert data.class_counts[0] == 6 and data.num_classes == datasets.DATASETS[dataset].num_classes
   assert (run.config.augment.on_device, run.config.dataset.on_device) == (augment_on_device, False)
-  batch = next(train.train_batches(run, 0, 1))
+  batch = next(feed.train_batches(run, 0, 1))
   assert batch["image"].shape == (8, 64, 64, 3) and batch["image"].dtype == np.uint8
   if augment_on_device:  # exactly the host recipe's crops (its first step), same draws
     rng = np.random.default_rng([config.seed, 0, 0xA06])

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lgla_jax import input_pipeline, losses, models, sharding, train
+from lgla_jax import feed, input_pipeline, losses, models, sharding, train
 from test_datasets import make_cifar10_folder
 from test_train import _config
 
@@ -63,7 +63,7 @@ def test_the_step_gives_the_loss_its_1_based_epoch(registered):
   config = _config("demo", **{"loss.name": "epoch_probe"})
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = train.setup(config, mesh)
-  it = train.train_batches(run, 0, 2 * run.steps_per_epoch)
+  it = feed.train_batches(run, 0, 2 * run.steps_per_epoch)
   state, seen = run.state, []
   for batch in it:
     state, metrics = run.steps.train(state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))

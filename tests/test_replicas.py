@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lgla_jax import checkpoint, configlib, evaluate, replicas, sharding, train
+from lgla_jax import checkpoint, configlib, evaluate, feed, replicas, sharding, train
 from test_config import _parse
 from test_train import _config
 
@@ -20,7 +20,7 @@ def _steps(config, devices, n):
   (stacked per replica) and the final state on the host."""
   run = train.setup(config, sharding.make_mesh(jax.devices()[:devices]))
   state, losses, chunked = run.state, [], run.config.steps_per_dispatch > 1
-  for k, batch in train.dispatches(run, 0, n):
+  for k, batch in feed.dispatches(run, 0, n):
     state, metrics = (run.steps.train_chunk if chunked else run.steps.train)(state, batch)
     loss = np.asarray(metrics["loss"])
     losses.extend(loss[:k] if chunked else [loss])

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import checkpoint, input_pipeline, resume, sharding, train
+from lgla_jax import checkpoint, feed, input_pipeline, resume, sharding, train
 from test_datasets import make_cifar10_folder
 
 pytestmark = pytest.mark.integration  # Training runs, resume, CLI: minutes in all.
@@ -34,7 +34,7 @@ def _run_steps(config, devices, n):
   mesh = sharding.make_mesh(jax.devices()[:devices])
   run = train.setup(config, mesh)
   state, steps = run.state, run.steps
-  it = train.train_batches(run, 0, n)
+  it = feed.train_batches(run, 0, n)
   losses = []
   for _, batch in zip(range(n), it):
     state, metrics = steps.train(state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))

@@ -7,8 +7,8 @@ two steps (two Python environments: lgla-jax's, and one with torch and the offic
   # 1. lgla-jax: export WORKDIR to REF.safetensors, write REF.npz (64 test images of the
   #    run's data set, lgla-jax's eval- and train-mode outputs on them)
   python tools/check_export_in_torch.py reference WORKDIR REF
-  # 2. torch: strict load_state_dict of REF.safetensors into the official ResNet32Model,
-  #    the same forward passes, the largest differences as one JSON line
+  # 2. torch: strict load_state_dict of REF.safetensors into the official model, the
+  #    same forward passes, the largest differences as one JSON line
   LGLA_REF=/path/to/LGLA /tmp/torchvenv/bin/python tools/check_export_in_torch.py check REF
 
   # 1'. instead of a trained run: a config's model at a perturbed initialisation (every

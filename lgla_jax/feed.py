@@ -1,0 +1,80 @@
+"""What the training step is fed: every step's batch, grouped into device calls.
+
+``dispatches`` is the training loop's only source of data; ``compile_in_background``
+compiles the step for its first dispatch while the run is still being set up.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import TYPE_CHECKING
+
+from lgla_jax import device_data, input_pipeline, replicas, sharding
+
+if TYPE_CHECKING:
+  from lgla_jax.train import Run
+
+
+def train_batches(run: Run, start_step: int, total_steps: int, num_workers: int | None = None):
+  """Every step's batch from ``start_step`` on: indices into the device-resident data, or
+  uint8 images from the host pipeline (augmented there unless the step augments). A
+  replica run stacks every replica's own batch (its seed's order) on a leading axis.
+  ``num_workers``: the host pipeline's worker processes (default ``config.num_workers``)."""
+  if run.replicas:
+    return replicas.stacked([_seed_batches(run, s, start_step, total_steps, num_workers)
+                             for s in run.replicas.seeds])
+  return _seed_batches(run, run.config.seed, start_step, total_steps, num_workers)
+
+
+def _seed_batches(run: Run, seed: int, start_step: int, total_steps: int, num_workers=None):
+  config, train_data = run.config, run.splits.train
+  if config.dataset.on_device:
+    return device_data.train_index_batches(
+        len(train_data.labels), seed=seed, global_batch=config.batch_size,
+        steps_per_epoch=run.steps_per_epoch, start_step=start_step, total_steps=total_steps)
+  it = input_pipeline.train_iterator(
+      train_data.images, train_data.labels, seed=seed, global_batch=config.batch_size,
+      num_epochs=config.num_epochs, start_step=start_step,
+      augment_config=config.augment,
+      num_workers=config.num_workers if num_workers is None else num_workers,
+      image_size=config.dataset.image_size, drop_last=config.drop_last_batch)
+  return itertools.islice(it, total_steps - start_step)
+
+
+def dispatches(run: Run, start_step: int, total_steps: int, num_workers: int | None = None):
+  """``(num_steps, device_batch)`` per device call, prefetched: one step per call, or a
+  chunk of ``config.steps_per_dispatch`` steps (``Steps.train_chunk``)."""
+  batches = train_batches(run, start_step, total_steps, num_workers)
+  k = run.config.steps_per_dispatch
+  if k == 1:
+    data = sharding.train_batch_sharding(run.mesh)
+    return input_pipeline.prefetch(((1, b) for b in batches),
+                                   lambda b: input_pipeline.to_global(b, data))
+  steps = sharding.train_batch_sharding(run.mesh, chunked=True)
+  return input_pipeline.prefetch(
+      input_pipeline.chunks(batches, k, run.steps_per_epoch, start_step),
+      lambda c: input_pipeline.chunk_to_global(c, run.mesh, steps))
+
+
+def compile_in_background(run: Run) -> threading.Thread:
+  """Compile the training step for ``run``'s dispatches in a daemon thread, so that the
+  compiler works while the state is initialised, restored and placed: XLA compiles
+  outside the GIL, and the program lands in JAX's in-memory cache, where the loop's first
+  call finds it. ``run.state`` may be abstract (``state.abstract``): only its shapes and
+  shardings are read. The first dispatch of step 0 (the same shapes as every dispatch)
+  is built in the thread, without worker processes. ``join`` before the first training
+  step; a failure here is ignored: that step then compiles, and fails, itself."""
+
+  def work():
+    try:
+      first = dispatches(run, 0, min(run.config.steps_per_dispatch, run.steps_per_epoch),
+                         num_workers=0)
+      _, batch = next(iter(first))
+      run.steps.lower_train(run.state, batch).compile()
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+  thread = threading.Thread(target=work, name="compile-train", daemon=True)
+  thread.start()
+  return thread
