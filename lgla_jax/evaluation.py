@@ -59,7 +59,8 @@ def compile_in_background(steps: Steps, state, split: datasets.ArrayData, config
   compiles outside the GIL while the training loop goes on, and the programs land in
   JAX's in-memory cache, where the evaluation's own calls find them. ``state`` may be
   abstract (``state.abstract``): only its shapes and shardings are read, so call it before
-  the first training step donates the buffers; ``join`` the thread before evaluating. A failure here is ignored: the evaluation then compiles, and fails, itself."""
+  the first training step donates the buffers; ``join`` the thread before evaluating. A
+  failure here is ignored: the evaluation then compiles, and fails, itself."""
   spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
   state_spec = jax.tree.map(spec, state)
   replicated = sharding.replicated(mesh)
