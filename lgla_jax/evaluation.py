@@ -58,7 +58,7 @@ def compile_in_background(steps: Steps, state, split: datasets.ArrayData, config
   daemon thread, so that the first evaluation does not wait for the compiler: XLA
   compiles outside the GIL while the training loop goes on, and the programs land in
   JAX's in-memory cache, where the evaluation's own calls find them. ``state`` may be
-  abstract (``state.abstract``): only its shapes and shardings are read, so call it before
+  abstract (``jax.eval_shape`` of ``state.initializer``): only its shapes and shardings are read, so call it before
   the first training step donates the buffers; ``join`` the thread before evaluating. A
   failure here is ignored: the evaluation then compiles, and fails, itself."""
   spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)

@@ -61,7 +61,7 @@ def compile_in_background(run: Run) -> threading.Thread:
   """Compile the training step for ``run``'s dispatches in a daemon thread, so that the
   compiler works while the state is initialised, restored and placed: XLA compiles
   outside the GIL, and the program lands in JAX's in-memory cache, where the loop's first
-  call finds it. ``run.state`` may be abstract (``state.abstract``): only its shapes and
+  call finds it. ``run.state`` may be abstract (``jax.eval_shape`` of ``state.initializer``): only its shapes and
   shardings are read. The first dispatch of step 0 (the same shapes as every dispatch)
   is built in the thread, without worker processes. ``join`` before the first training
   step; a failure here is ignored: that step then compiles, and fails, itself."""

@@ -30,7 +30,10 @@ class TrainState:
 STACKED_AXES = TrainState(step=None, params=0, model_state=0, opt_state=0)
 
 
-def _init(model, tx, rngs, image_shape, mesh):
+def initializer(model, tx, rngs, image_shape, mesh):
+  """The jitted ``() -> TrainState`` that ``create`` calls; ``jax.eval_shape`` of it gives
+  the state's shapes and shardings, and a later call reuses that trace."""
+
   def one(rng):
     params, model_state = model.init(rng, tuple(image_shape))
     return params, model_state, tx.init(params)
@@ -50,13 +53,7 @@ def create(model, tx, rngs, image_shape, mesh):
   copy first). ``rngs``: one key (a single run), or ``[R]`` keys stacked (a replica run on
   a mesh with a replica axis): replica k is initialised exactly as a single run with
   ``rngs[k]``."""
-  return _init(model, tx, rngs, image_shape, mesh)()
-
-
-def abstract(model, tx, rngs, image_shape, mesh):
-  """What ``create`` returns, as ``jax.ShapeDtypeStruct`` leaves with their shardings
-  (nothing is computed or compiled)."""
-  return jax.eval_shape(_init(model, tx, rngs, image_shape, mesh))
+  return initializer(model, tx, rngs, image_shape, mesh)()
 
 
 def shardings(mesh):

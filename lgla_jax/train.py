@@ -123,14 +123,15 @@ def setup(config, mesh=None, splits=None, compile_ahead: bool = False) -> Run:
                      augment_config=config.augment if config.augment.on_device else None,
                      seed=config.seed, replicas=replica_axis,
                      bn_group_size=config.model.get("bn_group_size", 0))
-  run = Run(mesh, splits, model, tx, lr_table, spe,
-            state_lib.abstract(model, tx, rngs, image_shape, mesh), steps, config, reps)
+  init = state_lib.initializer(model, tx, rngs, image_shape, mesh)
+  run = Run(mesh, splits, model, tx, lr_table, spe, None, steps, config, reps)
   compiling = {}
   if compile_ahead:  # (what the training loop runs first: the training step, then this split)
+    run = dataclasses.replace(run, state=jax.eval_shape(init))  # (shapes and shardings only)
     compiling = {"train": feed.compile_in_background(run), "eval": evaluation.compile_in_background(
         steps, run.state, splits.val if splits.val is not None else splits.test, config, mesh)}
   try:
-    state = state_lib.create(model, tx, rngs, image_shape, mesh)
+    state = init()
     weights = configlib.pretrained_file(config.model)
     if weights and not config.model.init_from:
       state = load_weights(state, lambda p, s: model.load_pretrained(p, s, weights), reps)
