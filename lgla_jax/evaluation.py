@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from lgla_jax import datasets, device_data, input_pipeline, sharding
 from lgla_jax import metrics as metrics_lib
-from lgla_jax.steps import Steps
+from lgla_jax.steps import Steps, compile_in_thread
 
 # One compiled program sums the per-batch counts (a jitted tree sum compiles once; an
 # eager add compiles one program per leaf shape).
@@ -54,29 +54,22 @@ def run_evaluation(steps: Steps, state, split: datasets.ArrayData, class_counts,
 
 def compile_in_background(steps: Steps, state, split: datasets.ArrayData, config,
                           mesh) -> threading.Thread:
-  """Compile the eval step for ``split``'s batches (and the sum of their counts) in a
-  daemon thread, so that the first evaluation does not wait for the compiler: XLA
-  compiles outside the GIL while the training loop goes on, and the programs land in
-  JAX's in-memory cache, where the evaluation's own calls find them. ``state`` may be
-  abstract (``jax.eval_shape`` of ``state.initializer``): only its shapes and shardings are read, so call it before
-  the first training step donates the buffers; ``join`` the thread before evaluating. A
-  failure here is ignored: the evaluation then compiles, and fails, itself."""
+  """Compile the eval step for ``split``'s batches (and the sum of their counts) while the
+  training loop goes on (``steps.compile_in_thread``), so that the first evaluation does
+  not wait for the compiler. ``state`` may be abstract (``jax.eval_shape`` of
+  ``state.initializer``): only its shapes and shardings are read, so call it before the
+  first training step donates the buffers."""
   spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
   state_spec = jax.tree.map(spec, state)
   replicated = sharding.replicated(mesh)
 
-  def work():
-    try:
-      first = next(iter(batches(steps, split, config, num_workers=0)))
-      batch = input_pipeline.to_global(first, sharding.batch_sharding(mesh))
-      lowered = steps.lower_eval(state_spec, batch)
-      lowered.compile()
-      counts = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                            lowered.out_info)
-      _add_counts.lower(counts, counts).compile()
-    except Exception:  # pylint: disable=broad-except
-      pass
+  def compile_eval():
+    first = next(iter(batches(steps, split, config, num_workers=0)))
+    batch = input_pipeline.to_global(first, sharding.batch_sharding(mesh))
+    lowered = steps.lower_eval(state_spec, batch)
+    lowered.compile()
+    counts = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                          lowered.out_info)
+    _add_counts.lower(counts, counts).compile()
 
-  thread = threading.Thread(target=work, name="compile-eval", daemon=True)
-  thread.start()
-  return thread
+  return compile_in_thread("compile-eval", compile_eval)

@@ -11,6 +11,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from lgla_jax import device_data, input_pipeline, replicas, sharding
+from lgla_jax import steps as steps_lib
 
 if TYPE_CHECKING:
   from lgla_jax.train import Run
@@ -58,23 +59,16 @@ def dispatches(run: Run, start_step: int, total_steps: int, num_workers: int | N
 
 
 def compile_in_background(run: Run) -> threading.Thread:
-  """Compile the training step for ``run``'s dispatches in a daemon thread, so that the
-  compiler works while the state is initialised, restored and placed: XLA compiles
-  outside the GIL, and the program lands in JAX's in-memory cache, where the loop's first
-  call finds it. ``run.state`` may be abstract (``jax.eval_shape`` of ``state.initializer``): only its shapes and
-  shardings are read. The first dispatch of step 0 (the same shapes as every dispatch)
-  is built in the thread, without worker processes. ``join`` before the first training
-  step; a failure here is ignored: that step then compiles, and fails, itself."""
+  """Compile the training step for ``run``'s dispatches while the state is initialised,
+  restored and placed (``steps.compile_in_thread``). ``run.state`` may be abstract
+  (``jax.eval_shape`` of ``state.initializer``): only its shapes and shardings are read.
+  The first dispatch of step 0 (the same shapes as every dispatch) is built in the
+  thread, without worker processes."""
 
-  def work():
-    try:
-      first = dispatches(run, 0, min(run.config.steps_per_dispatch, run.steps_per_epoch),
-                         num_workers=0)
-      _, batch = next(iter(first))
-      run.steps.lower_train(run.state, batch).compile()
-    except Exception:  # pylint: disable=broad-except
-      pass
+  def compile_train():
+    first = dispatches(run, 0, min(run.config.steps_per_dispatch, run.steps_per_epoch),
+                       num_workers=0)
+    _, batch = next(iter(first))
+    run.steps.lower_train(run.state, batch).compile()
 
-  thread = threading.Thread(target=work, name="compile-train", daemon=True)
-  thread.start()
-  return thread
+  return steps_lib.compile_in_thread("compile-train", compile_train)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from typing import Callable
 
 import jax
@@ -39,6 +40,24 @@ class Steps:
   lower_eval: Callable | None = None  # (state, batch) -> the eval step's ``jax.stages.Lowered``
   # (state, dispatch) -> the ``Lowered`` training step of one dispatch (a chunk if it has "active")
   lower_train: Callable | None = None
+
+
+def compile_in_thread(name: str, compile_fn: Callable[[], None]) -> threading.Thread:
+  """Start ``compile_fn`` (which lowers and compiles a step) in a daemon thread: XLA
+  compiles outside the GIL while the caller goes on, and the program lands in JAX's
+  in-memory cache, where the step's own first call finds it. ``join`` before that call.
+  A failure is dropped on purpose: the step then compiles, and fails with the real
+  error, in the caller's thread."""
+
+  def work():
+    try:
+      compile_fn()
+    except Exception:  # pylint: disable=broad-except
+      pass
+
+  thread = threading.Thread(target=work, name=name, daemon=True)
+  thread.start()
+  return thread
 
 
 @dataclasses.dataclass(frozen=True)
