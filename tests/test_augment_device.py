@@ -191,8 +191,8 @@ def test_host_and_device_autoaugment_train_to_the_same_accuracy(tmp_path):
   AutoAugment + Cutout (IR 100 from 1200 images down to 12, ResNet-8, 6 epochs: far from
   chance, unlike the 2-epoch quick variant), 5 seeds (replicas) with host and with device
   augmentation; the two mean top-1 accuracies must agree within twice their standard
-  error (seed noise) plus half a point. About 20 minutes on 2 CPU cores; on a GPU run the
-  full protocol instead (tools/device_benchmark.sh)."""
+  error (seed noise) plus half a point. Minutes on 2 CPU cores (the README gives the
+  measured time of the slow tier); on a GPU run the full protocol instead (tools/device_benchmark.sh)."""
   if not datasets.has_fashion_mnist(datasets.FASHION_MNIST_DEBIAN_DIR):
     pytest.fail("needs the Debian package dataset-fashion-mnist")
   from lgla_jax import sharding, train
