@@ -11,7 +11,8 @@ Prints one JSON object. Two kinds of numbers:
   checkpoints, evaluations as the config schedules them): its wall time and the images/s
   that gives, next to the steady-state training rate the run reports. ``--epochs=0`` skips it.
 
-A replica run (``--config.replicas.seeds=...``) counts the images of all its replicas.
+A replica run (``--config.replicas.seeds=...``) counts the training images of all its
+replicas; its evaluation rate counts test images (each evaluated by every replica).
 
 ``--synthetic`` uses random uint8 images of the config's size with the config's
 long-tailed class counts (the real training-set size), so no data set is needed; for an
