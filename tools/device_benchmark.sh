@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 10 and 11 (speed, and the replica goals), in one call of at most
-# ~9 minutes on a lent device machine. Prepare here, then run there with .whl, .official and
+# The GPU checks of issues 10 and 11 (speed, and the replica goals): by default one call of
+# at most ~8 minutes on a lent device machine, then PARTS=replicas,aa in a second call. Prepare here, then run there with .whl, .official and
 # .fmnist carried:
 #   tools/device_wheels.sh                                  # wheels the machine lacks -> .whl/
 #   git --git-dir=/work/.mirror/Tao0-0+LGLA/repo archive --prefix=.official/ HEAD | tar x
 #   mkdir -p .fmnist && cp /usr/share/datasets/fashion-mnist/*.gz .fmnist/
 #   (device) OUT=$OUT tools/device_benchmark.sh
-# PARTS (comma-separated, run in this order; default fmnist,official,bench,replicas) picks
+# PARTS (comma-separated, run in this order; default fmnist,official,bench) picks
 # what runs, cheapest and most decisive first, so that a call cut short keeps them. Each
 # part appends to its files in $OUT as it goes:
 #   fmnist    the Fashion-MNIST-LT protocol end to end (real data from .fmnist/): wall time
@@ -20,7 +20,7 @@
 #             (compilation, evaluations every 20 epochs and checkpoints included; FULL=1:
 #             all 400 epochs) (benchmark.jsonl);
 #   replicas  the same real run with 5 seeds as replicas, float32 (benchmark.jsonl);
-#   aa        (a second call: about 2 x 5 replica runs) the autoaugment variant of the
+#   aa        (about 2 x 5 replica runs) the autoaugment variant of the
 #             protocol, 5 seeds as replicas, with host and with device augmentation:
 #             fmnist_aa_host.log and fmnist_aa_device.log end with their mean +- std.
 # Dry run on a CPU: CONFIG=configs/cifar100_ir100.py:quick STEPS=2 EPOCHS=1
@@ -31,7 +31,7 @@ set -uo pipefail  # (no -e: a part that fails leaves the others to run)
 cd "$(dirname "$0")/.."
 : "${OUT:?set OUT to the folder for the results}"
 PYTHON=${PYTHON:-python3}
-PARTS=",${PARTS:-fmnist,official,bench,replicas},"
+PARTS=",${PARTS:-fmnist,official,bench},"
 CONFIG=${CONFIG:-configs/cifar100_ir100.py}
 FMNIST_CONFIG=${FMNIST_CONFIG:-configs/fmnist_lt_ir100.py}
 STEPS=${STEPS:-30}
