@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 10 and 11 (speed, and the replica goals): by default one call of
-# at most ~8 minutes on a lent device machine, then PARTS=replicas,aa in a second call. Prepare here, then run there with .whl, .official and
-# .fmnist carried:
+# at most ~8 minutes on a lent device machine, then PARTS=replicas,aa in a second call.
+# Prepare here, then run there with .whl, .official and .fmnist carried:
 #   tools/device_wheels.sh                                  # wheels the machine lacks -> .whl/
 #   git --git-dir=/work/.mirror/Tao0-0+LGLA/repo archive --prefix=.official/ HEAD | tar x
 #   mkdir -p .fmnist && cp /usr/share/datasets/fashion-mnist/*.gz .fmnist/
