@@ -25,7 +25,7 @@
 #             fmnist_aa_host.log and fmnist_aa_device.log end with their mean +- std.
 # Dry run on a CPU: CONFIG=configs/cifar100_ir100.py:quick STEPS=2 EPOCHS=1
 #   FMNIST_CONFIG=configs/fmnist_lt_ir100.py:quick AA_CONFIG=configs/fmnist_lt_ir100.py:quick,autoaugment,seeds5
-#   PARTS=fmnist,official,bench,replicas,aa OUT=/tmp/out tools/device_benchmark.sh
+#   PARTS=fmnist,bench,replicas,aa OUT=/tmp/out tools/device_benchmark.sh  (official: torch, GPU)
 # What travels: the tree (~19 MB), .whl (~10 MB), .official (<1 MB), .fmnist (30 MB).
 set -uo pipefail  # (no -e: a part that fails leaves the others to run)
 cd "$(dirname "$0")/.."
@@ -41,26 +41,25 @@ TEST=${SYNTHETIC_TEST:-10000}  # synthetic test images (CIFAR-100: 10,000)
 source tools/device_env.sh
 part() { [[ "$PARTS" == *",$1,"* ]]; }
 wall() { "$PYTHON" -c "print('$1', round($EPOCHREALTIME - $2, 2))"; }
-fmnist() {  # fmnist WORKDIR [overrides...]: one run of the protocol, its console's tail
-  local workdir=$1; shift
-  "$PYTHON" -m lgla_jax.main --config="${FMNIST_CONFIG%%:*}${CONFIG_VARIANT:+:$CONFIG_VARIANT}" \
-    --config.dataset.data_dir="$PWD/.fmnist" --workdir="$workdir" "$@" 2>&1
+fmnist() {  # fmnist CONFIG WORKDIR [overrides...]: one run on the carried data, its console
+  local config=$1 workdir=$2; shift 2
+  "$PYTHON" -m lgla_jax.main --config="$config" --config.dataset.data_dir="$PWD/.fmnist" \
+    --workdir="$workdir" "$@" 2>&1
 }
+[[ "$FMNIST_CONFIG" == *:* ]] && more=, || more=:  # how a further variant is appended
 
 if part fmnist && [[ -d .fmnist ]]; then
-  [[ "$FMNIST_CONFIG" == *:* ]] && base_variant=${FMNIST_CONFIG#*:} || base_variant=
   start=$EPOCHREALTIME
-  CONFIG_VARIANT=$base_variant fmnist /tmp/fmnist_run | tail -40 > "$OUT/fmnist.log"
+  fmnist "$FMNIST_CONFIG" /tmp/fmnist_run | tail -40 > "$OUT/fmnist.log"
   wall wall_s "$start" | tee -a "$OUT/fmnist.log"
   # The same run again in a new workdir with the first one's compiled steps (a rerun)
   start=$EPOCHREALTIME
-  CONFIG_VARIANT=$base_variant fmnist /tmp/fmnist_rerun \
+  fmnist "$FMNIST_CONFIG" /tmp/fmnist_rerun \
     --config.compilation_cache_dir=/tmp/fmnist_run/compilation_cache | tail -3 >> "$OUT/fmnist.log"
   wall wall_s_compiled_steps_cached "$start" | tee -a "$OUT/fmnist.log"
   # Issue 11: 5 seeds as replicas in one run (goal: <= 1.5x the single run's wall time)
   start=$EPOCHREALTIME
-  CONFIG_VARIANT=${base_variant:+$base_variant,}seeds5 fmnist /tmp/fmnist_seeds5 | tail -40 \
-    > "$OUT/fmnist_seeds5.log"
+  fmnist "$FMNIST_CONFIG${more}seeds5" /tmp/fmnist_seeds5 | tail -40 > "$OUT/fmnist_seeds5.log"
   wall wall_s "$start" | tee -a "$OUT/fmnist_seeds5.log"
 fi
 
@@ -84,9 +83,8 @@ fi
 if part aa && [[ -d .fmnist ]]; then
   for place in host device; do
     on=$([[ $place == device ]] && echo True || echo False)
-    "$PYTHON" -m lgla_jax.main --config="${AA_CONFIG:-configs/fmnist_lt_ir100.py:autoaugment,seeds5}" \
-      --config.dataset.data_dir="$PWD/.fmnist" --config.augment.on_device=$on \
-      --config.dataset.on_device=$on --workdir=/tmp/fmnist_aa_$place 2>&1 | tail -20 \
+    fmnist "${AA_CONFIG:-configs/fmnist_lt_ir100.py:autoaugment,seeds5}" /tmp/fmnist_aa_$place \
+      --config.augment.on_device=$on --config.dataset.on_device=$on | tail -20 \
       > "$OUT/fmnist_aa_$place.log"
   done
 fi
