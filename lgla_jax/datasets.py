@@ -227,10 +227,10 @@ def _can_prepare_tfds() -> bool:
 
 def _tfds_split(name: str, split: str, data_dir, download: bool) -> ArrayData:
   import tensorflow_datasets as tfds  # imported lazily: heavy, and only this source needs it
-  how = (f"Prepare it once with network access and TensorFlow (pip install "
-         f"'lgla-jax[prepare]', then run with --config.dataset.download=True), point "
-         f"--config.dataset.data_dir at data prepared in the array_record format, or use "
-         f"--config.dataset.source=cifar_archive with the original archive")
+  how = ("Prepare it once with network access and TensorFlow (pip install "
+         "'lgla-jax[prepare]', then run with --config.dataset.download=True), point "
+         "--config.dataset.data_dir at data prepared in the array_record format, or use "
+         "--config.dataset.source=cifar_archive with the original archive")
   # array_record: random access for grain without TensorFlow.
   builder_kwargs = {"file_format": "array_record"}
   if download and not _can_prepare_tfds():

@@ -14,9 +14,9 @@ official code, neither of which changes a finite official result (tested): the a
 argument is clamped to [-1, 1] (the official code gives NaN above 1), and the
 log-softmax is the stable one (the official ``log(softmax(.))`` underflows to -inf).
 
-The official repository's other losses (``model/loss.py``, shared with RIDE) are here too:
-``focal_loss``, ``class_balanced_weights`` + ``weighted_cross_entropy``, ``ldam_loss``
-(with deferred re-weighting as an epoch-dependent weight switch) and ``ride_loss``.
+The official repository's other losses (``model/loss.py``, shared with RIDE: focal,
+class-balanced CE, LDAM-DRW, RIDE) live in ``lgla_jax.other_losses`` and register
+themselves here; this module imports it last, so ``REGISTRY`` always holds every loss.
 
 ``make(loss_config, class_counts, num_experts, scale)`` returns the configured loss as
 ``(model_output, labels_B, mask_B, epoch) -> (loss, per_expert_losses)``; everything a
@@ -27,6 +27,7 @@ loss is a builder function decorated with ``@register(name, ...)`` plus its conf
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Callable
 
 import jax
@@ -36,7 +37,8 @@ import numpy as np
 from lgla_jax import long_tail
 
 
-def _concrete_counts(class_counts) -> np.ndarray:
+def concrete_counts(class_counts) -> np.ndarray:
+  """``class_counts`` as a numpy array; a traced value is refused (losses precompute from it)."""
   if isinstance(class_counts, jax.core.Tracer):
     raise TypeError(
         "class_counts must be concrete (a list or numpy array), not a traced value: inside "
@@ -45,7 +47,8 @@ def _concrete_counts(class_counts) -> np.ndarray:
   return np.asarray(class_counts)
 
 
-def _at_least_f32(x):
+def at_least_f32(x):
+  """``x`` promoted to at least float32: losses are computed in float32 under bfloat16."""
   x = jnp.asarray(x)
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
@@ -65,7 +68,7 @@ def aaw_weights_from_regions(expert_logits_ExBxC, labels_B, regions_RxC, *, scal
   Samples in no region get weight 1. No gradient flows through the weights. ``mask_B``
   (padding of an incomplete batch) keeps invalid samples out of the region means.
   """
-  logits = jax.lax.stop_gradient(_at_least_f32(expert_logits_ExBxC))
+  logits = jax.lax.stop_gradient(at_least_f32(expert_logits_ExBxC))
   labels = jnp.asarray(labels_B)
   cos_ExB = jnp.clip(_target_values(logits, labels) / scale, -1.0, 1.0)
   theta_ExB = jnp.arccos(cos_ExB)
@@ -86,11 +89,11 @@ def aaw_weights_from_regions(expert_logits_ExBxC, labels_B, regions_RxC, *, scal
 def aaw_weights(expert_logits, labels, class_counts, *, scale=30.0):
   """Adaptive Angular Weights ``[E, B]``; regions come from ``class_counts`` (official split)."""
   num_experts = np.shape(expert_logits)[0]
-  regions = long_tail.expert_regions(_concrete_counts(class_counts), num_experts)
+  regions = long_tail.expert_regions(concrete_counts(class_counts), num_experts)
   return aaw_weights_from_regions(expert_logits, labels, regions, scale=scale)
 
 
-def _batch_mean(x_xB, mask_B):
+def batch_mean(x_xB, mask_B):
   """Mean over the last (batch) axis, over the valid samples only when ``mask_B`` is given."""
   if mask_B is None:
     return x_xB.mean(axis=-1)
@@ -105,9 +108,9 @@ def lgla_expert_losses(expert_logits_ExBxC, labels_B, *, log_priors_ExC, regions
   logits = jnp.asarray(expert_logits_ExBxC)
   weights_ExB = aaw_weights_from_regions(logits, labels_B, regions_RxC, scale=scale,
                                          mask_B=mask_B)
-  adjusted = _at_least_f32(logits) + jnp.asarray(log_priors_ExC, jnp.float32)[:, None, :]
+  adjusted = at_least_f32(logits) + jnp.asarray(log_priors_ExC, jnp.float32)[:, None, :]
   logp_ExB = _target_values(jax.nn.log_softmax(adjusted, axis=-1), jnp.asarray(labels_B))
-  return -_batch_mean(weights_ExB * logp_ExB, mask_B)
+  return -batch_mean(weights_ExB * logp_ExB, mask_B)
 
 
 def lgla_loss(expert_logits, labels, class_counts, *, tau, scale=30.0):
@@ -121,151 +124,28 @@ def lgla_loss(expert_logits, labels, class_counts, *, tau, scale=30.0):
     scale: the cosine classifier's scale s.
   """
   num_experts = np.shape(expert_logits)[0]
-  counts = _concrete_counts(class_counts)
+  counts = concrete_counts(class_counts)
   regions = long_tail.expert_regions(counts, num_experts)
   log_priors = long_tail.expert_log_priors(counts, num_experts, tau, regions=regions)
   return lgla_expert_losses(expert_logits, labels, log_priors_ExC=log_priors,
                             regions_RxC=regions, scale=scale).sum()
 
 
-def _per_example_ce(logits_BxC, labels_B):
+def per_example_ce(logits_BxC, labels_B):
   """Softmax cross entropy of every example ``[B]``."""
-  logp = jax.nn.log_softmax(_at_least_f32(logits_BxC), axis=-1)
+  logp = jax.nn.log_softmax(at_least_f32(logits_BxC), axis=-1)
   return -_target_values(logp[None], jnp.asarray(labels_B))[0]
 
 
 def cross_entropy(logits_BxC, labels_B, mask_B=None):
   """Mean softmax cross entropy (over the valid samples when ``mask_B`` is given)."""
-  return _batch_mean(_per_example_ce(logits_BxC, labels_B), mask_B)
+  return batch_mean(per_example_ce(logits_BxC, labels_B), mask_B)
 
 
 def logit_adjusted_cross_entropy(logits_BxC, labels_B, class_counts, *, tau=1.0, mask_B=None):
   """Logit-adjusted cross entropy (Menon et al., 2021): CE on ``logits + tau * log prior``."""
-  prior = long_tail.class_prior(_concrete_counts(class_counts))
-  return cross_entropy(_at_least_f32(logits_BxC) + tau * jnp.log(prior), labels_B, mask_B)
-
-
-# --- The official repository's other losses (``model/loss.py``, shared with RIDE) ---------
-
-
-def _positive_counts(class_counts, who: str) -> np.ndarray:
-  counts = _concrete_counts(class_counts).astype(np.float64)
-  if (counts <= 0).any():
-    raise ValueError(f"{who} needs at least one training image per class; classes "
-                     f"{np.where(counts <= 0)[0][:10].tolist()} have none")
-  return counts
-
-
-def class_balanced_weights(class_counts, beta=0.9999) -> np.ndarray:
-  """Class-balanced weights ``[C]`` (Cui et al., 2019): ``(1 - beta) / (1 - beta^n_c)``,
-  normalised to sum to C as the official code does. ``beta = 0`` gives ones."""
-  counts = _positive_counts(class_counts, "class_balanced_weights")
-  weights = (1.0 - beta) / (1.0 - np.power(beta, counts))
-  return weights / weights.sum() * len(counts)
-
-
-def weighted_cross_entropy(logits_BxC, labels_B, class_weights_C, mask_B=None):
-  """PyTorch's weighted cross entropy: ``sum_b w_yb * ce_b / sum_b w_yb`` (valid samples
-  only when ``mask_B`` is given)."""
-  w_B = jnp.asarray(class_weights_C, jnp.float32)[jnp.asarray(labels_B)]
-  if mask_B is not None:
-    w_B = w_B * jnp.asarray(mask_B, jnp.float32)
-  return (w_B * _per_example_ce(logits_BxC, labels_B)).sum() / w_B.sum()
-
-
-def focal_loss(logits_BxC, labels_B, gamma, mask_B=None):
-  """Focal loss (Lin et al., 2017) as the official ``focal_loss``: the batch mean of
-  ``(1 - p_y)^gamma * ce`` with ``p_y = exp(-ce)``."""
-  ce_B = _per_example_ce(logits_BxC, labels_B)
-  if gamma == 0:  # 0^0: keep the gradient finite where p_y rounds to 1
-    return _batch_mean(ce_B, mask_B)
-  # -expm1(-ce) is 1 - p_y without the cancellation of 1 - exp(-ce) near p_y = 1.
-  return _batch_mean(jnp.power(-jnp.expm1(-ce_B), gamma) * ce_B, mask_B)
-
-
-def ldam_margins(class_counts, max_m=0.5) -> np.ndarray:
-  """LDAM margins ``[C]`` (Cao et al., 2019): ``n_c^(-1/4)``, scaled so the largest is
-  ``max_m`` (in cosine units)."""
-  margins = 1.0 / np.sqrt(np.sqrt(_positive_counts(class_counts, "ldam_margins")))
-  return margins * (max_m / margins.max())
-
-
-def _ldam_logits(logits_BxC, labels_B, margins_C, s):
-  """Subtract ``s * m_y`` from every target logit; the logits are already ``s * cos``
-  (as in the official and RIDE code, where the model applies the scale)."""
-  logits = _at_least_f32(logits_BxC)
-  labels = jnp.asarray(labels_B)
-  onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
-  m_B = jnp.asarray(margins_C, logits.dtype)[labels]
-  return logits - (s * m_B)[:, None] * onehot
-
-
-def ldam_loss(logits_BxC, labels_B, class_counts, *, max_m=0.5, s=30.0, class_weights_C=None,
-              mask_B=None):
-  """The official ``LDAMLoss``: cross entropy on ``logits - s * m_y`` at the target,
-  weighted by ``class_weights_C`` when given (deferred re-weighting passes the
-  class-balanced weights after its epoch)."""
-  adjusted = _ldam_logits(logits_BxC, labels_B, ldam_margins(class_counts, max_m), s)
-  if class_weights_C is None:
-    return cross_entropy(adjusted, labels_B, mask_B)
-  return weighted_cross_entropy(adjusted, labels_B, class_weights_C, mask_B)
-
-
-def ride_diversity_weights(class_counts, reweight_factor=0.05) -> np.ndarray:
-  """RIDE's per-class temperature factors ``[C]``: ``C * p_c * f + 1 - f``, over the max."""
-  prior = long_tail.class_prior(_positive_counts(class_counts, "ride_diversity_weights"))
-  w = len(prior) * prior * reweight_factor + 1 - reweight_factor
-  return w / w.max()
-
-
-def _ride_expert_losses(logits_ExBxC, labels_B, *, margins_C, s, reweight_on, base_weights_C,
-                        diversity_weights_C, base_diversity_temperature, base_loss_factor,
-                        additional_diversity_factor, mask_B=None):
-  """Per-expert RIDE losses ``[E]`` (their sum is the loss). ``reweight_on`` (a bool,
-  possibly traced) switches the class-balanced weights and per-class temperatures on."""
-  logits = _at_least_f32(logits_ExBxC)
-  output_BxC = logits.mean(axis=0)
-  c = logits.shape[-1]
-  w_C = jnp.where(reweight_on, jnp.asarray(base_weights_C, jnp.float32), jnp.ones((c,)))
-  t_C = base_diversity_temperature * jnp.where(
-      reweight_on, jnp.asarray(diversity_weights_C, jnp.float32), jnp.ones((c,)))
-  target_BxC = jax.lax.stop_gradient(jax.nn.softmax(output_BxC / t_C, axis=-1))
-  log_target_BxC = jnp.log(jnp.where(target_BxC > 0, target_BxC, 1.0))
-  per_expert = []
-  for e in range(logits.shape[0]):
-    # Official quirk: with no diversity term every expert's LDAM part sees the ensemble.
-    z = output_BxC if additional_diversity_factor == 0 else logits[e]
-    ldam = weighted_cross_entropy(_ldam_logits(z, labels_B, margins_C, s), labels_B, w_C, mask_B)
-    logp_BxC = jax.nn.log_softmax(logits[e] / t_C, axis=-1)
-    kl_B = (target_BxC * (log_target_BxC - logp_BxC)).sum(axis=-1)  # F.kl_div, 'batchmean'
-    diversity = additional_diversity_factor * jnp.mean(t_C) ** 2 * _batch_mean(kl_B, mask_B)
-    per_expert.append(base_loss_factor * ldam + diversity)
-  return jnp.stack(per_expert)
-
-
-def _reweight_on(reweight: bool, reweight_epoch: int, epoch):
-  """The official ``_hook_before_epoch`` rule: re-weighting for ``epoch > reweight_epoch``
-  (1-based epochs); ``reweight_epoch = -1`` never re-weights."""
-  return jnp.logical_and(bool(reweight) and reweight_epoch != -1, jnp.asarray(epoch) > reweight_epoch)
-
-
-def ride_loss(logits_ExBxC, labels_B, class_counts, *, epoch, base_diversity_temperature=1.0,
-              max_m=0.5, s=30.0, reweight=True, reweight_epoch=-1, base_loss_factor=1.0,
-              additional_diversity_factor=-0.2, reweight_factor=0.05, beta=0.9999, mask_B=None):
-  """The official ``RIDELoss`` (Wang et al., 2021) over the expert logits (the model
-  output is their mean): per expert, LDAM plus ``additional_diversity_factor * T_mean^2 *
-  KL(softmax(output / T) || softmax(z_e / T))`` with the target under stop-gradient.
-  When ``reweight`` and ``epoch > reweight_epoch`` (``reweight_epoch = -1``: never; the
-  official code fails there) the LDAM part uses class-balanced weights and ``T`` becomes
-  per class (``ride_diversity_weights``)."""
-  counts = _positive_counts(class_counts, "ride_loss")
-  return _ride_expert_losses(
-      logits_ExBxC, labels_B, margins_C=ldam_margins(counts, max_m), s=s,
-      reweight_on=_reweight_on(reweight, reweight_epoch, epoch),
-      base_weights_C=class_balanced_weights(counts, beta),
-      diversity_weights_C=ride_diversity_weights(counts, reweight_factor),
-      base_diversity_temperature=base_diversity_temperature, base_loss_factor=base_loss_factor,
-      additional_diversity_factor=additional_diversity_factor, mask_B=mask_B).sum()
+  prior = long_tail.class_prior(concrete_counts(class_counts))
+  return cross_entropy(at_least_f32(logits_BxC) + tau * jnp.log(prior), labels_B, mask_B)
 
 
 # --- The registry: a run's loss, found by name ------------------------------------------
@@ -305,7 +185,7 @@ def make(loss_config, class_counts, num_experts: int, scale: float) -> LossFn:
   spec = REGISTRY.get(loss_config.name)
   if spec is None:
     raise ValueError(f"unknown loss {loss_config.name!r}: one of {sorted(REGISTRY)}")
-  return spec.build(loss_config, _concrete_counts(class_counts), int(num_experts), float(scale))
+  return spec.build(loss_config, concrete_counts(class_counts), int(num_experts), float(scale))
 
 
 _FIELD_RULES = {  # field -> (valid?, what a valid value is)
@@ -342,7 +222,8 @@ def describe(loss_config) -> str:
   return f"{loss_config.name}(" + ", ".join(f"{f}={loss_config[f]}" for f in spec.fields) + ")"
 
 
-def _no_expert_terms():
+def no_expert_terms():
+  """The empty per-expert term ``[0]`` of a single-head loss."""
   return jnp.zeros((0,), jnp.float32)
 
 
@@ -362,27 +243,7 @@ def _build_lgla(cfg, counts, num_experts, scale):
 @register("ce")
 def _build_ce(cfg, counts, num_experts, scale):
   def loss_fn(output, labels_B, mask_B, epoch):
-    return cross_entropy(output["output"], labels_B, mask_B), _no_expert_terms()
-
-  return loss_fn
-
-
-@register("class_balanced_ce", fields=("beta",))
-def _build_class_balanced_ce(cfg, counts, num_experts, scale):
-  weights_C = class_balanced_weights(counts, cfg.beta)
-
-  def loss_fn(output, labels_B, mask_B, epoch):
-    return weighted_cross_entropy(output["output"], labels_B, weights_C, mask_B), _no_expert_terms()
-
-  return loss_fn
-
-
-@register("focal", fields=("gamma",))
-def _build_focal(cfg, counts, num_experts, scale):
-  gamma = float(cfg.gamma)
-
-  def loss_fn(output, labels_B, mask_B, epoch):
-    return focal_loss(output["output"], labels_B, gamma, mask_B), _no_expert_terms()
+    return cross_entropy(output["output"], labels_B, mask_B), no_expert_terms()
 
   return loss_fn
 
@@ -392,43 +253,10 @@ def _build_logit_adjusted(cfg, counts, num_experts, scale):
   adjust_C = (cfg.tau * np.log(long_tail.class_prior(counts))).astype(np.float32)
 
   def loss_fn(output, labels_B, mask_B, epoch):
-    return cross_entropy(_at_least_f32(output["output"]) + adjust_C, labels_B, mask_B), _no_expert_terms()
+    return cross_entropy(at_least_f32(output["output"]) + adjust_C, labels_B, mask_B), no_expert_terms()
 
   return loss_fn
 
 
-@register("ldam", fields=("max_m", "reweight_epoch", "beta"), cosine_head=True)
-def _build_ldam(cfg, counts, num_experts, scale):
-  margins_C = ldam_margins(counts, cfg.max_m)
-  weights_C = class_balanced_weights(counts, cfg.beta).astype(np.float32)
-  reweight_epoch = int(cfg.reweight_epoch)
-
-  def loss_fn(output, labels_B, mask_B, epoch):
-    # Deferred re-weighting (DRW): ones until the epoch, then class-balanced weights.
-    w_C = jnp.where(_reweight_on(True, reweight_epoch, epoch), weights_C, 1.0)
-    adjusted = _ldam_logits(output["output"], labels_B, margins_C, scale)
-    return weighted_cross_entropy(adjusted, labels_B, w_C, mask_B), _no_expert_terms()
-
-  return loss_fn
-
-
-@register("ride", cosine_head=True, fields=(
-    "max_m", "reweight", "reweight_epoch", "beta", "base_diversity_temperature",
-    "base_loss_factor", "additional_diversity_factor", "reweight_factor"))
-def _build_ride(cfg, counts, num_experts, scale):
-  constants = dict(
-      margins_C=ldam_margins(counts, cfg.max_m), s=scale,
-      base_weights_C=class_balanced_weights(counts, cfg.beta),
-      diversity_weights_C=ride_diversity_weights(counts, cfg.reweight_factor),
-      base_diversity_temperature=cfg.base_diversity_temperature,
-      base_loss_factor=cfg.base_loss_factor,
-      additional_diversity_factor=cfg.additional_diversity_factor)
-  reweight, reweight_epoch = bool(cfg.reweight), int(cfg.reweight_epoch)
-
-  def loss_fn(output, labels_B, mask_B, epoch):
-    per_expert = _ride_expert_losses(
-        output["logits"], labels_B, reweight_on=_reweight_on(reweight, reweight_epoch, epoch),
-        mask_B=mask_B, **constants)
-    return per_expert.sum(), per_expert
-
-  return loss_fn
+# Imported last, for its registrations: everything it uses from here exists by then.
+importlib.import_module("lgla_jax.other_losses")

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lgla_jax import configlib, losses
+from lgla_jax import configlib, losses, other_losses
 
 CASES = {
     "other_loss_focal_c100_ir100_e1_b64.npz": "focal",
@@ -27,17 +27,17 @@ def _public(d):
   kwargs, counts, y = json.loads(str(d["kwargs"])), d["cls_num_list"], d["targets_B"]
   cls, epoch = str(d["loss_class"]), int(d["epoch"])
   if cls == "FocalLoss":
-    return lambda z: losses.focal_loss(z[0], y, kwargs["gamma"])
+    return lambda z: other_losses.focal_loss(z[0], y, kwargs["gamma"])
   if cls == "CrossEntropyLoss":
-    w = losses.class_balanced_weights(counts)
-    return lambda z: losses.weighted_cross_entropy(z[0], y, w)
+    w = other_losses.class_balanced_weights(counts)
+    return lambda z: other_losses.weighted_cross_entropy(z[0], y, w)
   if cls == "LDAMLoss":
     drw = epoch > kwargs["reweight_epoch"]
-    w = losses.class_balanced_weights(counts, beta=0.9999) if drw else None
-    return lambda z: losses.ldam_loss(z[0], y, counts, max_m=kwargs["max_m"], s=kwargs["s"],
+    w = other_losses.class_balanced_weights(counts, beta=0.9999) if drw else None
+    return lambda z: other_losses.ldam_loss(z[0], y, counts, max_m=kwargs["max_m"], s=kwargs["s"],
                                       class_weights_C=w)
   assert cls == "RIDELoss"
-  return lambda z: losses.ride_loss(z, y, counts, epoch=epoch, **kwargs)
+  return lambda z: other_losses.ride_loss(z, y, counts, epoch=epoch, **kwargs)
 
 
 def _check(fn, d):
@@ -82,7 +82,7 @@ def test_drw_switches_at_the_reweight_epoch(golden):
   fn = jax.jit(lambda z, epoch: losses.make(cfg, d["cls_num_list"], 1, 30.0)(
       {"output": z[0], "logits": z}, d["targets_B"], None, epoch)[0])
   z = jnp.asarray(d["logits_ExBxC"])
-  unweighted = losses.ldam_loss(z[0], d["targets_B"], d["cls_num_list"])
+  unweighted = other_losses.ldam_loss(z[0], d["targets_B"], d["cls_num_list"])
   np.testing.assert_allclose(float(fn(z, 160)), float(unweighted), rtol=1e-6)
   assert abs(float(unweighted) - float(d["loss"])) > 0.1  # the weights matter here
   np.testing.assert_allclose(float(fn(z, 161)), float(d["loss"]), rtol=1e-5)
@@ -90,11 +90,11 @@ def test_drw_switches_at_the_reweight_epoch(golden):
 
 def test_class_balanced_weights_sum_to_class_count_and_beta_zero_is_uniform():
   counts = np.array([500, 100, 20, 5])
-  w = losses.class_balanced_weights(counts, beta=0.999)
+  w = other_losses.class_balanced_weights(counts, beta=0.999)
   assert w.shape == (4,) and np.isclose(w.sum(), 4.0) and np.all(np.diff(w) > 0)
-  np.testing.assert_allclose(losses.class_balanced_weights(counts, beta=0.0), np.ones(4))
+  np.testing.assert_allclose(other_losses.class_balanced_weights(counts, beta=0.0), np.ones(4))
   with pytest.raises(ValueError, match="classes \\[1\\]"):
-    losses.class_balanced_weights([3, 0, 2])
+    other_losses.class_balanced_weights([3, 0, 2])
 
 
 def test_masked_losses_equal_the_valid_subset():
@@ -120,8 +120,8 @@ def test_masked_losses_equal_the_valid_subset():
 def test_focal_with_gamma_zero_is_cross_entropy_and_finite_at_certainty():
   z = jnp.array([[50.0, -50.0], [0.3, 0.1]])
   y = jnp.array([0, 1])
-  np.testing.assert_allclose(float(losses.focal_loss(z, y, 0.0)), float(losses.cross_entropy(z, y)))
-  g = jax.grad(lambda zz: losses.focal_loss(zz, y, 2.0))(z)
+  np.testing.assert_allclose(float(other_losses.focal_loss(z, y, 0.0)), float(losses.cross_entropy(z, y)))
+  g = jax.grad(lambda zz: other_losses.focal_loss(zz, y, 2.0))(z)
   assert np.isfinite(np.asarray(g)).all()
 
 
