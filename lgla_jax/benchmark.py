@@ -188,6 +188,7 @@ def _dig(config, keys):
 
 
 def main(argv):
+  """The command line: measure the configured run's parts and/or epochs, print one JSON line."""
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   if len(argv) > 1:

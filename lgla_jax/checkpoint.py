@@ -66,9 +66,11 @@ class Checkpointer:
                             f"({e.strerror or e}): choose a writable --workdir") from None
 
   def latest_step(self):
+    """The newest saved step, or None when the folder holds none."""
     return self._manager.latest_step()
 
   def all_steps(self):
+    """Every saved step, oldest first."""
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state, meta: dict) -> None:
@@ -150,6 +152,7 @@ class Checkpointer:
     return dst
 
   def wait(self):
+    """Block until the pending saves are written; raise the first write error."""
     self._unconfirmed = False
     try:
       self._manager.wait_until_finished()
@@ -158,6 +161,7 @@ class Checkpointer:
     self.check()
 
   def close(self):
+    """Finish the pending saves (raising their errors) and release the manager."""
     try:
       self.wait()
     finally:

@@ -100,6 +100,7 @@ SOURCES = tuple(sorted({s for info in DATASETS.values() for s in info.sources}))
 
 
 class DataSplits(NamedTuple):
+  """A run's data: the long-tailed training set, the test set and what is known of them."""
   train: ArrayData  # long-tailed training set (official subset rule)
   test: ArrayData  # balanced test set
   class_counts: np.ndarray  # training images per class, int64 [C]
@@ -115,6 +116,7 @@ def fashion_mnist_to_rgb32(images: np.ndarray) -> np.ndarray:
 
 
 def load_fashion_mnist(data_dir: str | None) -> tuple[ArrayData, ArrayData]:
+  """Fashion-MNIST's train and test sets from its IDX files, as 32x32 RGB (``fashion_mnist_to_rgb32``)."""
   root = fashion_mnist_dir(data_dir)
   read = lambda name: read_idx(os.path.join(root, name))
   train = ArrayData(fashion_mnist_to_rgb32(read("train-images-idx3-ubyte.gz")),
@@ -292,6 +294,7 @@ def archive_order(ids, what: str) -> np.ndarray:
 
 
 def load_tfds(name: str, data_dir, download: bool) -> tuple[ArrayData, ArrayData]:
+  """A data set's train and test splits from tfds (array_record files, read without TensorFlow)."""
   return (_tfds_split(name, "train", data_dir, download),
           _tfds_split(name, "test", data_dir, download))
 

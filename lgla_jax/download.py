@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 
 class Remote(NamedTuple):
+  """One published file of a data set: its name, address and MD5 digest."""
   filename: str
   url: str
   md5: str

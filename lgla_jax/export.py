@@ -82,6 +82,7 @@ def export(path: str, out: str, replica: int = 0) -> dict[str, np.ndarray]:
 
 
 def main(argv):
+  """The command line: export a checkpoint's weights, print one line (errors: one line, exit 1)."""
   if len(argv) > 1 or not _CHECKPOINT.value or not _OUT.value:
     sys.stderr.write("usage: python -m lgla_jax.export --checkpoint=WORKDIR --out=model.safetensors "
                      "[--replica=K]\n")

@@ -27,6 +27,7 @@ RECIPES = ("cifar",) + augment_imagenet.RECIPES  # config.augment.recipe
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+  """The training order of ``epoch``: a function of (seed, epoch, n) only, the same on every process."""
   return np.random.default_rng([seed, epoch, 0x5EED]).permutation(n)
 
 
@@ -46,6 +47,7 @@ class GatherTrainBatch(grain.transforms.Map):
     self._epoch, self._perm = -1, None
 
   def map(self, step):
+    """Step -> ``image``, ``label``, ``mask`` (False on the padding of the last batch) and ``step``."""
     epoch, k = divmod(int(step), self.steps_per_epoch)
     if epoch != self._epoch:
       self._epoch, self._perm = epoch, epoch_permutation(self.seed, epoch, len(self.labels))
@@ -90,6 +92,7 @@ class AugmentBatch(grain.transforms.Map):
   crop_only: bool = False
 
   def map(self, batch):
+    """Augment (or only decode) a gathered batch; random numbers keyed by (seed, step, global position)."""
     rng = np.random.default_rng([self.seed, int(batch["step"]), 0xA06])
     local = len(batch["label"])
     positions = self.process_index * local + np.arange(local)
@@ -177,6 +180,7 @@ class GatherEvalBatch(grain.transforms.Map):
   recipe: str = "cifar"
 
   def map(self, k):
+    """Evaluation batch ``k`` in file order, the padding past the end masked."""
     local = self.global_batch // self.process_count
     start = int(k) * self.global_batch + self.process_index * local
     idx = np.arange(start, start + local)

@@ -111,6 +111,7 @@ class _QuietOrbaxErrors(std_logging.Filter):
 
 
 def main(argv):
+  """The command line: train or evaluate; bad input ends with one line and a non-zero status."""
   if len(argv) > 1:
     _usage_error(f"unexpected arguments: {argv[1:]}")
   if not flags.FLAGS["verbosity"].present:  # library INFO logs (orbax) drown the progress

@@ -46,6 +46,7 @@ def expected_calibration_error(bin_count, bin_confidence, bin_correct) -> float:
 
 
 def report_from_counts(counts: dict, class_counts) -> dict:
+  """An evaluation report (``accuracy_report`` plus ECE and reliability bins) from summed counts."""
   confusion = np.asarray(counts["confusion"], np.float64)
   report = accuracy_report(np.diag(confusion), confusion.sum(1), class_counts,
                            counts["expert_correct"])
@@ -97,6 +98,7 @@ def accuracy_report(correct_C, seen_C, class_counts, expert_correct_ExC=None) ->
 
 
 def format_table(report: dict) -> str:
+  """A report as the console's table: ensemble and experts by shot group, and the ECE."""
   fmt = lambda v: "  -  " if v is None else f"{100 * v:5.2f}"
   lines = ["            top-1   many  medium  few   rarest-3",
            f"ensemble    {fmt(report['top1'])}  {fmt(report['many'])}  {fmt(report['medium'])}  "

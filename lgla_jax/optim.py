@@ -18,6 +18,7 @@ import optax
 
 
 class TorchSGDState(NamedTuple):
+  """``torch_sgd``'s state: the step count and PyTorch's momentum buffer."""
   count: jax.Array  # steps taken so far (int32)
   momentum_buffer: optax.Updates
 

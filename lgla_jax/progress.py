@@ -50,10 +50,12 @@ class Logger:
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def print(self, text: str):
+    """Print a console line (process 0 only)."""
     if self.active:
       print(text, flush=True)
 
   def write(self, step: int, kind: str, values: dict):
+    """Append one metrics.jsonl line and the numeric values to TensorBoard (process 0 only)."""
     if not self.active:
       return
     line = reporting.strict({"step": int(step), "kind": kind, **values})
@@ -64,6 +66,7 @@ class Logger:
         self._tb.add_scalar(f"{kind}/{k}", v, int(step))
 
   def close(self):
+    """Close metrics.jsonl and the TensorBoard writer."""
     if self.active:
       self._jsonl.close()
       self._tb.close()
@@ -79,6 +82,7 @@ class Progress:
     self.window, self.t0, self.images = [], time.time(), 0
 
   def add(self, fetched_metrics):
+    """Count one step's images and keep its fetched metrics for the next report."""
     self.window.append(fetched_metrics)
     self.images += self.step_images
 

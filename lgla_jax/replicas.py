@@ -50,17 +50,21 @@ class Replicas:
 
   @property
   def size(self) -> int:
+    """The number of replicas R."""
     return len(self.seeds)
 
   @property
   def is_tau_sweep(self) -> bool:
+    """Whether the replicas differ in ``loss.tau``."""
     return len(set(self.taus)) > 1
 
   @property
   def is_lr_sweep(self) -> bool:
+    """Whether the replicas differ in ``optim.lr``."""
     return len(set(self.lrs)) > 1
 
   def label(self, k: int) -> str:
+    """Replica ``k`` for tables and logs: its seed, and its tau / lr where they vary."""
     return (f"seed {self.seeds[k]}" + (f", tau {self.taus[k]:g}" if self.is_tau_sweep else "")
             + (f", lr {self.lrs[k]:g}" if self.is_lr_sweep else ""))
 

@@ -76,6 +76,7 @@ def write(report: dict, class_counts, directory: str, name: str = "report.json",
 
 
 def write_plots(evaluation: dict, class_counts, directory: str) -> list[str]:
+  """Write an evaluation's plots (``PLOTS``) into ``directory``; their paths."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt

@@ -22,6 +22,7 @@ STOPPED_EXIT_STATUS = 75
 
 
 def request_stop():
+  """Ask the training loop to stop at its next step, with a checkpoint."""
   STOP.set()
 
 
@@ -48,6 +49,7 @@ def stop_on_signals():
 
 
 def config_json(config) -> dict:
+  """A config as plain JSON data, as checkpoints and workdirs record it."""
   return json.loads(config.to_json_best_effort())
 
 

@@ -75,5 +75,6 @@ def train_batch_sharding(mesh: Mesh, chunked: bool = False) -> NamedSharding:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+  """The same value on every device of ``mesh``."""
   return NamedSharding(mesh, P())
 

@@ -16,6 +16,7 @@ from lgla_jax import sharding
 
 @flax.struct.dataclass
 class TrainState:
+  """What a training step reads and writes (a checkpoint saves it, with its meta)."""
   step: jax.Array  # global step (int32), also the position in the training data
   params: Any
   model_state: dict  # the model's other collections ({"batch_stats": ...}, or {})

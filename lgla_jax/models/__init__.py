@@ -59,6 +59,7 @@ class Model:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
+  """How to build, check and load pretrained weights into one registered model."""
   build: Callable[..., nn.Module]  # (model_config, num_classes, dtype) -> module
   check: Callable[..., list]  # model_config -> [(field, problem)]
   load_pretrained: Callable | None  # (variables, path, model_config) -> variables
