@@ -209,6 +209,14 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
     _fail("optim.milestones", f"must be increasing, got {tuple(o.milestones)}")
   if o.nesterov and o.momentum <= 0:
     _fail("optim.nesterov", "Nesterov needs optim.momentum > 0")
+  for field in ("momentum", "weight_decay", "warmup_epochs", "cosine_t_max", "cosine_eta_min"):
+    if o[field] < 0:
+      _fail(f"optim.{field}", f"must be >= 0, got {o[field]}")
+  if o.gamma <= 0:
+    _fail("optim.gamma", f"must be positive, got {o.gamma}")
+  if len(o.step_epochs) != 2 or not 0 <= o.step_epochs[0] <= o.step_epochs[1]:
+    _fail("optim.step_epochs", f"two epochs, in order, of the step schedule's decays; got "
+          f"{tuple(o.step_epochs)}")
   for field in ("num_epochs", "batch_size", "eval_batch_size", "log_every_steps"):
     if c[field] <= 0:
       _fail(field, f"must be positive, got {c[field]}")

@@ -28,6 +28,8 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
   if os.path.isfile(path) and path.endswith(OFFICIAL_SUFFIXES):
     return evaluate_official(config, path, workdir, mesh)
   checkpoint.resolve(path)  # a missing path fails before the data is read
+  config = copy.deepcopy(config)  # the checkpoint holds the whole network: no weights to start from
+  config.model.pretrained, config.model.init_from = configlib.PRETRAINED_NONE, None
   run = train.setup(config, mesh)
   mesh, splits, state, steps = run.mesh, run.splits, run.state, run.steps
   ckpt, directory, step = checkpoint.open_step(path)
@@ -35,7 +37,8 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
     meta = ckpt.read_meta(step)  # compared first: a mismatched state cannot even be read
     if "config" in meta:
       differ = workdir_lib.config_changes(meta["config"], resume.config_json(config),
-                                          only=workdir_lib.MUST_MATCH_FOR_EVAL)
+                                          only=workdir_lib.MUST_MATCH_FOR_EVAL,
+                                          ignore=workdir_lib.NOT_READ_BY_EVAL)
       if differ:
         raise checkpoint.CheckpointError(
             f"checkpoint {directory}/{step} was trained on other data, another network or "
@@ -70,12 +73,12 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
   instead of ``config.dataset``'s."""
   from lgla_jax import convert, torch_file
   if config.replicas.seeds:
-    raise ValueError("config.replicas.seeds: an official checkpoint holds one model; "
-                     "evaluate it with a single-run config")
+    raise configlib.ConfigError("config.replicas.seeds: an official checkpoint holds one "
+                                "model; evaluate it with a single-run config")
   official = (torch_file.read_checkpoint(path) if path.endswith((".pth", ".pt"))
               else {"state_dict": convert.read_state_dict(path), "epoch": None})
-  config = copy.deepcopy(config)
-  config.model.pretrained = configlib.PRETRAINED_NONE  # the file holds the whole network
+  config = copy.deepcopy(config)  # the file holds the whole network: no weights to start from
+  config.model.pretrained, config.model.init_from = configlib.PRETRAINED_NONE, None
   run = train.setup(config, mesh, splits)
   state = train.load_weights(run.state, lambda p, s: convert.load_official_model(
       p, s, official["state_dict"], path), None)

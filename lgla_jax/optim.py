@@ -62,7 +62,21 @@ def torch_sgd(learning_rate, momentum: float = 0.9, nesterov: bool = True,
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-SCHEDULES = ("warmup_multistep", "cosine", "step")  # config.optim.schedule
+# config.optim.schedule -> the config.optim fields it reads (besides lr)
+SCHEDULE_FIELDS = {"warmup_multistep": ("milestones", "gamma", "warmup_epochs"),
+                   "cosine": ("cosine_t_max", "cosine_eta_min"),
+                   "step": ("step_epochs", "gamma", "warmup_epochs")}
+SCHEDULES = tuple(SCHEDULE_FIELDS)
+
+
+def describe(optim_config, lr=None) -> str:
+  """``schedule(lr=..., field=value, ...)`` with the fields the configured schedule reads
+  (the others are not used); ``lr``: what to show instead of ``optim.lr``."""
+  o = optim_config
+  shown = [f"lr={o.lr if lr is None else lr}"] + [
+      f"{f}={tuple(o[f]) if f in ('milestones', 'step_epochs') else o[f]}"
+      for f in SCHEDULE_FIELDS[o.schedule]]
+  return f"{o.schedule}({', '.join(shown)})"
 
 
 def warmup_multistep_lr(base_lr: float, num_epochs: int, milestones=(320, 360),

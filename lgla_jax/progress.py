@@ -10,7 +10,27 @@ import time
 import jax
 import numpy as np
 
-from lgla_jax import reporting
+from lgla_jax import losses, optim, reporting
+
+
+def run_summary(run, selects_on_val: bool) -> str:
+  """The run's first console line: data, schedule, network, loss, placement, replicas."""
+  config, splits, reps = run.config, run.splits, run.replicas
+  lr = None
+  if reps and reps.lrs:
+    lr = "per replica" if reps.is_lr_sweep else reps.lrs[0]
+  val_note = (f", {len(splits.val.labels)} validation images (select the epoch)"
+              if selects_on_val else "")
+  return (f"{config.dataset.name}: {len(splits.train.labels)} training images (counts "
+          f"{splits.class_counts.tolist()}), {len(splits.test.labels)} test images{val_note}; "
+          f"{run.steps_per_epoch} steps/epoch x {config.num_epochs} epochs on {run.mesh.size} "
+          f"device(s), {optim.describe(config.optim, lr)}; model {config.model.name}, loss "
+          f"{losses.describe(config.loss)}{' (tau per replica)' if reps and reps.is_tau_sweep else ''}"
+          f"; data on {'device' if config.dataset.on_device else 'host'}, augmentation on "
+          f"{'device' if config.augment.on_device else 'host'}, {config.steps_per_dispatch} "
+          f"step(s) per dispatch" +
+          (f"; {reps.size} replicas ({'; '.join(reps.label(k) for k in range(reps.size))}) "
+           f"on {reps.shards} device group(s)" if reps else ""))
 
 
 class TrainingDiverged(RuntimeError):

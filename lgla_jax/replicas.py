@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from lgla_jax import long_tail, losses, optim
+from lgla_jax import long_tail, losses, metrics, optim
 
 # How the step runs over the replicas (config.replicas.mode): vmap batches them into one
 # program (the replicas fill an accelerator together; their convolutions become grouped
@@ -281,3 +281,23 @@ def _nan_mean_std(x, ddof):
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
     return np.nanmean(x, 0), np.nan_to_num(np.nanstd(x, 0, ddof=ddof))
+
+
+def record_evaluation(reports: list[dict], epoch: int, reps: Replicas | None,
+                      history: list) -> dict:
+  """Label the reports with their epoch and append the history entry: the first replica's
+  metrics, and every replica's under ``replicas`` in a replica run. Returns the first."""
+  for r in reports:
+    r["epoch"] = epoch
+  history.append({"epoch": epoch, **brief(reports[0])})
+  if reps:
+    history[-1]["replicas"] = [brief(r) for r in reports]
+  return reports[0]
+
+
+def console_table(reports: list[dict], reps: Replicas | None) -> str:
+  """The console table of an evaluation: the report's, or the replicas' side by side."""
+  if reps is None:
+    return metrics.format_table(reports[0])
+  return f"{metrics.format_table(reports[0])}\n({reps.label(0)}; all replicas:)\n" \
+         f"{format_table(reports, reps)}"

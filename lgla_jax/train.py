@@ -17,7 +17,6 @@ from jax.experimental.compilation_cache import compilation_cache
 from lgla_jax import checkpoint, configlib, convert, datasets, device_data, evaluation, feed
 from lgla_jax import input_pipeline
 from lgla_jax import losses, models
-from lgla_jax import metrics as metrics_lib
 from lgla_jax import optim, progress, replicas, reporting, resume, sharding, state as state_lib
 from lgla_jax import selection
 from lgla_jax import workdir as workdir_lib
@@ -103,11 +102,17 @@ def setup(config, mesh=None, splits=None, compile_ahead: bool = False) -> Run:
   spe = input_pipeline.steps_per_epoch(len(splits.train.labels), config.batch_size,
                                        config.drop_last_batch)
   tx, lr_table = optim.make_optimizer(config.optim, config.num_epochs, spe)
-  if reps and reps.is_lr_sweep:  # one optimizer per rate; the log shows the first replica's
+  if reps and reps.lrs:  # one optimizer per rate; the log shows the first replica's
     made, tx_index = replicas.optimizers(config, reps, spe)
-    replica_axis = dataclasses.replace(replica_axis, optimizers=tuple(tx for tx, _ in made),
-                                       optimizer_index=tx_index)
-    lr_table = made[tx_index[0]][1]
+    if len(made) == 1:  # one rate for every replica: the run's optimizer, at that rate
+      tx, lr_table = made[0]
+    else:
+      replica_axis = dataclasses.replace(replica_axis, optimizers=tuple(tx for tx, _ in made),
+                                         optimizer_index=tx_index)
+      lr_table = made[tx_index[0]][1]
+  if config.dataset.on_device and splits.val is not None:  # (its eval step reads test images)
+    raise configlib.ConfigError("config.dataset.on_device: device-resident data holds the "
+                                "training and test splits only; a validation split needs False")
   size = config.dataset.image_size
   image_shape = (size, size, 3)
   in_memory = isinstance(splits.train.images, np.ndarray)
@@ -227,17 +232,7 @@ def _run(run: Run, workdir: str, t_start: float) -> dict:
     total_steps = spe * config.num_epochs
     select = (selection.ValSelection(resume.earlier_evaluations(workdir, start_step, "val"), size)
               if splits.val is not None else None)
-    val_note = f", {len(splits.val.labels)} validation images (select the epoch)" if select else ""
-    log.print(f"{config.dataset.name}: {num_train} training images (counts "
-              f"{splits.class_counts.tolist()}), {len(splits.test.labels)} test images{val_note}; {spe} "
-              f"steps/epoch x {config.num_epochs} epochs on {mesh.size} device(s); model "
-              f"{config.model.name}, loss {losses.describe(config.loss)}"
-              f"{' (tau per replica)' if reps and reps.is_tau_sweep else ''}; data on "
-              f"{'device' if config.dataset.on_device else 'host'}, augmentation on "
-              f"{'device' if config.augment.on_device else 'host'}, "
-              f"{config.steps_per_dispatch} step(s) per dispatch" +
-              (f"; {reps.size} replicas ({'; '.join(reps.label(k) for k in range(reps.size))}) "
-               f"on {reps.shards} device group(s)" if reps else ""))
+    log.print(progress.run_summary(run, select is not None))
     prog = progress.Progress(config, total_steps, lr_table, log, replicas=size)
     history = resume.earlier_evaluations(workdir, start_step)
     pending, report, t_train, timed, final_save_error = None, None, 0.0, 0, None
@@ -266,6 +261,43 @@ def _run(run: Run, workdir: str, t_start: float) -> dict:
           prog.add(one)
         pending = None
 
+    evaluates = lambda e: bool(config.eval_every_epochs and e % config.eval_every_epochs == 0
+                               or e == config.num_epochs)
+
+    def evaluate_epoch(epoch, step):
+      """The epoch's evaluations: the validation split where the epoch is selected on it, the
+      test split where the selection may land (always at the last epoch). Both are logged
+      after both ran: a process killed in between leaves no half record, and its resume
+      from this epoch's checkpoint evaluates again (below)."""
+      nonlocal report, reports
+      if "eval" in compiling:
+        compiling.pop("eval").join()
+      last, test_now, val_entry = epoch == config.num_epochs, True, None
+      if select is not None:  # the test split only where the selection may land
+        val_reports = evaluate_on(splits.val)
+        val_entry = select.record(epoch, val_reports, reps is not None)
+        log.print(f"epoch {epoch} validation accuracy"
+                  f"{' (best so far)' if val_entry['improved'] else ''}:\n"
+                  f"{replicas.console_table(val_reports, reps)}")
+        test_now = val_entry["improved"] or last
+      if test_now:
+        reports = evaluate_on(splits.test)
+        history[:] = [h for h in history if h["epoch"] != epoch]  # (a redone evaluation's)
+        report = replicas.record_evaluation(reports, epoch, reps, history)
+        if not last:
+          log.print(f"epoch {epoch} test accuracy:\n{replicas.console_table(reports, reps)}")
+      if val_entry is not None:
+        log.write(step, "val", select.history[-1])
+      if test_now:
+        log.write(step, "eval", history[-1])
+      times.stop("evaluation")
+
+    logged = select.history if select is not None else history
+    if (start_step and start_step % spe == 0 and evaluates(start_step // spe)
+        and all(h["epoch"] != start_step // spe for h in logged)):
+      log.print(f"epoch {start_step // spe}'s evaluation was interrupted: evaluating it again")
+      times.start()
+      evaluate_epoch(start_step // spe, start_step)
     with resume.stop_on_signals():
       for n, batch in feed.dispatches(run, start_step, total_steps):
         if "train" in compiling:
@@ -295,25 +327,8 @@ def _run(run: Run, workdir: str, t_start: float) -> dict:
                 raise
               final_save_error = e  # the final report is still written, then this is raised
           times.stop("checkpoint")
-          if (config.eval_every_epochs and epoch % config.eval_every_epochs == 0) or last:
-            if "eval" in compiling:
-              compiling.pop("eval").join()
-            test_now = True
-            if select is not None:  # the test split only where the selection may land
-              val_reports = evaluate_on(splits.val)
-              entry = select.record(epoch, val_reports, reps is not None)
-              log.write(step, "val", select.history[-1])
-              log.print(f"epoch {epoch} validation accuracy"
-                        f"{' (best so far)' if entry['improved'] else ''}:\n"
-                        f"{_table(val_reports, reps)}")
-              test_now = entry["improved"] or last
-            if test_now:
-              reports = evaluate_on(splits.test)
-              report = _evaluated(reports, epoch, reps, history)
-              log.write(step, "eval", history[-1])
-              if not last:
-                log.print(f"epoch {epoch} test accuracy:\n{_table(reports, reps)}")
-            times.stop("evaluation")
+          if evaluates(epoch):
+            evaluate_epoch(epoch, step)
           t_last = time.time()  # evaluation and saving are not training time
         if resume.STOP.is_set() and step < total_steps:
           settle()
@@ -325,10 +340,11 @@ def _run(run: Run, workdir: str, t_start: float) -> dict:
           finished = True
           return {"stopped_at_step": step}
       settle()
+    resume.STOP.clear()  # (a stop asked during the last evaluations: the run is done anyway)
     if report is None:  # resumed after the last epoch had already finished
       _join(compiling)
       reports = evaluate_on(splits.test)
-      report = _evaluated(reports, config.num_epochs, reps, [])
+      report = replicas.record_evaluation(reports, config.num_epochs, reps, [])
     result = {"final": report, "history": history,
               "train_images_per_s": (timed * config.batch_size * size / t_train
                                      if timed > 0 and t_train > 0 else None),
@@ -352,7 +368,7 @@ def _run(run: Run, workdir: str, t_start: float) -> dict:
       reporting.write(result, splits.class_counts, workdir, "report.json", evaluation=report)
       if reps:
         replicas.write_plots(reports, reps, splits.class_counts, workdir)
-      print(f"final (epoch {report['epoch']}) test accuracy:\n{_table(reports, reps)}", flush=True)
+      print(f"final (epoch {report['epoch']}) test accuracy:\n{replicas.console_table(reports, reps)}", flush=True)
       print(f"wall time {result['wall_time_s']:.1f} s: " + ", ".join(
           f"{k.replace('_', ' ')} {v:.1f}" for k, v in result["wall_time_parts_s"].items()),
             flush=True)
@@ -369,21 +385,3 @@ def _run(run: Run, workdir: str, t_start: float) -> dict:
     finally:
       log.close()
 
-
-def _evaluated(reports: list[dict], epoch: int, reps, history: list) -> dict:
-  """Label the reports with their epoch and append the history entry: the first replica's
-  metrics, and every replica's under ``replicas`` in a replica run. Returns the first."""
-  for r in reports:
-    r["epoch"] = epoch
-  history.append({"epoch": epoch, **replicas.brief(reports[0])})
-  if reps:
-    history[-1]["replicas"] = [replicas.brief(r) for r in reports]
-  return reports[0]
-
-
-def _table(reports: list[dict], reps) -> str:
-  """The console table of an evaluation: the report's, or the replicas' side by side."""
-  if reps is None:
-    return metrics_lib.format_table(reports[0])
-  return f"{metrics_lib.format_table(reports[0])}\n({reps.label(0)}; all replicas:)\n" \
-         f"{replicas.format_table(reports, reps)}"

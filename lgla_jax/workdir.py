@@ -28,6 +28,8 @@ MAY_CHANGE_ON_RESUME = (
 MUST_MATCH_FOR_EVAL = ("dataset.name", "dataset.imbalance_factor", "dataset.imbalance_kind",
                        "dataset.max_per_class", "dataset.subset_seed", "dataset.image_size",
                        "dataset.mean", "dataset.std", "model.", "replicas.seeds", "replicas.tau")
+# ... except the model fields that only say where training started or how a convolution runs.
+NOT_READ_BY_EVAL = ("model.pretrained", "model.init_from", "model.conv_impl")
 
 
 class WorkdirError(RuntimeError):

@@ -65,3 +65,15 @@ def test_torch_sgd_rejects_bad_arguments():
     optim.torch_sgd(0.1, momentum=0.0, nesterov=True)
   with pytest.raises(ValueError):
     optim.warmup_multistep_lr(0.1, 10, [8, 6])
+
+
+def test_describe_names_the_fields_the_schedule_reads():
+  from lgla_jax import configlib
+  o = configlib.base_config().optim
+  assert optim.describe(o) == ("warmup_multistep(lr=0.1, milestones=(320, 360), gamma=0.1, "
+                               "warmup_epochs=5)")
+  o.schedule = "cosine"
+  assert optim.describe(o, lr=0.05) == "cosine(lr=0.05, cosine_t_max=0, cosine_eta_min=0.0)"
+  o.schedule = "step"
+  assert optim.describe(o) == "step(lr=0.1, step_epochs=(10, 20), gamma=0.1, warmup_epochs=5)"
+  assert set(optim.SCHEDULES) == set(optim.SCHEDULE_FIELDS)

@@ -107,6 +107,10 @@ def test_a_crash_in_evaluation_keeps_the_epochs_training(tmp_path, monkeypatch):
   monkeypatch.undo()
   result = train.train_and_evaluate(_config("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
   assert result["final"]["epoch"] == 2
+  # The resume evaluated epoch 1 again (its evaluation had logged nothing), then went on.
+  assert [h["epoch"] for h in result["history"]] == [1, 2]
+  evals = [json.loads(x) for x in open(tmp_path / "metrics.jsonl") if '"eval"' in x]
+  assert [(x["step"], x["epoch"]) for x in evals] == [(14, 1), (28, 2)]
 
 
 def test_flipped_bytes_are_found_and_the_previous_checkpoint_is_taken(tmp_path, capsys):
@@ -248,3 +252,19 @@ def test_a_checkpoint_path_without_checkpoints_is_named(tmp_path):
   (tmp_path / "checkpoints").mkdir()
   with pytest.raises(FileNotFoundError, match=f"no checkpoint in {tmp_path / 'checkpoints'}"):
     checkpoint.open_step(str(tmp_path))
+
+
+def test_a_checkpoint_evaluates_without_the_weights_its_run_started_from(tmp_path):
+  """``model.init_from`` (and ``model.pretrained``) only say where training started: the
+  checkpoint holds the whole network, so evaluating it needs neither file any more."""
+  from safetensors.numpy import save_file
+  from lgla_jax import convert, evaluate
+  start = tmp_path / "start.safetensors"
+  variables = jax.device_get(dict(train.setup(_config("demo")).state.variables()))
+  save_file({k: np.ascontiguousarray(v) for k, v in convert.torch_from_variables(variables).items()},
+            str(start))
+  config = _config("demo", num_epochs=1, **{"model.init_from": str(start)})
+  report = train.train_and_evaluate(config, str(tmp_path / "wd"))
+  start.rename(tmp_path / "moved.safetensors")
+  evaluated = evaluate.evaluate_checkpoint(config, str(tmp_path / "wd"))
+  assert evaluated["top1"] == report["final"]["top1"]

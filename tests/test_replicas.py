@@ -64,6 +64,16 @@ def test_each_replica_equals_the_single_run_with_its_seed_tau_and_lr(placement):
 
 
 @pytest.mark.integration
+def test_one_learning_rate_for_every_replica_is_the_rate_they_train_with():
+  """``replicas.lr`` with one value for all replicas replaces ``optim.lr`` (0.01 here)."""
+  fields = {"optim.lr": 0.01, "replicas.seeds": (0, 1), "replicas.lr": (0.002, 0.002)}
+  _, state, run = _steps(_config("demo", **fields), 1, 2)
+  _, single, single_run = _steps(_config("demo", **{"optim.lr": 0.002}), 1, 2)
+  np.testing.assert_allclose(run.lr_table, single_run.lr_table)
+  _assert_replica_equals(state, 0, single, atol=2e-6)
+
+
+@pytest.mark.integration
 def test_replica_axis_sharded_over_devices_equals_unsharded():
   config = lambda shards: _config("demo", **{"optim.lr": 0.01, "replicas.seeds": (3, 4),
                                              "replicas.shards": shards, "replicas.mode": "vmap"})
