@@ -65,12 +65,19 @@ def test_each_replica_equals_the_single_run_with_its_seed_tau_and_lr(placement):
 
 @pytest.mark.integration
 def test_one_learning_rate_for_every_replica_is_the_rate_they_train_with():
-  """``replicas.lr`` with one value for all replicas replaces ``optim.lr`` (0.01 here)."""
-  fields = {"optim.lr": 0.01, "replicas.seeds": (0, 1), "replicas.lr": (0.002, 0.002)}
-  _, state, run = _steps(_config("demo", **fields), 1, 2)
-  _, single, single_run = _steps(_config("demo", **{"optim.lr": 0.002}), 1, 2)
-  np.testing.assert_allclose(run.lr_table, single_run.lr_table)
-  _assert_replica_equals(state, 0, single, atol=2e-6)
+  """``replicas.lr`` with one value for all replicas replaces ``optim.lr`` (0.01 here): the
+  run's optimizer (what its step and state are built with) is the one of rate 0.002."""
+  from lgla_jax import optim
+  config = _config("demo", **{"optim.lr": 0.01, "replicas.seeds": (0, 1),
+                              "replicas.lr": (0.002, 0.002)})
+  run = train.setup(config, sharding.make_mesh(jax.devices()[:1]))
+  config.optim.lr = 0.002
+  tx, lr_table = optim.make_optimizer(config.optim, config.num_epochs, run.steps_per_epoch)
+  np.testing.assert_allclose(run.lr_table, lr_table)
+  params = {"w": np.linspace(-1.0, 1.0, 6, dtype=np.float32)}
+  grads = {"w": np.linspace(0.5, -0.5, 6, dtype=np.float32)}
+  got = run.tx.update(grads, run.tx.init(params), params)[0]  # the first step's update
+  np.testing.assert_allclose(got["w"], tx.update(grads, tx.init(params), params)[0]["w"], rtol=1e-6)
 
 
 @pytest.mark.integration
