@@ -15,6 +15,14 @@ from lgla_jax import workdir as workdir_lib
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
 
 
+def _without_starting_weights(config):
+  """A copy of ``config`` that reads no pretrained or ``init_from`` weights: what is
+  evaluated holds the whole network."""
+  config = copy.deepcopy(config)
+  config.model.pretrained, config.model.init_from = configlib.PRETRAINED_NONE, None
+  return config
+
+
 def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None) -> dict:
   """Restore the checkpoint at ``path`` and evaluate it on the whole test set (a weights
   file under the official names, such as the official trainer's ``model_best.pth``, goes
@@ -28,8 +36,7 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
   if os.path.isfile(path) and path.endswith(OFFICIAL_SUFFIXES):
     return evaluate_official(config, path, workdir, mesh)
   checkpoint.resolve(path)  # a missing path fails before the data is read
-  config = copy.deepcopy(config)  # the checkpoint holds the whole network: no weights to start from
-  config.model.pretrained, config.model.init_from = configlib.PRETRAINED_NONE, None
+  config = _without_starting_weights(config)
   run = train.setup(config, mesh)
   mesh, splits, state, steps = run.mesh, run.splits, run.state, run.steps
   ckpt, directory, step = checkpoint.open_step(path)
@@ -77,8 +84,7 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
                                 "model; evaluate it with a single-run config")
   official = (torch_file.read_checkpoint(path) if path.endswith((".pth", ".pt"))
               else {"state_dict": convert.read_state_dict(path), "epoch": None})
-  config = copy.deepcopy(config)  # the file holds the whole network: no weights to start from
-  config.model.pretrained, config.model.init_from = configlib.PRETRAINED_NONE, None
+  config = _without_starting_weights(config)
   run = train.setup(config, mesh, splits)
   state = train.load_weights(run.state, lambda p, s: convert.load_official_model(
       p, s, official["state_dict"], path), None)
