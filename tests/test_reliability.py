@@ -268,3 +268,18 @@ def test_a_checkpoint_evaluates_without_the_weights_its_run_started_from(tmp_pat
   start.rename(tmp_path / "moved.safetensors")
   evaluated = evaluate.evaluate_checkpoint(config, str(tmp_path / "wd"))
   assert evaluated["top1"] == report["final"]["top1"]
+
+
+def test_device_data_with_a_validation_split_and_replicas_on_an_official_file_are_refused(
+    tmp_path):
+  """Two refusals naming the field: device-resident data holds no validation split, and an
+  official checkpoint holds one model (not a replica run's)."""
+  from lgla_jax import configlib, evaluate
+  config = _config("demo", **{"dataset.on_device": True})
+  splits = datasets.load(config.dataset)
+  with pytest.raises(configlib.ConfigError, match="dataset.on_device"):
+    train.setup(config, splits=splits._replace(val=splits.test))
+  weights = tmp_path / "model_best.pth"
+  weights.write_bytes(b"never read")
+  with pytest.raises(configlib.ConfigError, match="replicas.seeds"):
+    evaluate.evaluate_official(_config("demo", **{"replicas.seeds": (0, 1)}), str(weights))
