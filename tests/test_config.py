@@ -76,6 +76,29 @@ def test_inconsistent_values_are_rejected(field, value, message):
     configlib.validate(c, num_devices=8)
 
 
+@pytest.mark.parametrize("config_args,overrides,refused", [
+    ([], {"loss.name": "ce", "loss.tau": 2.0}, "loss.tau"),
+    ([], {"loss.name": "focal", "loss.beta": 0.99}, "loss.beta"),
+    ([], {"optim.schedule": "cosine", "optim.warmup_epochs": 0}, "optim.warmup_epochs"),
+    ([], {"optim.schedule": "step", "optim.milestones": (5, 8)}, "optim.milestones"),
+    ([], {"optim.cosine_t_max": 50}, "optim.cosine_t_max"),  # warmup_multistep by default
+    (["optim.schedule=cosine"], {"optim.cosine_t_max": 50, "loss.tau": 2.0}, None),
+    ([], {"loss.name": "focal", "loss.gamma": 2.0, "optim.gamma": 0.5, "optim.lr": 0.05}, None),
+    ([], {"loss.name": "nope", "loss.tau": 2.0}, None),  # validate() names the bad loss
+])
+def test_command_line_overrides_the_method_does_not_read_are_refused(config_args, overrides,
+                                                                        refused):
+  c = configlib.base_config()
+  for field, value in [a.split("=") for a in config_args] + list(overrides.items()):
+    section, _, key = field.rpartition(".")
+    c[section][key] = value
+  if refused is None:
+    configlib.check_overrides(c, overrides)
+    return
+  with pytest.raises(configlib.ConfigError, match=rf"config\.{refused}: .*does not read it"):
+    configlib.check_overrides(c, overrides)
+
+
 def test_unknown_key_added_in_code_is_rejected():
   c = configlib.base_config()
   c.optim.lr_decay = 0.5

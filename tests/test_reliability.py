@@ -210,6 +210,7 @@ def test_reports_are_strict_json_and_never_replaced_by_a_non_finite_one(tmp_path
     (["--config.model.depht=8"], "did you mean 'depth'"),
     (["--config.model.depth=9"], "config.model.depth: must be 6n+2"),
     (["--config.batch_size=4096"], "larger than the 438 training images"),
+    (["--config.loss.name=ce", "--config.loss.tau=2"], "config.loss.tau: the loss 'ce' does not read it"),
 ])
 def test_usage_errors_are_one_line_with_status_2(tmp_path, args, message):
   done = _cli(f"--config={ROOT / 'configs/demo.py'}", *args, f"--workdir={tmp_path}", timeout=120)
