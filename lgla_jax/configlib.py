@@ -250,13 +250,15 @@ def _check_keys(c, reference, prefix):
 
 def check_overrides(c: ml_collections.ConfigDict, overridden) -> None:
   """Raise ``ConfigError`` for a field set on the command line (``overridden``: dotted paths
-  such as ``loss.tau``) that the configured loss or schedule does not read: the run would
+  such as ``loss.tau``) that the configured loss, schedule or model does not read: the run would
   train exactly what it trains without it. Fields a config file sets for another loss or
   schedule are not refused (switching ``optim.schedule`` leaves them unused, as intended)."""
-  from lgla_jax import losses, optim  # jax loads here
+  from lgla_jax import losses, models, optim  # jax loads here
   readers = {  # section -> (what reads its fields, the chosen one, name -> fields it reads)
       "loss": ("loss", c.loss.name, {n: s.fields for n, s in losses.REGISTRY.items()}),
-      "optim": ("schedule", c.optim.schedule, optim.SCHEDULE_FIELDS)}
+      "optim": ("schedule", c.optim.schedule, optim.SCHEDULE_FIELDS),
+      "model": ("model", c.model.name, {n: s.fields for n, s in models.REGISTRY.items()})}
+  selectors = {"loss": "loss.name", "optim": "optim.schedule", "model": "model.name"}
   for path in overridden:
     section, _, field = path.partition(".")
     if section not in readers or readers[section][1] not in readers[section][2]:
@@ -265,7 +267,7 @@ def check_overrides(c: ml_collections.ConfigDict, overridden) -> None:
     users = sorted(n for n, fields in table.items() if field in fields)
     read = table.get(chosen, ())
     if users and field not in read:  # a field no entry reads (lr, loss.name) is common to all
-      selector = "loss.name" if section == "loss" else "optim.schedule"
+      selector = selectors[section]
       _fail(path, f"the {kind} {chosen!r} does not read it (it reads "
             f"{', '.join(read) or 'no field'}), so the override would change nothing: drop "
             f"it, or choose a {kind} that reads it with --config.{selector} "

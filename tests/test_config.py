@@ -85,6 +85,9 @@ def test_inconsistent_values_are_rejected(field, value, message):
     (["optim.schedule=cosine"], {"optim.cosine_t_max": 50, "loss.tau": 2.0}, None),
     ([], {"loss.name": "focal", "loss.gamma": 2.0, "optim.gamma": 0.5, "optim.lr": 0.05}, None),
     ([], {"loss.name": "nope", "loss.tau": 2.0}, None),  # validate() names the bad loss
+    ([], {"model.arch": "resnet50"}, "model.arch"),  # resnet_cifar by default
+    (["model.name=resnet"], {"model.depth": 20}, "model.depth"),
+    (["model.name=resnet"], {"model.arch": "resnext50", "model.num_experts": 2}, None),
 ])
 def test_command_line_overrides_the_method_does_not_read_are_refused(config_args, overrides,
                                                                         refused):

@@ -63,18 +63,23 @@ class ModelSpec:
   build: Callable[..., nn.Module]  # (model_config, num_classes, dtype) -> module
   check: Callable[..., list]  # model_config -> [(field, problem)]
   load_pretrained: Callable | None  # (variables, path, model_config) -> variables
+  fields: tuple[str, ...] = ()  # the config.model fields only this model reads
 
 
 REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, build, check=lambda model_config: [], load_pretrained=None):
-  """Make a model buildable as ``config.model.name = name``."""
-  REGISTRY[name] = ModelSpec(build, check, load_pretrained)
+def register(name: str, build, check=lambda model_config: [], load_pretrained=None, fields=()):
+  """Make a model buildable as ``config.model.name = name``; ``fields``: the ``config.model``
+  fields it reads that not every model reads (a command-line override of one of them for
+  another model is refused)."""
+  REGISTRY[name] = ModelSpec(build, check, load_pretrained, tuple(fields))
 
 
-register("resnet_cifar", resnet_cifar.build, resnet_cifar.check)
-register("resnet", resnet.build, resnet.check, resnet.load_pretrained)
+register("resnet_cifar", resnet_cifar.build, resnet_cifar.check,
+         fields=("depth", "expert_layout", "expert_widths"))
+register("resnet", resnet.build, resnet.check, resnet.load_pretrained,
+         fields=("arch", "separate_experts", "base_planes", "pretrained"))
 
 
 def build(model_config, num_classes: int, dtype=jnp.float32) -> Model:
