@@ -32,7 +32,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lgla_jax import datasets, evaluation, feed, long_tail, train
+from lgla_jax import datasets, evaluation, feed, long_tail, split_files, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed dispatches of the parts (after warm-up).")
@@ -82,7 +82,7 @@ def synthetic_jpeg_splits(config, folder: str, num_files: int, num_train: int,
     paths.append(os.path.join(folder, f"img_{k}.jpg"))
     image.save(paths[-1], quality=90)
   splits = synthetic_splits(config, num_train, num_test, size=1)
-  files = lambda n: datasets.FileImages([paths[i % num_files] for i in range(n)])
+  files = lambda n: split_files.FileImages([paths[i % num_files] for i in range(n)])
   return splits._replace(train=datasets.ArrayData(files(len(splits.train.labels)), splits.train.labels),
                          test=datasets.ArrayData(files(len(splits.test.labels)), splits.test.labels))
 

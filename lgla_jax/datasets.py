@@ -303,7 +303,8 @@ def load(dataset_config) -> DataSplits:
   """Read the configured data set and make its training set long-tailed (official rule)."""
   d = dataset_config
   if d.source == "split_files":  # already long-tailed: used as they are
-    return load_split_files(d.name, d.split_dir, d.data_dir, validation=d.select_on == "val")
+    from lgla_jax import split_files  # it reads this module's table
+    return split_files.load(d.name, d.split_dir, d.data_dir, validation=d.select_on == "val")
   if d.source == "idx":
     data_dir = d.data_dir
     if d.download and not has_fashion_mnist(data_dir or FASHION_MNIST_DEBIAN_DIR):
@@ -337,84 +338,3 @@ def load(dataset_config) -> DataSplits:
   idx = long_tail.long_tail_indices(train.labels, counts, seed=d.subset_seed)
   lt = ArrayData(train.images[idx], train.labels[idx])
   return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes)
-
-
-class FileImages:
-  """The image paths of a split file; decoding happens in the input pipeline's workers."""
-
-  def __init__(self, paths):
-    self.paths = np.asarray(paths, dtype=object)
-
-  def __len__(self):
-    return len(self.paths)
-
-  def __getitem__(self, idx):
-    return self.paths[idx]
-
-
-_SPLIT_HINT = ("the split files (one 'relative/path label' per line) come with the official "
-               "LGLA code (data_txt/) and the OLTR project (ImageNet_LT, Places_LT); pass "
-               "their folder as --config.dataset.split_dir")
-
-
-def read_split_file(split_path: str, root: str) -> ArrayData:
-  """``relative/path label`` lines -> paths under ``root`` and int labels."""
-  if not os.path.isfile(split_path):
-    raise FileNotFoundError(f"split file {split_path} does not exist: {_SPLIT_HINT}")
-  if not root or not os.path.isdir(root):
-    raise FileNotFoundError(f"image root {root!r} does not exist: pass the folder the split "
-                            f"file's paths are relative to as --config.dataset.data_dir")
-  paths, labels, line_numbers = [], [], []
-  with open(split_path) as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      parts = line.split()
-      if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
-        raise DataError(f"{split_path}, line {n}: expected 'relative/path label', got {line.strip()!r}")
-      paths.append(os.path.join(root, parts[0]))
-      labels.append(int(parts[1]))
-      line_numbers.append(n)
-  if not paths:
-    raise DataError(f"{split_path} lists no image")
-  missing = [(n, p) for n, p in zip(line_numbers, paths) if not os.path.isfile(p)]
-  if missing:
-    n, p = missing[0]
-    raise FileNotFoundError(f"{p} (line {n} of {split_path}) does not exist ({len(missing)} of "
-                            f"{len(paths)} listed images are missing): is "
-                            f"--config.dataset.data_dir the image root the split file refers to?")
-  return ArrayData(FileImages(paths), np.asarray(labels, np.int64))
-
-
-def load_split_files(name: str, split_dir: str | None, root: str | None,
-                     validation: bool = False) -> DataSplits:
-  """The split files of an ImageNet-size data set (and its validation split if asked),
-  with the official class numbering."""
-  info = DATASETS[name]
-  (train_file, test_file), num_classes = info.split_files, info.num_classes
-  if not split_dir:
-    raise FileNotFoundError(f"config.dataset.split_dir is not set: {_SPLIT_HINT}")
-  files = {"train": train_file, "test": test_file}
-  if validation:
-    if info.val_file is None:
-      raise DataError(f"{name} has no validation split (its official evaluation file is the "
-                      f"test set): set config.select_on='test'")
-    files["val"] = info.val_file
-  data = {split: read_split_file(os.path.join(split_dir, f), root) for split, f in files.items()}
-  for split, split_file in files.items():
-    bad = np.flatnonzero(data[split].labels >= num_classes)
-    if bad.size:
-      raise DataError(f"{os.path.join(split_dir, split_file)}: {data[split].images[bad[0]]} has "
-                      f"label {data[split].labels[bad[0]]}, but {name} has {num_classes} classes "
-                      f"(0..{num_classes - 1}; {bad.size} such lines)")
-  counts = np.bincount(data["train"].labels, minlength=num_classes).astype(np.int64)
-  if (counts == 0).any():
-    raise DataError(f"{name}: classes {np.where(counts == 0)[0][:10].tolist()} have no "
-                    f"training image in {train_file}")
-  class_ids = None
-  if info.by_frequency:
-    class_map = long_tail.frequency_class_map(counts)
-    data = {k: ArrayData(d.images, class_map[d.labels]) for k, d in data.items()}
-    class_ids = np.argsort(class_map)
-    counts = counts[class_ids]
-  return DataSplits(data["train"], data["test"], counts, num_classes, data.get("val"), class_ids)

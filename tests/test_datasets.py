@@ -5,7 +5,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from lgla_jax import configlib, datasets, long_tail
+from lgla_jax import configlib, datasets, long_tail, split_files
 
 
 def _cifar_batch(n, num_classes, label_key, seed):
@@ -173,8 +173,8 @@ def test_places_classes_are_renumbered_most_images_first(tmp_path):
   train_file.write_text(train_file.read_text() + "\n".join(extra) + "\n")
   (splits / "Places_LT_test.txt").write_text("train/img_2.jpg 7\ntrain/img_3.jpg 300\n"
                                              "train/img_4.jpg 12\ntrain/img_5.jpg 0\n")
-  data = datasets.load_split_files("places_lt", str(splits), str(root), validation=True)
-  original = np.bincount(datasets.read_split_file(str(train_file), str(root)).labels, minlength=365)
+  data = split_files.load("places_lt", str(splits), str(root), validation=True)
+  original = np.bincount(split_files.read_split_file(str(train_file), str(root)).labels, minlength=365)
   class_map = long_tail.frequency_class_map(original)
   # class 7 (8 images) first, then class 0 (6), 300 (4), 12 (2), then the classes of one image
   assert data.class_ids[:4].tolist() == [7, 0, 300, 12]
@@ -183,4 +183,4 @@ def test_places_classes_are_renumbered_most_images_first(tmp_path):
   assert data.test.labels.tolist() == [0, 2, 3, 1]  # the test split renumbered the same way
   assert data.val is not None and data.val.labels.max() < 365
   with pytest.raises(datasets.DataError, match="no validation split.*select_on='test'"):
-    datasets.load_split_files("inaturalist2018", str(splits), str(root), validation=True)
+    split_files.load("inaturalist2018", str(splits), str(root), validation=True)

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import configlib, datasets, device_data, evaluation, feed, input_pipeline, sharding, train
+from lgla_jax import configlib, datasets, device_data, evaluation, feed, input_pipeline, sharding, split_files, train
 from test_input_pipeline import _data
 from test_train import _config
 
@@ -160,7 +160,7 @@ def test_automatic_choices_are_made_once_and_recorded():
   assert (c.dataset.on_device, c.augment.on_device) == (False, False)  # host augmentation, host data
   c = train.resolve_placement(_config("imagenet_lt_resnet50"), splits, mesh)  # in-memory arrays
   assert (c.dataset.on_device, c.augment.on_device) == (False, False)  # its recipe runs on the host
-  files = splits._replace(train=datasets.ArrayData(datasets.FileImages(["a.jpg"] * 103),
+  files = splits._replace(train=datasets.ArrayData(split_files.FileImages(["a.jpg"] * 103),
                                                    splits.train.labels))
   c = train.resolve_placement(_config("demo"), files, mesh)
   assert (c.dataset.on_device, c.augment.on_device) == (False, False)

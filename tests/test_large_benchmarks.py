@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lgla_jax import augment_imagenet, datasets, evaluation, feed, input_pipeline, sharding, train
+from lgla_jax import augment_imagenet, datasets, evaluation, feed, input_pipeline, sharding, split_files, train
 from lgla_jax.models import ExpertResNetCifar
 from test_train import _config
 
@@ -38,7 +38,7 @@ def make_tree(tmp_path, name, num_test=10):
 
 def test_eval_decoding_in_worker_processes_gives_the_same_batches(tmp_path):
   root, splits = make_tree(tmp_path, "imagenet_lt", num_test=23)
-  data = datasets.load_split_files("imagenet_lt", str(splits), str(root))
+  data = split_files.load("imagenet_lt", str(splits), str(root))
   batches = {}
   for workers in (0, 2):
     batches[workers] = list(input_pipeline.eval_iterator(
@@ -90,18 +90,18 @@ def test_quick_config_trains_a_step_and_evaluates(tmp_path, name, augment_on_dev
 def test_split_file_errors(tmp_path):
   root, splits = make_tree(tmp_path, "places_lt")
   with pytest.raises(FileNotFoundError, match="image root"):
-    datasets.read_split_file(str(splits / "Places_LT_train.txt"), str(tmp_path / "nowhere"))
+    split_files.read_split_file(str(splits / "Places_LT_train.txt"), str(tmp_path / "nowhere"))
   with pytest.raises(FileNotFoundError, match="split_dir|data_txt"):
-    datasets.read_split_file(str(splits / "missing.txt"), str(root))
+    split_files.read_split_file(str(splits / "missing.txt"), str(root))
   bad = splits / "bad.txt"
   bad.write_text("train/img_0.jpg 3\ntrain/img_1.jpg\n")
   with pytest.raises(datasets.DataError, match="line 2"):
-    datasets.read_split_file(str(bad), str(root))
+    split_files.read_split_file(str(bad), str(root))
   bad.write_text("train/nothing.jpg 3\n")
   with pytest.raises(FileNotFoundError, match="image root the split file"):
-    datasets.read_split_file(str(bad), str(root))
+    split_files.read_split_file(str(bad), str(root))
   with pytest.raises(FileNotFoundError, match="split_dir"):
-    datasets.load_split_files("places_lt", None, str(root))
+    split_files.load("places_lt", None, str(root))
 
 
 def test_imagenet_recipes():

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import checkpoint, datasets, evaluation, reporting, sharding, train
+from lgla_jax import checkpoint, datasets, evaluation, reporting, sharding, split_files, train
 from lgla_jax import workdir as workdir_lib
 from test_datasets import make_cifar10_folder
 from test_train import ROOT, _cli, _config
@@ -234,13 +234,13 @@ def test_split_files_are_checked_at_start_and_bad_images_named(tmp_path):
   lines = train_file.read_text().splitlines()
   train_file.write_text("\n".join(lines + ["train/missing.jpg 3"]) + "\n")
   with pytest.raises(FileNotFoundError, match=f"missing.jpg \\(line {len(lines) + 1} of"):
-    datasets.load_split_files("places_lt", str(splits), str(root))
+    split_files.load("places_lt", str(splits), str(root))
   train_file.write_text("\n".join(lines + ["train/img_1.jpg 365"]) + "\n")
   with pytest.raises(datasets.DataError, match="Places_LT_train.txt: .*img_1.jpg has label 365.*365 classes"):
-    datasets.load_split_files("places_lt", str(splits), str(root))
+    split_files.load("places_lt", str(splits), str(root))
   train_file.write_text("\n".join(lines) + "\n")
   (root / "train" / "img_0.jpg").write_bytes(b"not a jpeg")
-  data = datasets.load_split_files("places_lt", str(splits), str(root))
+  data = split_files.load("places_lt", str(splits), str(root))
   it = input_pipeline.eval_iterator(data.test.images, data.test.labels, global_batch=10, image_size=32,
                                     recipe="places")
   with pytest.raises(datasets.DataError, match="cannot decode image .*img_0.jpg"):
