@@ -57,7 +57,9 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
   reports = evaluation.evaluate_replicas(steps, state, splits.test, splits.class_counts, config,
                                          mesh)
   for r in reports:
-    r["epoch"] = meta.get("epoch")
+    r["epoch"] = meta.get("epoch")  # completed epochs
+    if meta.get("epoch_steps"):  # saved on a stop request, during the next epoch
+      r["epoch_steps"] = meta["epoch_steps"]
   report = dict(reports[0], checkpoint=os.path.join(directory, str(step)))
   if run.replicas:  # the first replica's report, and every replica's with their mean and std
     report.update(replicas.summary(reports, run.replicas))

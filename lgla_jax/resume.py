@@ -53,9 +53,12 @@ def config_json(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def meta(config, epoch, step, num_train) -> dict:
-  """What a checkpoint records about its run (besides the digests ``checkpoint`` adds)."""
-  return {"epoch": int(epoch), "step": int(step), "seed": int(config.seed),
+def meta(config, epoch, step, num_train, epoch_steps: int = 0) -> dict:
+  """What a checkpoint records about its run (besides the digests ``checkpoint`` adds):
+  ``epoch`` counts completed epochs, ``epoch_steps`` the steps taken into the next one (a
+  checkpoint saved on a stop request; 0 at the end of an epoch)."""
+  return {"epoch": int(epoch), "epoch_steps": int(epoch_steps), "step": int(step),
+          "seed": int(config.seed),
           "num_train_images": int(num_train), "batch_size": int(config.batch_size),
           "drop_last_batch": bool(config.drop_last_batch), "config": config_json(config)}
 
@@ -81,7 +84,8 @@ def restore_latest(ckpt, state, config, mesh, num_train, log) -> tuple:
       log.print(f"warning: {e}\nmoved it to {moved}; resuming from the checkpoint before it")
   else:
     return state, []
-  log.print(f"resuming from {ckpt.directory}/{latest} (epoch {saved['epoch']}, step "
+  into = f" + {saved['epoch_steps']} steps" if saved.get("epoch_steps") else ""
+  log.print(f"resuming from {ckpt.directory}/{latest} (epoch {saved['epoch']}{into}, step "
             f"{int(jax.device_get(restored.step))})" +
             (f" with changed settings: {'; '.join(changes)}" if changes else ""))
   return restored, [{"step": int(latest), "changes": changes}] if changes else []

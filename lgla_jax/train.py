@@ -332,10 +332,10 @@ def _run(run: Run, workdir: str, t_start: float) -> dict:
           t_last = time.time()  # evaluation and saving are not training time
         if resume.STOP.is_set() and step < total_steps:
           settle()
-          ckpt.save(step, state, resume.meta(config, epoch_of(step), step, num_train))
+          ckpt.save(step, state, resume.meta(config, step // spe, step, num_train, step % spe))
           ckpt.wait()
-          log.print(f"stopped at step {step} (epoch {epoch_of(step)}); saved a checkpoint: "
-                    f"rerun the same command to resume there")
+          log.print(f"stopped at step {step} (step {step % spe or spe} of epoch {epoch_of(step)}); "
+                    f"saved a checkpoint: rerun the same command to resume there")
           resume.STOP.clear()
           finished = True
           return {"stopped_at_step": step}

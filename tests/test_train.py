@@ -76,6 +76,10 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, placement):
   k = placement.get("steps_per_dispatch", 1)
   assert train.train_and_evaluate(config(num_epochs=2), str(tmp_path / "stop")) == {
       "stopped_at_step": k}
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "stop" / "checkpoints"))
+  meta = ckpt.read_meta(k)  # no epoch completed yet, k steps into the first
+  ckpt.close()
+  assert (meta["epoch"], meta["epoch_steps"], meta["step"]) == (0, k, k)
   train.train_and_evaluate(config(num_epochs=2), str(tmp_path / "stop"))
   mesh = sharding.make_mesh()
   template = train.setup(config(num_epochs=2), mesh).state
