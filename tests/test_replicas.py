@@ -102,6 +102,9 @@ def test_replica_run_resumes_exactly_reports_and_evaluates(tmp_path):
   full = train.train_and_evaluate(config(), str(tmp_path / "full"), mesh=mesh)
   train.request_stop()  # stopped after the first dispatch, then resumed
   assert train.train_and_evaluate(config(), str(tmp_path / "stop"), mesh=mesh) == {"stopped_at_step": 2}
+  stopped = evaluate.evaluate_checkpoint(config(), str(tmp_path / "stop" / "checkpoints" / "2"),
+                                         str(tmp_path / "eval_stop"), mesh)
+  assert (stopped["epoch"], stopped["epoch_steps"]) == (0, 2)  # no epoch done, 2 steps into one
   resumed = train.train_and_evaluate(config(), str(tmp_path / "stop"), mesh=mesh)
   template = train.setup(config(), mesh).state
   states = []
