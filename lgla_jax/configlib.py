@@ -250,19 +250,22 @@ def _check_keys(c, reference, prefix):
 
 def check_overrides(c: ml_collections.ConfigDict, overridden) -> None:
   """Raise ``ConfigError`` for a field set on the command line (``overridden``: dotted paths
-  such as ``loss.tau``) that the configured loss, schedule or model does not read: the run would
-  train exactly what it trains without it. Fields a config file sets for another loss or
-  schedule are not refused (switching ``optim.schedule`` leaves them unused, as intended)."""
-  from lgla_jax import losses, models, optim  # jax loads here
+  such as ``loss.tau``) that the configured loss, schedule, model or augmentation recipe
+  does not read: the run would train exactly what it trains without it. Fields a config
+  file sets for another one are not refused (switching ``optim.schedule`` leaves them
+  unused, as intended)."""
+  from lgla_jax import input_pipeline, losses, models, optim  # jax loads here
   readers = {  # section -> (what reads its fields, the chosen one, name -> fields it reads)
       "loss": ("loss", c.loss.name, {n: s.fields for n, s in losses.REGISTRY.items()}),
       "optim": ("schedule", c.optim.schedule, optim.SCHEDULE_FIELDS),
-      "model": ("model", c.model.name, {n: s.fields for n, s in models.REGISTRY.items()})}
-  selectors = {"loss": "loss.name", "optim": "optim.schedule", "model": "model.name"}
+      "model": ("model", c.model.name, {n: s.fields for n, s in models.REGISTRY.items()}),
+      "augment": ("recipe", c.augment.recipe, input_pipeline.RECIPE_FIELDS)}
+  selectors = {"loss": "loss.name", "optim": "optim.schedule", "model": "model.name",
+               "augment": "augment.recipe"}
   for path in overridden:
     section, _, field = path.partition(".")
     if section not in readers or readers[section][1] not in readers[section][2]:
-      continue  # an unknown loss or schedule name: validate() names it
+      continue  # an unknown name: validate() names it
     kind, chosen, table = readers[section]
     users = sorted(n for n, fields in table.items() if field in fields)
     read = table.get(chosen, ())

@@ -23,7 +23,11 @@ from jax.sharding import NamedSharding
 
 from lgla_jax import augment, augment_imagenet, datasets
 
-RECIPES = ("cifar",) + augment_imagenet.RECIPES  # config.augment.recipe
+# config.augment.recipe -> the config.augment fields it reads (the ImageNet-size recipes are
+# fixed, as the official loaders)
+RECIPE_FIELDS = {"cifar": ("crop_padding", "flip", "rotate", "autoaugment", "cutout"),
+                 **{recipe: () for recipe in augment_imagenet.RECIPES}}
+RECIPES = tuple(RECIPE_FIELDS)
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:

@@ -88,6 +88,8 @@ def test_inconsistent_values_are_rejected(field, value, message):
     ([], {"model.arch": "resnet50"}, "model.arch"),  # resnet_cifar by default
     (["model.name=resnet"], {"model.depth": 20}, "model.depth"),
     (["model.name=resnet"], {"model.arch": "resnext50", "model.num_experts": 2}, None),
+    (["augment.recipe=imagenet"], {"augment.cutout": 0}, "augment.cutout"),
+    ([], {"augment.cutout": 0, "augment.on_device": False}, None),
 ])
 def test_command_line_overrides_the_method_does_not_read_are_refused(config_args, overrides,
                                                                         refused):
