@@ -250,18 +250,19 @@ def _check_keys(c, reference, prefix):
 
 def check_overrides(c: ml_collections.ConfigDict, overridden) -> None:
   """Raise ``ConfigError`` for a field set on the command line (``overridden``: dotted paths
-  such as ``loss.tau``) that the configured loss, schedule, model or augmentation recipe
-  does not read: the run would train exactly what it trains without it. Fields a config
-  file sets for another one are not refused (switching ``optim.schedule`` leaves them
-  unused, as intended)."""
-  from lgla_jax import input_pipeline, losses, models, optim  # jax loads here
+  such as ``loss.tau``) that the configured loss, schedule, model, augmentation recipe or
+  data source does not read: the run would train exactly what it trains without it.
+  Fields a config file sets for another one are not refused (switching ``optim.schedule``
+  leaves them unused, as intended)."""
+  from lgla_jax import datasets, input_pipeline, losses, models, optim  # jax loads here
   readers = {  # section -> (what reads its fields, the chosen one, name -> fields it reads)
       "loss": ("loss", c.loss.name, {n: s.fields for n, s in losses.REGISTRY.items()}),
       "optim": ("schedule", c.optim.schedule, optim.SCHEDULE_FIELDS),
       "model": ("model", c.model.name, {n: s.fields for n, s in models.REGISTRY.items()}),
-      "augment": ("recipe", c.augment.recipe, input_pipeline.RECIPE_FIELDS)}
+      "augment": ("recipe", c.augment.recipe, input_pipeline.RECIPE_FIELDS),
+      "dataset": ("data source", c.dataset.source, datasets.SOURCE_FIELDS)}
   selectors = {"loss": "loss.name", "optim": "optim.schedule", "model": "model.name",
-               "augment": "augment.recipe"}
+               "augment": "augment.recipe", "dataset": "dataset.source"}
   for path in overridden:
     section, _, field = path.partition(".")
     if section not in readers or readers[section][1] not in readers[section][2]:

@@ -98,6 +98,15 @@ DATASETS = {  # config.dataset.name -> DatasetInfo: the one table of data sets
 }
 SOURCES = tuple(sorted({s for info in DATASETS.values() for s in info.sources}))
 
+# config.dataset.source -> the config.dataset fields it reads besides those every source
+# reads (name, mean, std, image_size, select_on, on_device). The split files are
+# long-tailed already: the long-tail subset fields are not theirs.
+_SUBSET_FIELDS = ("imbalance_factor", "imbalance_kind", "max_per_class", "subset_seed")
+SOURCE_FIELDS = {"split_files": ("data_dir", "split_dir"),
+                 "sklearn": _SUBSET_FIELDS,
+                 **{source: ("data_dir", "download") + _SUBSET_FIELDS
+                    for source in ("cifar_archive", "idx", "tfds")}}
+
 
 class DataSplits(NamedTuple):
   """A run's data: the long-tailed training set, the test set and what is known of them."""

@@ -90,6 +90,10 @@ def test_inconsistent_values_are_rejected(field, value, message):
     (["model.name=resnet"], {"model.arch": "resnext50", "model.num_experts": 2}, None),
     (["augment.recipe=imagenet"], {"augment.cutout": 0}, "augment.cutout"),
     ([], {"augment.cutout": 0, "augment.on_device": False}, None),
+    (["dataset.source=split_files"], {"dataset.imbalance_factor": 0.1}, "dataset.imbalance_factor"),
+    ([], {"dataset.split_dir": "/data/splits"}, "dataset.split_dir"),  # cifar_archive
+    (["dataset.source=sklearn"], {"dataset.data_dir": "/data"}, "dataset.data_dir"),
+    ([], {"dataset.data_dir": "/data", "dataset.max_per_class": 50, "dataset.image_size": 28}, None),
 ])
 def test_command_line_overrides_the_method_does_not_read_are_refused(config_args, overrides,
                                                                         refused):
@@ -102,6 +106,22 @@ def test_command_line_overrides_the_method_does_not_read_are_refused(config_args
     return
   with pytest.raises(configlib.ConfigError, match=rf"config\.{refused}: .*does not read it"):
     configlib.check_overrides(c, overrides)
+
+
+def test_every_name_has_its_fields_listed():
+  """The tables ``check_overrides`` reads cover every loss, schedule, model, recipe and data
+  source, and list only fields that exist."""
+  from lgla_jax import datasets, input_pipeline, losses, models, optim
+  c = configlib.base_config()
+  tables = {"loss": {n: s.fields for n, s in losses.REGISTRY.items()},
+            "optim": optim.SCHEDULE_FIELDS,
+            "model": {n: s.fields for n, s in models.REGISTRY.items()},
+            "augment": input_pipeline.RECIPE_FIELDS, "dataset": datasets.SOURCE_FIELDS}
+  assert set(tables["dataset"]) == set(datasets.SOURCES)
+  assert set(tables["augment"]) == set(input_pipeline.RECIPES)
+  for section, table in tables.items():
+    for name, fields in table.items():
+      assert all(f in c[section] for f in fields), (section, name, fields)
 
 
 def test_unknown_key_added_in_code_is_rejected():
