@@ -49,10 +49,13 @@ def synthetic_splits(config, num_train: int | None = None, num_test: int = 10_00
                      size: int | None = None) -> datasets.DataSplits:
   """Random uint8 images; training labels follow the config's long-tailed class counts
   (``num_train`` images in all, at least one per class; None: as many as those counts sum
-  to)."""
-  num_classes = datasets.DATASETS[config.dataset.name].num_classes
+  to). The largest class is ``config.dataset.max_per_class``, else the data set's own
+  (``datasets.DATASETS``; 500 for the image-file data sets)."""
+  info = datasets.DATASETS[config.dataset.name]
+  num_classes = info.num_classes
+  largest = config.dataset.max_per_class or info.train_per_class or 500
   counts = np.asarray(long_tail.imbalanced_counts(
-      num_classes, config.dataset.max_per_class or 500, config.dataset.imbalance_factor), np.int64)
+      num_classes, largest, config.dataset.imbalance_factor), np.int64)
   rng = np.random.default_rng(0)
   size = size or config.dataset.image_size
   if num_train is None:

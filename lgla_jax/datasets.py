@@ -80,13 +80,14 @@ class DatasetInfo(NamedTuple):
   split_files: tuple[str, str] | None = None  # split_files: (train, test) file names
   val_file: str | None = None  # split_files: the validation split the official trainer selects on
   by_frequency: bool = False  # classes renumbered by training images, most first (official Places-LT)
+  train_per_class: int | None = None  # the balanced training set's images per class (in memory)
 
 
 DATASETS = {  # config.dataset.name -> DatasetInfo: the one table of data sets
-    "cifar10": DatasetInfo(10, ("tfds", "cifar_archive")),
-    "cifar100": DatasetInfo(100, ("tfds", "cifar_archive")),
-    "fashion_mnist": DatasetInfo(10, ("idx", "tfds")),
-    "digits": DatasetInfo(10, ("sklearn",)),
+    "cifar10": DatasetInfo(10, ("tfds", "cifar_archive"), train_per_class=5000),
+    "cifar100": DatasetInfo(100, ("tfds", "cifar_archive"), train_per_class=500),
+    "fashion_mnist": DatasetInfo(10, ("idx", "tfds"), train_per_class=6000),
+    "digits": DatasetInfo(10, ("sklearn",), train_per_class=143),  # (its largest class)
     "imagenet_lt": DatasetInfo(1000, ("split_files",),
                                ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
                                "ImageNet_LT_val.txt"),

@@ -145,6 +145,15 @@ def test_fashion_mnist_idx():
     datasets.fashion_mnist_dir("/nonexistent")
 
 
+def test_the_table_knows_each_balanced_training_sets_largest_class():
+  """``DatasetInfo.train_per_class`` (the synthetic benchmark's largest class) against the
+  real data that is offline here; CIFAR's 5,000 / 500 are the published sizes."""
+  real = {"fashion_mnist": datasets.load_fashion_mnist(datasets.FASHION_MNIST_DEBIAN_DIR)[0],
+          "digits": datasets.load_digits()[0]}
+  for name, train in real.items():
+    assert datasets.DATASETS[name].train_per_class == np.bincount(train.labels).max(), name
+
+
 def test_idx_reader_errors(tmp_path):
   path = tmp_path / "x-idx1-ubyte"
   path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2, 3]))

@@ -17,7 +17,7 @@ tx = optim.torch_sgd(0.025, 0.9, True, 5e-4); opt = tx.init(v['params'])
 def step(p, bs, o, x, y):
     def lf(p):
         out, upd = m.apply({'params': p, 'batch_stats': bs}, x, train=True, mutable=['batch_stats'])
-        return losses.lgla_expert_losses(out['logits'].transpose(1,0,2), y, log_priors_ExC=lp, regions_RxC=reg).sum(), upd['batch_stats']
+        return losses.lgla_expert_losses(out['logits'], y, log_priors_ExC=lp, regions_RxC=reg).sum(), upd['batch_stats']
     (l, nbs), g = jax.value_and_grad(lf, has_aux=True)(p)
     u, o = tx.update(g, o, p)
     return optax.apply_updates(p, u), nbs, o, l
