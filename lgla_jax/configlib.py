@@ -255,26 +255,26 @@ def check_overrides(c: ml_collections.ConfigDict, overridden) -> None:
   Fields a config file sets for another one are not refused (switching ``optim.schedule``
   leaves them unused, as intended)."""
   from lgla_jax import datasets, input_pipeline, losses, models, optim  # jax loads here
-  readers = {  # section -> (what reads its fields, the chosen one, name -> fields it reads)
-      "loss": ("loss", c.loss.name, {n: s.fields for n, s in losses.REGISTRY.items()}),
-      "optim": ("schedule", c.optim.schedule, optim.SCHEDULE_FIELDS),
-      "model": ("model", c.model.name, {n: s.fields for n, s in models.REGISTRY.items()}),
-      "augment": ("recipe", c.augment.recipe, input_pipeline.RECIPE_FIELDS),
-      "dataset": ("data source", c.dataset.source, datasets.SOURCE_FIELDS)}
-  selectors = {"loss": "loss.name", "optim": "optim.schedule", "model": "model.name",
-               "augment": "augment.recipe", "dataset": "dataset.source"}
+  readers = {  # section -> (what reads its fields, the field choosing it, name -> fields it reads)
+      "loss": ("loss", "name", {n: s.fields for n, s in losses.REGISTRY.items()}),
+      "optim": ("schedule", "schedule", optim.SCHEDULE_FIELDS),
+      "model": ("model", "name", {n: s.fields for n, s in models.REGISTRY.items()}),
+      "augment": ("recipe", "recipe", input_pipeline.RECIPE_FIELDS),
+      "dataset": ("data source", "source", datasets.SOURCE_FIELDS)}
   for path in overridden:
     section, _, field = path.partition(".")
-    if section not in readers or readers[section][1] not in readers[section][2]:
+    if section not in readers:
+      continue
+    kind, selector, table = readers[section]
+    chosen = c[section][selector]
+    if chosen not in table:
       continue  # an unknown name: validate() names it
-    kind, chosen, table = readers[section]
     users = sorted(n for n, fields in table.items() if field in fields)
-    read = table.get(chosen, ())
+    read = table[chosen]
     if users and field not in read:  # a field no entry reads (lr, loss.name) is common to all
-      selector = selectors[section]
       _fail(path, f"the {kind} {chosen!r} does not read it (it reads "
             f"{', '.join(read) or 'no field'}), so the override would change nothing: drop "
-            f"it, or choose a {kind} that reads it with --config.{selector} "
+            f"it, or choose a {kind} that reads it with --config.{section}.{selector} "
             f"({', '.join(users)})")
 
 
