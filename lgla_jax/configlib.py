@@ -112,7 +112,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 50  # console / metrics log interval
   c.num_workers = 0  # grain worker processes for augmentation (0: in the main process)
   c.steps_per_dispatch = 0  # training steps run in one device call (lax.scan); 0: auto (1 on CPU, 8 elsewhere)
-  c.compilation_cache_dir = config_dict.placeholder(str)  # persistent XLA cache (None: WORKDIR/compilation_cache; "": off)
+  # persistent XLA cache (None: $JAX_COMPILATION_CACHE_DIR if set, else WORKDIR/compilation_cache; "": off)
+  c.compilation_cache_dir = config_dict.placeholder(str)
   c.dtype = "float32"  # float32 | bfloat16 (compute dtype; parameters stay float32)
   c.xla_cpu_fast_elementwise = True  # CPU only: elementwise ops as YNNPACK fusions (faster step)
   c.resume_with_changes = False  # resume even if training settings differ from the checkpoint's (recorded in the report)
@@ -246,36 +247,6 @@ def _check_keys(c, reference, prefix):
       _fail(prefix + key, f"unknown field{hint}")
     if isinstance(c[key], ml_collections.ConfigDict):
       _check_keys(c[key], reference[key], prefix + key + ".")
-
-
-def check_overrides(c: ml_collections.ConfigDict, overridden) -> None:
-  """Raise ``ConfigError`` for a field set on the command line (``overridden``: dotted paths
-  such as ``loss.tau``) that the configured loss, schedule, model, augmentation recipe or
-  data source does not read: the run would train exactly what it trains without it.
-  Fields a config file sets for another one are not refused (switching ``optim.schedule``
-  leaves them unused, as intended)."""
-  from lgla_jax import datasets, input_pipeline, losses, models, optim  # jax loads here
-  readers = {  # section -> (what reads its fields, the field choosing it, name -> fields it reads)
-      "loss": ("loss", "name", {n: s.fields for n, s in losses.REGISTRY.items()}),
-      "optim": ("schedule", "schedule", optim.SCHEDULE_FIELDS),
-      "model": ("model", "name", {n: s.fields for n, s in models.REGISTRY.items()}),
-      "augment": ("recipe", "recipe", input_pipeline.RECIPE_FIELDS),
-      "dataset": ("data source", "source", datasets.SOURCE_FIELDS)}
-  for path in overridden:
-    section, _, field = path.partition(".")
-    if section not in readers:
-      continue
-    kind, selector, table = readers[section]
-    chosen = c[section][selector]
-    if chosen not in table:
-      continue  # an unknown name: validate() names it
-    users = sorted(n for n, fields in table.items() if field in fields)
-    read = table[chosen]
-    if users and field not in read:  # a field no entry reads (lr, loss.name) is common to all
-      _fail(path, f"the {kind} {chosen!r} does not read it (it reads "
-            f"{', '.join(read) or 'no field'}), so the override would change nothing: drop "
-            f"it, or choose a {kind} that reads it with --config.{section}.{selector} "
-            f"({', '.join(users)})")
 
 
 def cifar_lt_config(name: str, imbalance_factor: float, tau: float, arg: str = ""):

@@ -141,8 +141,8 @@ def main(argv):
 def _run(config, train, evaluate) -> bool:
   """Train or evaluate; whether the run was stopped before its end."""
   if _MODE.value == "train":
-    from lgla_jax import configlib
-    configlib.check_overrides(config, config_flags.get_override_values(flags.FLAGS["config"]))
+    from lgla_jax import overrides
+    overrides.check(config, config_flags.get_override_values(flags.FLAGS["config"]))
     workdir = _WORKDIR.value or os.path.join("workdirs", _config_name())
     return "stopped_at_step" in train.train_and_evaluate(config, workdir)
   else:

@@ -6,6 +6,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from lgla_jax import configlib
+from lgla_jax import overrides as overrides_lib
 
 CONFIGS = sorted(pathlib.Path(__file__).parents[1].glob("configs/*.py"))
 
@@ -102,14 +103,43 @@ def test_command_line_overrides_the_method_does_not_read_are_refused(config_args
     section, _, key = field.rpartition(".")
     c[section][key] = value
   if refused is None:
-    configlib.check_overrides(c, overrides)
+    overrides_lib.check(c, overrides)
     return
   with pytest.raises(configlib.ConfigError, match=rf"config\.{refused}: .*does not read it"):
-    configlib.check_overrides(c, overrides)
+    overrides_lib.check(c, overrides)
+
+
+@pytest.mark.parametrize("spec,values", [
+    ("configs/fmnist_lt_ir100.py:quick", {"loss.tau": 3.0, "replicas.seeds": (1, 2)}),
+    ("configs/cifar100_ir100.py", {"optim.schedule": "cosine", "optim.cosine_eta_min": 0.001}),
+    ("configs/demo.py", {})])
+def test_a_notebook_loads_the_config_the_command_line_would_give(spec, values):
+  root = pathlib.Path(__file__).parents[1]
+  loaded = overrides_lib.load(str(root / spec), values)
+  flags_ = [f"--config.{k}={v if isinstance(v, str) else repr(v).replace(' ', '')}"
+            for k, v in values.items()]
+  assert loaded.to_dict() == _parse([f"--config={root / spec}", *flags_]).to_dict()
+  if values:
+    assert loaded.to_dict() != overrides_lib.load(str(root / spec)).to_dict()
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"loss.taux": 2.0}, r"config\.loss\.taux: unknown field"),
+    ({"losses.tau": 2.0}, r"config\.losses\.tau: no section 'losses'"),
+    ({"seed.x": 2}, r"config\.seed\.x: 'seed' is a field"),
+    ({"loss.tau": "high"}, r"config\.loss\.tau: 'high'"),
+    ({"loss.name": "ce", "loss.tau": 2.0}, r"config\.loss\.tau: the loss 'ce' does not read it"),
+])
+def test_a_notebook_override_is_refused_as_on_the_command_line(values, message):
+  root = pathlib.Path(__file__).parents[1]
+  with pytest.raises(configlib.ConfigError, match=message):
+    overrides_lib.load(str(root / "configs/demo.py"), values)
+  with pytest.raises(configlib.ConfigError, match="not found"):
+    overrides_lib.load(str(root / "configs/nope.py"))
 
 
 def test_every_name_has_its_fields_listed():
-  """The tables ``check_overrides`` reads cover every loss, schedule, model, recipe and data
+  """The tables ``overrides.check`` reads cover every loss, schedule, model, recipe and data
   source, and list only fields that exist."""
   from lgla_jax import datasets, input_pipeline, losses, models, optim
   c = configlib.base_config()
