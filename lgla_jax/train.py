@@ -187,11 +187,13 @@ def train_and_evaluate(config, workdir: str, splits: datasets.DataSplits | None 
 
 
 def _set_compilation_cache(config, workdir: str):
-  """Compiled steps persist in WORKDIR/compilation_cache (or the configured folder), so a
-  rerun or a resume does not compile again. The cache is process-wide: a later run in the
-  same process (a notebook, the tests) moves it to its own folder."""
+  """Compiled steps persist in WORKDIR/compilation_cache (or the configured folder, or else
+  JAX's own ``JAX_COMPILATION_CACHE_DIR``: one cache shared by many workdirs), so a rerun or
+  a resume does not compile again. The cache is process-wide: a later run in the same
+  process (a notebook, the tests) moves it to its own folder."""
   path = config.compilation_cache_dir
-  path = os.path.join(workdir, "compilation_cache") if path is None else path
+  if path is None:
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(workdir, "compilation_cache")
   path = os.path.abspath(path) if path else None
   if path != jax.config.jax_compilation_cache_dir:
     compilation_cache.reset_cache()  # (otherwise the first folder of the process stays in use)

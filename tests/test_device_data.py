@@ -128,10 +128,12 @@ def test_steps_compiled_ahead_compile_nothing_later(on_device, per_dispatch, see
   config = _config("demo", **{"dataset.on_device": on_device, "batch_size": 24,
                               "steps_per_dispatch": per_dispatch, "replicas.seeds": seeds})
   mesh = sharding.make_mesh()
-  compiles = []
+  compiles = []  # compiled, or loaded from a persistent cache (the tests share one)
   listener = lambda event, duration, **kw: compiles.append(event) if event.endswith(
       "backend_compile_duration") else None
+  hit = lambda event, **kw: compiles.append(event) if event.endswith("/cache_hits") else None
   jax.monitoring.register_event_duration_secs_listener(listener)
+  jax.monitoring.register_event_listener(hit)
   try:
     run = train.setup(config, mesh, compile_ahead=True)
     assert sorted(run.compiling) == ["eval", "train"]
@@ -148,6 +150,7 @@ def test_steps_compiled_ahead_compile_nothing_later(on_device, per_dispatch, see
                                        run.splits.class_counts, run.config, run.mesh)
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
+    jax.monitoring.unregister_event_listener(hit)
   assert compiles == [] and report["num_images"] == len(run.splits.test.labels)
 
 
@@ -191,9 +194,13 @@ def test_a_batch_of_the_other_placement_is_refused_with_a_hint():
 
 
 @pytest.mark.integration
-def test_a_rerun_takes_its_compiled_steps_from_the_workdirs_cache(tmp_path):
+def test_a_rerun_takes_its_compiled_steps_from_the_workdirs_cache(tmp_path, monkeypatch):
   config = _config("demo", num_epochs=1, eval_every_epochs=0)
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared"))  # JAX's variable
   train.train_and_evaluate(config, str(tmp_path / "other"))  # the process's cache moves on
+  assert len(os.listdir(tmp_path / "shared")) >= 2
+  assert not (tmp_path / "other" / "compilation_cache").exists()
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")  # unset: the workdir's own
   train.train_and_evaluate(config, str(tmp_path / "run"))
   cache = tmp_path / "run" / "compilation_cache"
   assert cache.is_dir() and len(os.listdir(cache)) >= 2  # the train and eval steps at least
