@@ -29,7 +29,8 @@ from lgla_jax import long_tail, losses, metrics, optim
 # one replica's activations); unrolled puts each replica's own single-run program side by
 # side in the step. Measured on the 2-core CPU (python -m lgla_jax.benchmark, Fashion-MNIST
 # config, synthetic data, 3 replicas, images/s of all replicas): one run 76.3, unrolled
-# 76.8, vmap 45.2 (XLA:CPU's grouped convolutions are slow). auto: unrolled on CPU, vmap
+# 76.8, vmap 45.2 (XLA:CPU's grouped convolutions are slow); sequential is ~20x slower on
+# CPU (convolutions inside a loop: jax-ml/jax#12868). auto: unrolled on CPU, vmap
 # elsewhere (not yet measured on a GPU).
 MODES = ("auto", "vmap", "sequential", "unrolled")
 

@@ -17,9 +17,14 @@ REPLICA = "replica"  # mesh axis of the stacked replicas (a replica run only)
 CPU_FAST_ELEMENTWISE = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_ELTWISE"}
 
 
+def on_cpu(mesh: Mesh) -> bool:
+  """Whether the mesh's devices are CPUs (XLA:CPU needs some programs written otherwise)."""
+  return mesh.devices.flat[0].platform == "cpu"
+
+
 def compiler_options(mesh: Mesh, fast_elementwise: bool = True) -> dict | None:
   """Per-backend XLA options for the jitted steps (``jax.jit(compiler_options=...)``)."""
-  if fast_elementwise and mesh.devices.flat[0].platform == "cpu":
+  if fast_elementwise and on_cpu(mesh):
     if has_replicas(mesh) and mesh.shape["data"] > 1:
       # XLA:CPU (jax 0.10.2) then gives the stacked activations a [R, B] transposed
       # layout that its YNN fusions reject at run time ("unsupported layout in YNN fusion")
@@ -33,7 +38,7 @@ def init_compiler_options(mesh: Mesh) -> dict | None:
   numbers (one unrolled threefry per variable). XLA:CPU's LLVM optimisation made its
   compile 3.7x slower (Fashion-MNIST ResNet-32 x3: 7.3 s -> 2.0 s without it); the values
   stay within 3 ulp of the optimised program's. Not measured off CPU: None there."""
-  if mesh.devices.flat[0].platform == "cpu":
+  if on_cpu(mesh):
     return {"xla_backend_optimization_level": 0}
   return None
 

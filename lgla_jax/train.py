@@ -51,7 +51,7 @@ def resolve_placement(config, splits: datasets.DataSplits, mesh):
   recipe) and ``steps_per_dispatch`` (1 on CPU, 8 on accelerators)."""
   config = copy.deepcopy(config)
   size = device_data.nbytes(splits)
-  cpu = mesh.devices.flat[0].platform == "cpu"
+  cpu = sharding.on_cpu(mesh)
   if config.dataset.on_device is None:  # host augmentation needs the images on the host
     config.dataset.on_device = (config.augment.on_device is not False
                                 and config.augment.recipe == "cifar"  # the on-device recipe
