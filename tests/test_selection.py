@@ -45,8 +45,8 @@ def test_each_replica_reports_the_test_accuracy_of_its_own_validation_selected_e
   root, splits = make_tree(tmp_path, "places_lt", num_test=20)
   config = _config("places_lt_resnet152", **{
       "dataset.data_dir": str(root), "dataset.split_dir": str(splits), "model.arch": "resnet26",
-      "num_epochs": 3, "keep_checkpoints": 3, "batch_size": 32, "model.bn_group_size": 8,
-      "replicas.seeds": (0, 1)})
+      "dataset.image_size": 32, "num_epochs": 3, "keep_checkpoints": 3, "batch_size": 32,
+      "model.bn_group_size": 8, "replicas.seeds": (0, 1)})
   assert config.dataset.select_on == "val" and config.eval_every_epochs == 1
   result = train.train_and_evaluate(config, str(tmp_path / "wd"))
   vals = result["val_history"]
