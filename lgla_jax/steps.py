@@ -147,8 +147,9 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
     train_step, eval_step = _vmapped(one_train_step, one_eval_step, replicas, tx)
 
   # XLA:CPU runs a convolution inside a loop or a conditional ~25x slower than at the top
-  # of a program (jax-ml/jax#12868; a ResNet-8 step here: 16 ms alone, 430 ms in a cond or
-  # a scan), so on CPU a chunk is unrolled and an inactive step is computed and dropped.
+  # of a program (jax-ml/jax#12868; a 6-convolution gradient step here: 16 ms alone, 435 ms
+  # in a cond, 451 ms in a scan), so on CPU a chunk is unrolled and an inactive step is
+  # computed and dropped.
   unroll = sharding.on_cpu(mesh)
 
   def train_chunk(state, chunk, arrays=None):
