@@ -19,11 +19,9 @@ ROOT = pathlib.Path(__file__).parents[1]
 
 
 def _config(name, arg="quick", **overrides):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg)
+  # (the fields are set as a config file would, without overrides.check)
+  from lgla_jax import overrides as overrides_lib
+  c = overrides_lib.load(f"{ROOT / 'configs' / name}.py" + (f":{arg}" if arg else ""))
   for key, value in overrides.items():
     section, _, field = key.rpartition(".")
     (c[section] if section else c)[field] = value
