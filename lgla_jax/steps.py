@@ -60,6 +60,15 @@ def compile_in_thread(name: str, compile_fn: Callable[[], None]) -> threading.Th
   return thread
 
 
+def unrolled_chunks(mesh) -> bool:
+  """How a chunk of K steps runs: unrolled, an inactive step computed and dropped (True,
+  on CPU), or a ``lax.scan`` with a ``lax.cond`` per step (accelerators). XLA:CPU runs a
+  convolution inside a loop or a conditional ~25x slower than at the top of a program
+  (jax-ml/jax#12868; a 6-convolution gradient step here: 16 ms alone, 435 ms in a cond,
+  451 ms in a scan); on a GPU the loop keeps the program (and its compile) one step long."""
+  return sharding.on_cpu(mesh)
+
+
 @dataclasses.dataclass(frozen=True)
 class ReplicaAxis:
   """What differs between the replicas of a replica run (``replicas``): replica k uses
@@ -146,11 +155,7 @@ def make_steps(model, tx, loss_fn, *, mean, std, steps_per_epoch: int, mesh,
   else:
     train_step, eval_step = _vmapped(one_train_step, one_eval_step, replicas, tx)
 
-  # XLA:CPU runs a convolution inside a loop or a conditional ~25x slower than at the top
-  # of a program (jax-ml/jax#12868; a 6-convolution gradient step here: 16 ms alone, 435 ms
-  # in a cond, 451 ms in a scan), so on CPU a chunk is unrolled and an inactive step is
-  # computed and dropped.
-  unroll = sharding.on_cpu(mesh)
+  unroll = unrolled_chunks(mesh)
 
   def train_chunk(state, chunk, arrays=None):
     # K steps in one dispatch; the inactive steps that fill an epoch's last chunk are

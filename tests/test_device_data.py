@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from lgla_jax import configlib, datasets, device_data, evaluation, feed, input_pipeline, sharding, split_files, train
+from lgla_jax import steps as steps_lib
 from test_input_pipeline import _data
 from test_train import _config
 
@@ -78,8 +79,12 @@ def _steps_of(config, n):
 
 
 @pytest.mark.integration
-def test_a_chunk_of_steps_equals_the_steps_one_by_one():
-  """One epoch of the demo (14 steps: chunks of 4, 4, 4 and 2 + 2 inactive)."""
+@pytest.mark.parametrize("unrolled", [True, False], ids=["cpu_unrolled", "accelerator_loop"])
+def test_a_chunk_of_steps_equals_the_steps_one_by_one(unrolled, monkeypatch):
+  """One epoch of the demo (14 steps: chunks of 4, 4, 4 and 2 + 2 inactive), in both forms
+  of a chunk: the CPU's (unrolled) and the accelerators' (a scan with a cond per step,
+  run here on the CPU so that the GPU/TPU program is checked without one)."""
+  monkeypatch.setattr(steps_lib, "unrolled_chunks", lambda mesh: unrolled)
   # A small learning rate keeps float32 noise from growing (early training is chaotic:
   # at lr 0.01 a 3e-7 difference grows to 4e-4 in six steps, and at 1e-3 it reached 1.4e-4
   # in 14 from some initial values), so the comparison checks that the chunk runs the same
@@ -97,12 +102,17 @@ def test_a_chunk_of_steps_equals_the_steps_one_by_one():
   # Full batches and the padded last one ran in one compiled function each way.
   assert run1.steps.train.__wrapped__._cache_size() == 1
   assert run4.steps.train_chunk.__wrapped__._cache_size() == 1
-  # On CPU the chunk is unrolled: XLA:CPU runs a convolution inside a loop or a
-  # conditional ~25x slower (jax-ml/jax#12868), so none may sit there.
   _, batch = next(iter(feed.dispatches(run4, 0, 4)))
   hlo = run4.steps.lower_train(four, batch).compile().as_text()
-  assert hlo.count("convolution(") >= 4 * 6  # the 4 steps' convolutions (>= 6 per step)
-  assert "convolution" not in _ops_inside_loops_and_conditionals(hlo)
+  inside = _ops_inside_loops_and_conditionals(hlo)
+  if unrolled:
+    # On CPU: XLA:CPU runs a convolution inside a loop or a conditional ~25x slower
+    # (jax-ml/jax#12868), so none may sit there.
+    assert hlo.count("convolution(") >= 4 * 6  # the 4 steps' convolutions (>= 6 per step)
+    assert "convolution" not in inside
+  else:  # one step's program, looped, each step behind its cond: every convolution inside
+    assert re.search(r"\bconditional\(", hlo)
+    assert inside.count("convolution") == hlo.count("convolution(") >= 6
 
 
 def _ops_inside_loops_and_conditionals(hlo: str) -> list[str]:

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from lgla_jax import checkpoint, configlib, evaluate, feed, replicas, sharding, train
+from lgla_jax import steps as steps_lib
 from test_config import _parse
 from test_train import _config
 
@@ -45,6 +46,19 @@ def _assert_replica_equals(stacked, k, single, atol):
     # device batches, each replica's own program side by side
     {"dataset.on_device": True, "augment.on_device": True, "replicas.mode": "unrolled"}])
 def test_each_replica_equals_the_single_run_with_its_seed_tau_and_lr(placement):
+  _check_replicas_equal_single_runs(placement)
+
+
+@pytest.mark.integration
+def test_replica_chunks_in_the_accelerator_loop_equal_the_single_runs(monkeypatch):
+  """The accelerators' default (vmapped replicas, a chunk as a scan with a cond per step),
+  run on the CPU, whose own chunks are unrolled."""
+  monkeypatch.setattr(steps_lib, "unrolled_chunks", lambda mesh: False)
+  _check_replicas_equal_single_runs({"dataset.on_device": True, "augment.on_device": True,
+                                     "steps_per_dispatch": 2, "replicas.mode": "vmap"})
+
+
+def _check_replicas_equal_single_runs(placement):
   # Two steps at a small learning rate: early LGLA training is chaotic in float32, and at
   # lr 0.01 one ulp of difference in the first step (a vmapped chunk compiles to other
   # fusions) tipped a few ReLUs and moved a few weights by 8e-5 after the second. At
