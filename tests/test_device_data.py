@@ -79,17 +79,22 @@ def _steps_of(config, n):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("unrolled", [True, False], ids=["cpu_unrolled", "accelerator_loop"])
-def test_a_chunk_of_steps_equals_the_steps_one_by_one(unrolled, monkeypatch):
+@pytest.mark.parametrize("unrolled,on_device", [(True, True), (False, True), (False, False)],
+                         ids=["cpu_unrolled", "accelerator_loop", "accelerator_loop_host_data"])
+def test_a_chunk_of_steps_equals_the_steps_one_by_one(unrolled, on_device, monkeypatch):
   """One epoch of the demo (14 steps: chunks of 4, 4, 4 and 2 + 2 inactive), in both forms
   of a chunk: the CPU's (unrolled) and the accelerators' (a scan with a cond per step,
-  run here on the CPU so that the GPU/TPU program is checked without one)."""
+  run here on the CPU so that the GPU/TPU program is checked without one), the latter also
+  with host batches of images and DataParallel BatchNorm groups (the ImageNet-size
+  configs' form on a GPU)."""
   monkeypatch.setattr(steps_lib, "unrolled_chunks", lambda mesh: unrolled)
   # A small learning rate keeps float32 noise from growing (early training is chaotic:
   # at lr 0.01 a 3e-7 difference grows to 4e-4 in six steps, and at 1e-3 it reached 1.4e-4
   # in 14 from some initial values), so the comparison checks that the chunk runs the same
   # steps on the same batches (measured at 1e-4: parameters within 6e-8).
-  placement = {"optim.lr": 1e-4, "dataset.on_device": True, "augment.on_device": True}
+  placement = ({"optim.lr": 1e-4, "dataset.on_device": True, "augment.on_device": True}
+               if on_device else {"optim.lr": 1e-4, "dataset.on_device": False,
+                                  "model.bn_group_size": 8})
   run1, one, m1 = _steps_of(_config("demo", **placement, steps_per_dispatch=1), 14)
   run4, four, m4 = _steps_of(_config("demo", **placement, steps_per_dispatch=4), 14)
   assert int(one.step) == int(four.step) == 14
@@ -100,8 +105,9 @@ def test_a_chunk_of_steps_equals_the_steps_one_by_one(unrolled, monkeypatch):
   for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(four.params)):
     np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
   # Full batches and the padded last one ran in one compiled function each way.
-  assert run1.steps.train.__wrapped__._cache_size() == 1
-  assert run4.steps.train_chunk.__wrapped__._cache_size() == 1
+  jitted = lambda f: f if hasattr(f, "_cache_size") else f.__wrapped__  # (or bound to the data)
+  assert jitted(run1.steps.train)._cache_size() == 1
+  assert jitted(run4.steps.train_chunk)._cache_size() == 1
   _, batch = next(iter(feed.dispatches(run4, 0, 4)))
   hlo = run4.steps.lower_train(four, batch).compile().as_text()
   inside = _ops_inside_loops_and_conditionals(hlo)
@@ -201,6 +207,16 @@ def test_automatic_choices_are_made_once_and_recorded():
   assert (c.dataset.on_device, c.augment.on_device, c.steps_per_dispatch) == (True, True, 1)
   c = train.resolve_placement(_config("demo", **{"augment.on_device": False}), splits, mesh)
   assert (c.dataset.on_device, c.augment.on_device) == (False, False)  # host augmentation, host data
+  replica_run = lambda shards: _config("demo", **{"replicas.seeds": (0, 1), "replicas.shards": shards})
+  assert train.resolve_placement(replica_run(1), splits, mesh).replicas.mode == "unrolled"
+  assert train.resolve_placement(replica_run(2), splits, mesh).replicas.mode == "vmap"
+
+  class FakeGpuMesh:  # only the platform of the first device is consulted
+    devices = np.asarray([type("Device", (), {"platform": "gpu"})()])
+
+  c = train.resolve_placement(replica_run(1), splits, FakeGpuMesh())  # the accelerators' choices
+  assert (c.dataset.on_device, c.augment.on_device, c.steps_per_dispatch, c.replicas.mode) == (
+      True, True, 8, "vmap")
   c = train.resolve_placement(_config("imagenet_lt_resnet50"), splits, mesh)  # in-memory arrays
   assert (c.dataset.on_device, c.augment.on_device) == (False, False)  # its recipe runs on the host
   files = splits._replace(train=datasets.ArrayData(split_files.FileImages(["a.jpg"] * 103),
