@@ -59,19 +59,20 @@ def test_replica_chunks_in_the_accelerator_loop_equal_the_single_runs(monkeypatc
 
 
 def _check_replicas_equal_single_runs(placement):
-  # Two steps at a small learning rate: early LGLA training is chaotic in float32, and at
-  # lr 0.01 one ulp of difference in the first step (a vmapped chunk compiles to other
-  # fusions) tipped a few ReLUs and moved a few weights by 8e-5 after the second. At
-  # 0.002 / 0.001 every placement measured within 1.2e-7 of the single runs.
+  # Four steps (two dispatches of two-step chunks) at a small learning rate: early LGLA
+  # training is chaotic in float32, and at lr 0.01 one ulp of difference in the first step
+  # (a vmapped chunk compiles to other fusions) tipped a few ReLUs and moved a few weights
+  # by 8e-5 after the second. At 0.002 / 0.001 every placement measured within 1.2e-7 of
+  # the single runs after two steps, and within the 2e-6 below after four.
   common = {"optim.lr": 0.002, **placement}
   losses, state, run = _steps(_config("demo", **common, **{
-      "replicas.seeds": (0, 1), "replicas.tau": (2.0, 3.0), "replicas.lr": (0.002, 0.001)}), 1, 2)
-  assert losses.shape == (2, 2) and int(state.step) == 2
+      "replicas.seeds": (0, 1), "replicas.tau": (2.0, 3.0), "replicas.lr": (0.002, 0.001)}), 1, 4)
+  assert losses.shape == (4, 2) and int(state.step) == 4
   assert run.config.replicas.mode == placement["replicas.mode"]
   single_fields = {k: v for k, v in common.items() if not k.startswith("replicas.")}
   for k, (seed, tau, lr) in enumerate([(0, 2.0, 0.002), (1, 3.0, 0.001)]):
     single_losses, single, _ = _steps(_config("demo", **{**single_fields, "optim.lr": lr},
-                                              seed=seed, **{"loss.tau": tau}), 1, 2)
+                                              seed=seed, **{"loss.tau": tau}), 1, 4)
     np.testing.assert_allclose(losses[:, k], single_losses, rtol=1e-6)
     _assert_replica_equals(state, k, single, atol=2e-6)
   assert not np.allclose(losses[:, 0], losses[:, 1])  # the replicas do differ
@@ -175,6 +176,7 @@ def _demo(**fields):
     ({"replicas.seeds": (0, 1, 2), "replicas.shards": 3}, "divide the 8 devices"),
     ({"replicas.shards": 2}, "set replicas.seeds first"),
     ({"replicas.seeds": (0, 1), "replicas.mode": "pmap"}, "not one of"),
+    ({"replicas.seeds": (0, 1), "replicas.shards": 2, "replicas.mode": "unrolled"}, "use vmap"),
     ({"replicas.lr": (0.1, 0.2)}, "replicas.seeds is empty"),
     ({"replicas.seeds": (0, 1), "replicas.lr": (0.1,)}, "one value per seed"),
     ({"replicas.seeds": (0, 1), "replicas.lr": (0.1, 0.0)}, "must be > 0"),
