@@ -67,7 +67,8 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
   if jax.process_index() == 0:
     reporting.write(report, splits.class_counts, out_dir, "eval_report.json")
     print(metrics.format_table(report))
-    if run.replicas:
+    if run.replicas:  # the error-bar (and tau-sweep) plots of training, for this checkpoint
+      replicas.write_plots(reports, run.replicas, splits.class_counts, out_dir)
       print(replicas.format_table(reports, run.replicas))
   return report
 

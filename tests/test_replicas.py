@@ -150,6 +150,8 @@ def test_replica_run_resumes_exactly_reports_and_evaluates(tmp_path):
 
   evaluated = evaluate.evaluate_checkpoint(config(), str(tmp_path / "full"), str(tmp_path / "eval"), mesh)
   assert [r["final"]["top1"] for r in evaluated["replicas"]] == top1
+  for name in replicas.PLOTS:  # --mode=eval draws the replica plots too
+    assert np.asarray(Image.open(tmp_path / "eval" / name).convert("L"), np.float64).std() > 10, name
   with pytest.raises(checkpoint.CheckpointError, match="replicas.seeds"):
     evaluate.evaluate_checkpoint(_config("demo"), str(tmp_path / "full"), mesh=mesh)
   with pytest.raises(checkpoint.CheckpointError, match="replicas.seeds"):  # refused, not set aside
