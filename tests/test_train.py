@@ -62,7 +62,7 @@ def test_one_and_eight_devices_agree(on_device):
     {"dataset.on_device": False},  # host data and augmentation, one step per dispatch
     {"dataset.on_device": True, "augment.on_device": True, "steps_per_dispatch": 3}])
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, placement):
-  config = lambda **kw: _config("demo", **placement, **kw)
+  config = lambda **kw: _config("demo", **placement, report_best=True, **kw)
   full = train.train_and_evaluate(config(num_epochs=2), str(tmp_path / "full"))
   # Interrupted at an epoch boundary (a run with fewer epochs), then resumed.
   train.train_and_evaluate(config(num_epochs=1), str(tmp_path / "cut"))
@@ -95,6 +95,10 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, placement):
   # The report's evaluation history spans the interruption.
   assert [h["epoch"] for h in resumed["history"]] == [1, 2]
   assert resumed["history"] == full["history"]
+  # report_best: the best evaluated epoch on the test set, over the whole history, labelled
+  best = full["best_epoch_selected_on_test_set"]
+  assert best == max(full["history"], key=lambda h: h["top1"]) and best["epoch"] in (1, 2)
+  assert resumed["best_epoch_selected_on_test_set"] == best
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
