@@ -69,6 +69,10 @@ def test_quick_config_trains_a_step_and_evaluates(tmp_path, name, augment_on_dev
   data, state, steps = run.splits, run.state, run.steps
   assert data.class_counts[0] == 6 and data.num_classes == datasets.DATASETS[dataset].num_classes
   assert (run.config.augment.on_device, run.config.dataset.on_device) == (augment_on_device, False)
+  # The official trainer selects on the validation split where the data set has one
+  selects_on_val = dataset in ("imagenet_lt", "places_lt")
+  assert run.config.dataset.select_on == ("val" if selects_on_val else "test")
+  assert (data.val is not None) == selects_on_val
   batch = next(feed.train_batches(run, 0, 1))
   assert batch["image"].shape == (8, 64, 64, 3) and batch["image"].dtype == np.uint8
   if augment_on_device:  # exactly the host recipe's crops (its first step), same draws
@@ -216,3 +220,34 @@ def test_the_training_step_groups_a_short_last_batch_as_dataparallel():
   _, first_gpu = plain.apply(before.params, before.model_state, x, train=True)
   for a, b in zip(jax.tree.leaves(jax.device_get(state.model_state)), jax.tree.leaves(first_gpu)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_starts_from_the_pretrained_trunk_in_every_expert(tmp_path):
+  """``--config.model.pretrained=FILE`` through ``train.setup`` (Places-LT, the official
+  ``init_weights(caffe=True)``): the stem, layer1 and layer2 from the file, each expert's
+  layer3 / layer4 a copy of its layer3 / layer4; the classifiers keep their initialisation."""
+  import re
+  from lgla_jax import convert, models
+  root, splits = make_tree(tmp_path, "places_lt")
+  fields = {"dataset.data_dir": str(root), "dataset.split_dir": str(splits),
+            "model.arch": "resnet26"}  # (as the quick run above: bottleneck blocks, fewer)
+  single = _config("places_lt_resnet152", **fields).model.copy_and_resolve_references()
+  single.num_experts = 1
+  params, model_state = models.build(single, 365, jnp.float32).init(jax.random.PRNGKey(7), (64, 64, 3))
+  trunk = {re.sub(r"^layer([34])s\.0\.", r"layer\1.", k): v for k, v in convert.torch_from_variables(
+      {"params": params, **model_state}, prefix="").items() if not k.startswith("linears")}
+  np.savez(tmp_path / "resnet26.npz", **trunk)
+  run = train.setup(_config("places_lt_resnet152", **fields, **{
+      "model.pretrained": str(tmp_path / "resnet26.npz")}), sharding.make_mesh(jax.devices()[:1]))
+  got = convert.torch_from_variables(jax.device_get({"params": run.state.params,
+                                                     **run.state.model_state}), prefix="")
+  experts = run.config.model.num_experts
+  assert experts == 3
+  for name, value in got.items():
+    if name.startswith("linears.") or name.endswith("num_batches_tracked"):
+      continue
+    np.testing.assert_array_equal(value, trunk[re.sub(r"^layer([34])s\.\d+\.", r"layer\1.", name)], name)
+  assert sum(n.startswith("layer4s.2.") for n in got) > 0  # the third expert was filled too
+  fresh = train.setup(_config("places_lt_resnet152", **fields), sharding.make_mesh(jax.devices()[:1]))
+  np.testing.assert_array_equal(jax.device_get(run.state.params["linears_2"]["kernel"]),
+                                jax.device_get(fresh.state.params["linears_2"]["kernel"]))
