@@ -92,22 +92,41 @@ def test_random_rotation_matches_torchvision_semantics(images):
     assert np.abs(device - host)[:, 2:-2, 2:-2].mean() <= 3.0, angle
 
 
-def test_crop_flip_cutout_are_exact_for_their_draws(images):
+class _Replay:
+  """A stand-in for the host ops' numpy Generator that hands them given draws, in order
+  (each checked against the range the op asks for): the host op, the reference, then
+  runs on the device op's own draws."""
+
+  def __init__(self, *draws):
+    self.draws = list(draws)
+
+  def integers(self, low, high, size):
+    low_, high_, values = self.draws.pop(0)
+    assert (low, high, size) == (low_, high_, len(values))
+    return np.asarray(values)
+
+  def random(self, size):
+    values = self.draws.pop(0)
+    assert size == len(values)
+    return np.asarray(values)
+
+
+def test_crop_flip_cutout_equal_the_host_ops_for_their_draws(images):
   keys = augment_device.image_keys(3, 7, jnp.arange(len(images)))
+  n, h = len(images), images.shape[1]
   crop = jax.vmap(lambda x, k: augment_device.random_crop(x, k, 4))(images, keys)
-  padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
   flip = jax.vmap(augment_device.random_flip)(images, keys)
   cut = jax.vmap(lambda x, k: augment_device.cutout(x, k, 16))(images, keys)
-  for i, key in enumerate(keys):
-    dy, dx = np.asarray(jax.random.randint(key, (2,), 0, 9))
-    np.testing.assert_array_equal(crop[i], padded[i, dy:dy + 32, dx:dx + 32])
-    mirrored = images[i, :, ::-1] if jax.random.bernoulli(key) else images[i]
-    np.testing.assert_array_equal(flip[i], mirrored)
-    cy = int(jax.random.randint(jax.random.fold_in(key, 0), (), 0, 32))
-    cx = int(jax.random.randint(jax.random.fold_in(key, 1), (), 0, 32))
-    hole = images[i].copy()
-    hole[max(cy - 8, 0):cy + 8, max(cx - 8, 0):cx + 8] = 0
-    np.testing.assert_array_equal(cut[i], hole)
+  # The device ops' draws, per image, from their keys
+  dy, dx = np.asarray(jax.vmap(lambda k: jax.random.randint(k, (2,), 0, 9))(keys)).T
+  mirror = np.asarray(jax.vmap(jax.random.bernoulli)(keys))
+  cy, cx = (np.asarray(jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, i), (), 0, h))(keys))
+            for i in (0, 1))
+  assert 0 < mirror.mean() < 1 and len(set(dy)) > 3 and len(set(cy)) > 3  # varied draws
+  np.testing.assert_array_equal(crop, augment.random_crop(images, _Replay((0, 9, dy), (0, 9, dx)), 4))
+  np.testing.assert_array_equal(flip, augment.random_flip(images, _Replay(np.where(mirror, 0.25, 0.75))))
+  np.testing.assert_array_equal(cut, augment.cutout(images, _Replay((0, h, cy), (0, h, cx)), 16))
+  assert n == len(dy) == len(cy)
 
 
 def _same_distribution(host_values, device_values):
