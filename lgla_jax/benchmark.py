@@ -33,6 +33,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from lgla_jax import datasets, evaluation, feed, long_tail, split_files, train
+from lgla_jax.models.layers import resolve_conv_impl
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed dispatches of the parts (after warm-up).")
@@ -177,6 +178,7 @@ def _context(config) -> dict:
           "data_on_device": get("dataset", "on_device"),
           "augment_on_device": get("augment", "on_device"),
           "steps_per_dispatch": get("steps_per_dispatch"),
+          "conv_impl": resolve_conv_impl(get("model", "conv_impl")),
           "replicas": len(get("replicas", "seeds")) or 1,
           "augment": {k: get("augment", k) for k in (
               ("recipe", "crop_padding", "flip", "autoaugment", "cutout")

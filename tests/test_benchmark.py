@@ -37,6 +37,7 @@ def test_benchmark_parts_and_a_real_run_of_two_epochs():
     assert parts[key] > 0, key
   assert parts["batch_size"] == 16 and parts["steps_per_dispatch"] == 2 and result["synthetic"]
   assert parts["data_on_device"] and parts["augment_on_device"]  # the automatic choice
+  assert parts["conv_impl"] == run["conv_impl"] == "split"  # auto, resolved (on CPU)
   # Long-tailed counts of 20 down to 1 image per class, two epochs.
   num_train = sum(long_tail.imbalanced_counts(100, 20, 0.05))
   assert run["epochs"] == 2 and run["num_train"] == num_train and run["evaluations"] >= 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 10 and 11 (speed, and the replica goals): by default one call of
-# at most ~8 minutes on a lent device machine, then PARTS=replicas,aa in a second call.
+# at most ~8 minutes on a lent device machine, then PARTS=replicas,convs,aa in a second call.
 # Prepare here, then run there with .whl, .official and .fmnist carried:
 #   tools/device_wheels.sh                                  # wheels the machine lacks -> .whl/
 #   git --git-dir=/work/.mirror/Tao0-0+LGLA/repo archive --prefix=.official/ HEAD | tar x
@@ -22,10 +22,13 @@
 #   replicas  the same real run with 5 seeds as replicas, float32 (benchmark.jsonl);
 #   aa        (about 2 x 5 replica runs) the autoaugment variant of the
 #             protocol, 5 seeds as replicas, with host and with device augmentation:
-#             fmnist_aa_host.log and fmnist_aa_device.log end with their mean +- std.
+#             fmnist_aa_host.log and fmnist_aa_device.log end with their mean +- std;
+#   convs     the parts again (no real run) with model.conv_impl=split, float32 and
+#             bfloat16, next to bench's auto (= grouped off CPU): which convolution
+#             form the accelerators' default should be (benchmark.jsonl).
 # Dry run on a CPU: CONFIG=configs/cifar100_ir100.py:quick STEPS=2 EPOCHS=1
 #   FMNIST_CONFIG=configs/fmnist_lt_ir100.py:quick AA_CONFIG=configs/fmnist_lt_ir100.py:quick,autoaugment,seeds5
-#   PARTS=fmnist,bench,replicas,aa OUT=/tmp/out tools/device_benchmark.sh  (official: torch, GPU)
+#   PARTS=fmnist,bench,replicas,convs,aa OUT=/tmp/out tools/device_benchmark.sh  (official: torch, GPU)
 # What travels: the tree (~19 MB), .whl (~10 MB), .official (<1 MB), .fmnist (30 MB).
 set -uo pipefail  # (no -e: a part that fails leaves the others to run)
 cd "$(dirname "$0")/.."
@@ -78,6 +81,11 @@ if part bench; then
 fi
 if part replicas; then  # issue 11: 5 seeds of the CIFAR recipe (goal: 400 epochs in <= 6 min)
   bench --config.dtype=float32 --config.replicas.seeds='(0,1,2,3,4)'
+fi
+
+if part convs; then  # the experts' convolutions as one per expert (bench ran them grouped)
+  bench --config.dtype=float32 --config.model.conv_impl=split --epochs=0
+  bench --config.dtype=bfloat16 --config.model.conv_impl=split --epochs=0
 fi
 
 if part aa && [[ -d .fmnist ]]; then
