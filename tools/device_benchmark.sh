@@ -3,7 +3,7 @@
 # at most ~8 minutes on a lent device machine, then PARTS=replicas,convs,aa in a second call.
 # Prepare here, then run there with .whl, .official and .fmnist carried:
 #   tools/device_wheels.sh                                  # wheels the machine lacks -> .whl/
-#   git --git-dir=/work/.mirror/Tao0-0+LGLA/repo archive --prefix=.official/ HEAD | tar x
+#   git --git-dir=/work/.mirror/Tao0-0+LGLA/repo archive --prefix=.official/ HEAD model utils | tar x
 #   mkdir -p .fmnist && cp /usr/share/datasets/fashion-mnist/*.gz .fmnist/
 #   (device) OUT=$OUT tools/device_benchmark.sh
 # PARTS (comma-separated, run in this order; default fmnist,official,bench) picks

@@ -2,7 +2,7 @@
 # The ImageNet-size GPU speed check (issue 13), in one call of at most ~8 minutes on a lent
 # device machine. Prepare here, then run there with .whl and .official carried:
 #   tools/device_wheels.sh                                  # wheels the machine lacks -> .whl/
-#   git --git-dir=/work/.mirror/Tao0-0+LGLA/repo archive --prefix=.official/ HEAD | tar x
+#   git --git-dir=/work/.mirror/Tao0-0+LGLA/repo archive --prefix=.official/ HEAD model utils | tar x
 #   (device) OUT=$OUT tools/device_large_benchmark.sh
 # Writes $OUT/devices.txt, $OUT/official_large.jsonl and $OUT/large.jsonl (one JSON line per
 # measurement):

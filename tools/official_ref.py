@@ -6,8 +6,22 @@ Nothing of the official code is copied: its modules are imported from the checko
 import importlib.util
 import os
 import pathlib
+import sys
 
 import torch
+
+
+def _numpy_core_alias():
+  """The official loss imports ``numpy.core.fromnumeric`` (numpy 1's path, deprecated since
+  numpy 2.0 for removal; the GPU image has numpy 2.5): where it is gone, point the old
+  names at ``numpy._core``."""
+  try:
+    import numpy.core.fromnumeric  # noqa: F401
+  except ImportError:
+    import numpy._core
+    import numpy._core.fromnumeric
+    sys.modules.setdefault("numpy.core", numpy._core)
+    sys.modules["numpy.core.fromnumeric"] = numpy._core.fromnumeric
 
 
 def load_official(relative_path: str, name: str, cuda: bool = False):
@@ -15,6 +29,7 @@ def load_official(relative_path: str, name: str, cuda: bool = False):
   which becomes a no-op on the CPU (``cuda=False``)."""
   if not cuda:
     torch.Tensor.cuda = lambda self, *a, **k: self
+  _numpy_core_alias()
   path = pathlib.Path(os.environ["LGLA_REF"]) / relative_path
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
