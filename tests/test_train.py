@@ -222,6 +222,8 @@ def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
     devices = np.asarray([type("Device", (), {"platform": "gpu"})()])
 
   assert sharding.compiler_options(FakeGpuMesh()) is None
+  assert sharding.init_compiler_options(FakeGpuMesh()) is None  # (CPU: LLVM optimisation off)
+  assert sharding.init_compiler_options(mesh) == {"xla_backend_optimization_level": 0}
   # lr 0.01: float32 noise from the other fusion grows less than at 0.1 (see above)
   runs = {flag: _run_steps(_config("demo", xla_cpu_fast_elementwise=flag, **{"optim.lr": 0.01}), 1, 2)
           for flag in (True, False)}
