@@ -12,7 +12,7 @@ import pytest
 from lgla_jax import configlib, datasets, device_data, evaluation, feed, input_pipeline, sharding, split_files, train
 from lgla_jax import steps as steps_lib
 from test_input_pipeline import _data
-from test_train import _config
+from test_train import FakeGpuMesh, _config
 
 
 def _splits(n=103):
@@ -216,9 +216,6 @@ def test_automatic_choices_are_made_once_and_recorded():
   replica_run = lambda shards: _config("demo", **{"replicas.seeds": (0, 1), "replicas.shards": shards})
   assert train.resolve_placement(replica_run(1), splits, mesh).replicas.mode == "unrolled"
   assert train.resolve_placement(replica_run(2), splits, mesh).replicas.mode == "vmap"
-
-  class FakeGpuMesh:  # only the platform of the first device is consulted
-    devices = np.asarray([type("Device", (), {"platform": "gpu"})()])
 
   c = train.resolve_placement(replica_run(1), splits, FakeGpuMesh())  # the accelerators' choices
   assert (c.dataset.on_device, c.augment.on_device, c.steps_per_dispatch, c.replicas.mode) == (

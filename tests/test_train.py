@@ -213,13 +213,15 @@ def test_bfloat16_step_stays_close_to_float32():
   assert rel < 0.1 and cos > 0.99, (rel, cos)
 
 
+class FakeGpuMesh:
+  """A mesh whose first device says it is a GPU: the backend choices consult only that."""
+  devices = np.asarray([type("Device", (), {"platform": "gpu"})()])
+
+
 def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
   mesh = sharding.make_mesh(jax.devices()[:1])
   assert sharding.compiler_options(mesh) == sharding.CPU_FAST_ELEMENTWISE
   assert sharding.compiler_options(mesh, fast_elementwise=False) is None
-
-  class FakeGpuMesh:  # only the platform of the first device is consulted
-    devices = np.asarray([type("Device", (), {"platform": "gpu"})()])
 
   assert sharding.compiler_options(FakeGpuMesh()) is None
   assert sharding.init_compiler_options(FakeGpuMesh()) is None  # (CPU: LLVM optimisation off)
