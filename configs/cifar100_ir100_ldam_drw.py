@@ -13,12 +13,12 @@ no Nesterov, weight decay 2e-4, batch 128; 200 epochs under its adjust_learning_
 flip only. The same recipe is RIDE's configs/config_imbalance_cifar100_ldam_drw.json.
 """
 
-from lgla_jax import configlib
+from lgla_jax.config import recipes
 
 
 def get_config(arg: str = ""):
-  c = configlib.cifar_200_epoch_recipe(
-      configlib.cifar_lt_config("cifar100", imbalance_factor=0.01, tau=2.5))
+  c = recipes.cifar_200_epoch_recipe(
+      recipes.cifar_lt_config("cifar100", imbalance_factor=0.01, tau=2.5))
   c.model.num_experts = 1
   c.loss.name = "ldam"
   c.loss.reweight_epoch = 160
@@ -26,7 +26,7 @@ def get_config(arg: str = ""):
   c.optim.weight_decay = 2e-4
   c.num_workers = 0  # crop and flip run vectorised in the main process
   if arg == "quick":
-    configlib.shrink_to_quick(c)
+    recipes.shrink_to_quick(c)
   elif arg:
     raise ValueError(f"unknown config argument {arg!r} (use '' or 'quick')")
   return c

@@ -15,12 +15,12 @@ its ImbalanceCIFAR100DataLoader: pad-4 crop, flip, RandomRotation(15), no AutoAu
 Cutout. Data and the long-tailed subset as in configs/cifar100_ir100.py.
 """
 
-from lgla_jax import configlib
+from lgla_jax.config import recipes
 
 
 def get_config(arg: str = ""):
-  c = configlib.cifar_200_epoch_recipe(
-      configlib.cifar_lt_config("cifar100", imbalance_factor=0.01, tau=2.5))
+  c = recipes.cifar_200_epoch_recipe(
+      recipes.cifar_lt_config("cifar100", imbalance_factor=0.01, tau=2.5))
   c.model.expert_layout = "independent"
   c.model.expert_widths = (24, 48)
   c.loss.name = "ride"
@@ -30,7 +30,7 @@ def get_config(arg: str = ""):
   c.augment.rotate = 15.0
   c.num_workers = 2  # rotation is cheap next to AutoAugment
   if arg == "quick":
-    configlib.shrink_to_quick(c)
+    recipes.shrink_to_quick(c)
   elif arg:
     raise ValueError(f"unknown config argument {arg!r} (use '' or 'quick')")
   return c

@@ -12,8 +12,8 @@ LGLA with tau 2.5; SGD lr 0.1, momentum 0.9, Nesterov, weight decay 2e-4, batch 
 Cutout 16. Any field can be overridden, e.g. --config.optim.lr=0.05.
 """
 
-from lgla_jax import configlib
+from lgla_jax.config import recipes
 
 
 def get_config(arg: str = ""):
-  return configlib.cifar_lt_config("cifar100", imbalance_factor=0.02, tau=2.5, arg=arg)
+  return recipes.cifar_lt_config("cifar100", imbalance_factor=0.02, tau=2.5, arg=arg)

@@ -9,11 +9,11 @@ LGLA with tau 2.0, 30 epochs. Prints the many / medium / few table in about half
 on a CPU (20 s on the 2-core development machine).
 """
 
-from lgla_jax import configlib
+from lgla_jax.config import base_config
 
 
 def get_config(arg: str = ""):
-  c = configlib.base_config()
+  c = base_config()
   c.dataset.name = "digits"
   c.dataset.source = "sklearn"
   c.dataset.image_size = 16

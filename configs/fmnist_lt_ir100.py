@@ -22,7 +22,7 @@ on real data: ``--config.augment.on_device=False`` runs it on the host); ``seeds
 (``lgla_jax.replicas``; with a loss that reads tau: lgla, logit_adjusted).
 """
 
-from lgla_jax import configlib
+from lgla_jax.config import base_config
 
 BASELINES = {  # the loss fields each baseline of the table sets
     "lgla": {},
@@ -41,7 +41,7 @@ REPLICAS = {  # (replicas.seeds, replicas.tau) of the replica variants
 
 
 def get_config(arg: str = ""):
-  c = configlib.base_config()
+  c = base_config()
   c.dataset.name = "fashion_mnist"
   c.dataset.source = "idx"  # the IDX files of the Debian package dataset-fashion-mnist
   c.dataset.imbalance_factor = 0.01

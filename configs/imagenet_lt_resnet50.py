@@ -14,10 +14,10 @@ DataParallel, so BatchNorm normalised each GPU's 32 images: model.bn_group_size=
 default (running statistics from the first group); 0 normalises over the whole batch.
 """
 
-from lgla_jax import configlib
+from lgla_jax.config import recipes
 
 
 def get_config(arg: str = ""):
-  return configlib.large_lt_config(
+  return recipes.large_lt_config(
       "imagenet_lt", "resnet50", tau=2.8, batch_size=64, lr=0.025, weight_decay=5e-4,
       num_epochs=180, schedule="cosine", official_gpus=2, arg=arg)

@@ -10,10 +10,10 @@ the default (model.bn_group_size=0: the whole batch). The validation split picks
 reported epoch (dataset.select_on='val'), as the official trainer.
 """
 
-from lgla_jax import configlib
+from lgla_jax.config import recipes
 
 
 def get_config(arg: str = ""):
-  return configlib.large_lt_config(
+  return recipes.large_lt_config(
       "imagenet_lt", "resnext50_32x4d", tau=3.0, batch_size=64, lr=0.025, weight_decay=5e-4,
       num_epochs=180, schedule="cosine", official_gpus=2, arg=arg)

@@ -12,10 +12,10 @@ Official: 4 GPUs under DataParallel, so BatchNorm over groups of 128 images is t
 the official loader does here too.
 """
 
-from lgla_jax import configlib
+from lgla_jax.config import recipes
 
 
 def get_config(arg: str = ""):
-  return configlib.large_lt_config(
+  return recipes.large_lt_config(
       "inaturalist2018", "resnet50", tau=3.0, batch_size=512, lr=0.2, weight_decay=2e-4,
       num_epochs=400, schedule="cosine", official_gpus=4, arg=arg, optim__cosine_eta_min=1e-4)

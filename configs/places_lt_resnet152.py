@@ -16,12 +16,12 @@ Without model.pretrained the run refuses to start (the official model cannot run
 its weights); --config.model.pretrained=none trains from random initialisation on purpose.
 """
 
-from lgla_jax import configlib
+from lgla_jax.config import recipes
 
 
 def get_config(arg: str = ""):
-  return configlib.large_lt_config(
+  return recipes.large_lt_config(
       "places_lt", "resnet152", tau=2.4, batch_size=128, lr=0.01, weight_decay=4e-4,
       num_epochs=30, schedule="step", official_gpus=4, arg=arg, model__separate_experts=True,
-      model__pretrained=configlib.PRETRAINED_REQUIRED,
+      model__pretrained="required",  # no run without the weights file (see the docstring)
       optim__step_epochs=(10, 20), optim__warmup_epochs=0)

@@ -32,8 +32,13 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lgla_jax import datasets, evaluation, feed, long_tail, split_files, train
+from lgla_jax import long_tail
+from lgla_jax.augment import recipes
+from lgla_jax.data.catalog import DATASETS
+from lgla_jax.data.registry import SOURCES
+from lgla_jax.data.splits import ArrayData, DataSplits, FileImages
 from lgla_jax.models.layers import resolve_conv_impl
+from lgla_jax.train import evaluation, feed, loop, run as run_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
 _STEPS = flags.DEFINE_integer("steps", 30, "Timed dispatches of the parts (after warm-up).")
@@ -47,12 +52,12 @@ _JPEG = flags.DEFINE_integer("synthetic_jpeg", 0, "With --synthetic and an image
 
 
 def synthetic_splits(config, num_train: int | None = None, num_test: int = 10_000,
-                     size: int | None = None) -> datasets.DataSplits:
+                     size: int | None = None) -> DataSplits:
   """Random uint8 images; training labels follow the config's long-tailed class counts
   (``num_train`` images in all, at least one per class; None: as many as those counts sum
   to). The largest class is ``config.dataset.max_per_class``, else the data set's own
-  (``datasets.DATASETS``; 500 for the image-file data sets)."""
-  info = datasets.DATASETS[config.dataset.name]
+  (``DATASETS``; 500 for the image-file data sets)."""
+  info = DATASETS[config.dataset.name]
   num_classes = info.num_classes
   largest = config.dataset.max_per_class or info.train_per_class or 500
   counts = np.asarray(long_tail.imbalanced_counts(
@@ -66,13 +71,13 @@ def synthetic_splits(config, num_train: int | None = None, num_test: int = 10_00
     labels = np.concatenate([np.arange(num_classes), rng.choice(
         num_classes, num_train - num_classes, p=counts / counts.sum())])
   test_labels = np.arange(num_test) % num_classes
-  make = lambda y: datasets.ArrayData(rng.integers(0, 256, (len(y), size, size, 3), dtype=np.uint8), y)
-  return datasets.DataSplits(make(labels), make(test_labels),
+  make = lambda y: ArrayData(rng.integers(0, 256, (len(y), size, size, 3), dtype=np.uint8), y)
+  return DataSplits(make(labels), make(test_labels),
                              np.bincount(labels, minlength=num_classes), num_classes)
 
 
 def synthetic_jpeg_splits(config, folder: str, num_files: int, num_train: int,
-                          num_test: int) -> datasets.DataSplits:
+                          num_test: int) -> DataSplits:
   """Image files for an ImageNet-size config: ``num_files`` smooth random 500x375 JPEGs
   (quality 90, about an ImageNet photo's decode cost) in ``folder``, cycled through by
   ``num_train`` training images with the config's class counts and ``num_test`` test ones."""
@@ -86,9 +91,9 @@ def synthetic_jpeg_splits(config, folder: str, num_files: int, num_train: int,
     paths.append(os.path.join(folder, f"img_{k}.jpg"))
     image.save(paths[-1], quality=90)
   splits = synthetic_splits(config, num_train, num_test, size=1)
-  files = lambda n: split_files.FileImages([paths[i % num_files] for i in range(n)])
-  return splits._replace(train=datasets.ArrayData(files(len(splits.train.labels)), splits.train.labels),
-                         test=datasets.ArrayData(files(len(splits.test.labels)), splits.test.labels))
+  files = lambda n: FileImages([paths[i % num_files] for i in range(n)])
+  return splits._replace(train=ArrayData(files(len(splits.train.labels)), splits.train.labels),
+                         test=ArrayData(files(len(splits.test.labels)), splits.test.labels))
 
 
 def peak_memory_bytes() -> int | None:
@@ -103,9 +108,9 @@ def _rate(n_images, seconds):
 
 def parts(config, steps: int, warmup: int, splits=None) -> dict:
   """Steady-state rates of the batch source, the loop, the step alone and evaluation."""
-  run = train.setup(config, splits=splits)
+  run = run_lib.setup(config, splits=splits)
   config, state, fns = run.config, run.state, run.steps
-  k = config.steps_per_dispatch
+  k = run.placement.steps_per_dispatch
   n = (steps + warmup) * k
   r = run.replicas.size if run.replicas else 1  # a replica run trains R batches a step
   per_dispatch = k * config.batch_size * r
@@ -158,7 +163,7 @@ def epochs(config, num_epochs: int, splits=None) -> dict:
   config.num_epochs = num_epochs
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.perf_counter()
-    result = train.train_and_evaluate(config, workdir, splits=splits)
+    result = loop.train_and_evaluate(config, workdir, splits=splits)
     wall = time.perf_counter() - t0
   num_train = sum(result["class_counts"])
   r = len(result.get("replicas", [])) or 1
@@ -180,9 +185,8 @@ def _context(config) -> dict:
           "steps_per_dispatch": get("steps_per_dispatch"),
           "conv_impl": resolve_conv_impl(get("model", "conv_impl")),
           "replicas": len(get("replicas", "seeds")) or 1,
-          "augment": {k: get("augment", k) for k in (
-              ("recipe", "crop_padding", "flip", "autoaugment", "cutout")
-              if get("augment", "recipe") == "cifar" else ("recipe",))},  # the others are fixed
+          "augment": {k: get("augment", k)  # the recipe and the fields it reads
+                      for k in ("recipe",) + recipes.RECIPES[get("augment", "recipe")].fields},
           "num_workers": get("num_workers")}
 
 
@@ -204,7 +208,7 @@ def main(argv):
   out = {"synthetic": _SYNTHETIC.value}
   with tempfile.TemporaryDirectory() as folder:
     make = lambda: None
-    files = config.dataset.source == "split_files"  # ImageNet-size: enough images for the steps
+    files = not SOURCES[config.dataset.source].in_memory  # ImageNet-size: enough images for the steps
     num_train = ((_STEPS.value + _WARMUP.value + 1) * config.batch_size
                  * max(config.steps_per_dispatch, 8) if files else None)
     if _SYNTHETIC.value and _JPEG.value:

@@ -14,8 +14,17 @@ from __future__ import annotations
 
 import sys
 
+import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
+from ml_collections import ConfigDict
+from safetensors.numpy import save_file
+
+from lgla_jax import errors
+from lgla_jax.config import replicas
+from lgla_jax.data.catalog import DATASETS
+from lgla_jax.interop import convert
+from lgla_jax.train import checkpoint, run, state as state_lib
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A workdir, its checkpoints/ folder or one step folder.")
 _OUT = flags.DEFINE_string("out", None, "The .safetensors file to write.")
@@ -24,36 +33,23 @@ _REPLICA = flags.DEFINE_integer("replica", 0, "Which replica of a replica run to
 
 def restore_variables(path: str, replica: int = 0) -> tuple[dict, dict, object]:
   """``(variables, meta, config)`` of the checkpoint at ``path`` (replica ``replica`` of a
-  replica run), without reading any data: the state is rebuilt from the saved config."""
-  import jax
-  import jax.numpy as jnp
-  from ml_collections import ConfigDict
-  from lgla_jax import (checkpoint, datasets, input_pipeline, models, optim, replicas,
-                        sharding, state as state_lib)
+  replica run), without reading any data: the state is rebuilt from the saved config, as
+  a run of that config starts (``train.run.initial_state``), and restored into."""
   ckpt, directory, step = checkpoint.open_step(path)
   try:
     meta = ckpt.read_meta(step)
     if "config" not in meta:
-      raise checkpoint.CheckpointError(f"checkpoint {directory}/{step} has no saved config "
-                                       f"(made by an older lgla-jax): evaluate it instead")
+      raise errors.CheckpointError(f"checkpoint {directory}/{step} has no saved config "
+                                   f"(made by an older lgla-jax): evaluate it instead")
     config = ConfigDict(meta["config"])
-    model = models.build(config.model, datasets.DATASETS[config.dataset.name].num_classes,
-                         jnp.float32)
-    spe = input_pipeline.steps_per_epoch(meta["num_train_images"], meta["batch_size"],
-                                         meta["drop_last_batch"])
-    tx, _ = optim.make_optimizer(config.optim, config.num_epochs, spe)
     reps = replicas.of(config)
-    size = config.dataset.image_size
-    if reps:
-      if not 0 <= replica < reps.size:
-        raise ValueError(f"--replica={replica}: the run has replicas 0..{reps.size - 1}")
-      mesh = sharding.make_mesh(jax.devices()[:1], 1)
-      rngs = jnp.stack([jax.random.PRNGKey(s) for s in reps.seeds])
-    elif replica:
-      raise ValueError(f"--replica={replica}: the run has one replica (0)")
-    else:
-      mesh, rngs = sharding.make_mesh(jax.devices()[:1]), jax.random.PRNGKey(0)
-    state = state_lib.create(model, tx, rngs, (size, size, 3), mesh)
+    size = reps.size if reps else 1
+    if not 0 <= replica < size:
+      raise errors.FlagError(f"--replica={replica}: the run has "
+                              f"{f'replicas 0..{size - 1}' if reps else 'one replica (0)'}")
+    config.batch_size, config.drop_last_batch = meta["batch_size"], meta["drop_last_batch"]
+    state, _ = run.initial_state(config, DATASETS[config.dataset.name].num_classes,
+                                 meta["num_train_images"])
     state, meta = ckpt.restore(step, checkpoint.abstract(state))
   finally:
     ckpt.close()
@@ -65,13 +61,11 @@ def restore_variables(path: str, replica: int = 0) -> tuple[dict, dict, object]:
 def official_state_dict(variables: dict, step: int) -> dict[str, np.ndarray]:
   """The official model's ``state_dict`` of Flax ``variables`` (BatchNorm's
   ``num_batches_tracked`` set to the training steps taken)."""
-  from lgla_jax import convert
   return convert.torch_from_variables(variables, prefix="backbone.", num_batches_tracked=step)
 
 
 def export(path: str, out: str, replica: int = 0) -> dict[str, np.ndarray]:
   """Write the checkpoint at ``path`` to ``out`` (.safetensors); returns what was written."""
-  from safetensors.numpy import save_file
   variables, meta, config = restore_variables(path, replica)
   tensors = {k: np.array(v, order="C") for k, v in  # (ascontiguousarray makes 0-d 1-d)
              official_state_dict(variables, int(meta["step"])).items()}
@@ -87,12 +81,10 @@ def main(argv):
     sys.stderr.write("usage: python -m lgla_jax.export --checkpoint=WORKDIR --out=model.safetensors "
                      "[--replica=K]\n")
     sys.exit(2)
-  from absl import logging
   logging.set_verbosity(logging.WARNING)  # orbax's INFO lines would drown the one result line
-  from lgla_jax import checkpoint
   try:
     tensors = export(_CHECKPOINT.value, _OUT.value, _REPLICA.value)
-  except (FileNotFoundError, ValueError, checkpoint.CheckpointError, OSError) as e:
+  except (errors.UsageError, errors.RunError, ValueError, OSError) as e:
     sys.stderr.write(f"error: {e}\n")
     sys.exit(1)
   print(f"wrote {len(tensors)} tensors to {_OUT.value}")

@@ -11,8 +11,14 @@ import logging as std_logging
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from lgla_jax import errors
+from lgla_jax.config import overrides
+from lgla_jax.config.defaults import base_config
+from lgla_jax.train import evaluate_checkpoint, loop, resume
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
                                           lock_config=True)
@@ -31,7 +37,6 @@ def init_distributed(environ=os.environ) -> bool:
   launch/*.sh set). Detected: SLURM with more than one task, a TPU VM slice with more than
   one worker. Returns whether a multi-process runtime was started.
   """
-  import jax
   given = [k for k in MULTI_PROCESS_ENV if environ.get(k)]
   if given:
     missing = [k for k in MULTI_PROCESS_ENV if k not in given]
@@ -65,8 +70,7 @@ def _usage_error(message: str):
 
 def _unknown_override(argv) -> str | None:
   """The first ``--config.a.b=...`` whose field does not exist, with a hint."""
-  from lgla_jax import configlib
-  reference = configlib.base_config()
+  reference = base_config()
   for arg in argv:
     if not arg.startswith("--config."):
       continue
@@ -76,7 +80,7 @@ def _unknown_override(argv) -> str | None:
       if not hasattr(node, "keys") or part not in node:
         near = [k for k in (node.keys() if hasattr(node, "keys") else []) if k[:3] == part[:3]]
         hint = f" (did you mean {near[0]!r}?)" if near else ""
-        return f"--config.{path}: unknown config field{hint}; the fields are in lgla_jax/configlib.py"
+        return f"--config.{path}: unknown config field{hint}; the fields are in lgla_jax/config/defaults.py"
       node = node[part]
   return None
 
@@ -121,34 +125,27 @@ def main(argv):
   if config is None:
     _usage_error("--config=configs/NAME.py is required")
   init_distributed()
-  from lgla_jax import (checkpoint, configlib, convert, datasets, download, evaluate,  # jax starts here
-                        progress, resume, torch_file, train, workdir)
-
-  failures = (FileNotFoundError, datasets.DataError, checkpoint.CheckpointError,
-              download.DownloadError, progress.TrainingDiverged, workdir.WorkdirError,
-              convert.WeightsError, torch_file.TorchFileError)
   try:
-    stopped = _run(config, train, evaluate)
-  except (configlib.ConfigError, app.UsageError) as e:
+    stopped = _run(config)
+  except (errors.UsageError, app.UsageError) as e:
     _usage_error(str(e))
-  except failures as e:  # a problem with the input or the machine, not a bug: no traceback
+  except errors.RunError as e:  # a problem with the input or the machine, not a bug: no traceback
     sys.stderr.write(f"error: {e}\n")
     sys.exit(EXIT_FAILED)
   if stopped:
     sys.exit(resume.STOPPED_EXIT_STATUS)
 
 
-def _run(config, train, evaluate) -> bool:
+def _run(config) -> bool:
   """Train or evaluate; whether the run was stopped before its end."""
   if _MODE.value == "train":
-    from lgla_jax import overrides
     overrides.check(config, config_flags.get_override_values(flags.FLAGS["config"]))
     workdir = _WORKDIR.value or os.path.join("workdirs", _config_name())
-    return "stopped_at_step" in train.train_and_evaluate(config, workdir)
+    return "stopped_at_step" in loop.train_and_evaluate(config, workdir)
   else:
     if not _CHECKPOINT.value:
-      raise app.UsageError("--mode=eval needs --checkpoint=PATH")
-    report = evaluate.evaluate_checkpoint(config, _CHECKPOINT.value, _WORKDIR.value)
+      raise errors.UsageError("--mode=eval needs --checkpoint=PATH")
+    report = evaluate_checkpoint.evaluate_checkpoint(config, _CHECKPOINT.value, _WORKDIR.value)
     print(json.dumps({k: report[k] for k in ("epoch", "top1", "many", "medium", "few", "rarest3")}))
     return False
 

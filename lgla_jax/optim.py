@@ -69,6 +69,28 @@ SCHEDULE_FIELDS = {"warmup_multistep": ("milestones", "gamma", "warmup_epochs"),
 SCHEDULES = tuple(SCHEDULE_FIELDS)
 
 
+def problems(optim_config) -> list[tuple[str, str]]:
+  """``(field, problem)`` pairs of a ``config.optim`` section; empty when usable."""
+  o, found = optim_config, []
+  if o.schedule not in SCHEDULES:
+    found.append(("optim.schedule", f"{o.schedule!r} is not one of {SCHEDULES}"))
+  if o.lr <= 0:
+    found.append(("optim.lr", f"must be positive, got {o.lr}"))
+  if list(o.milestones) != sorted(o.milestones):
+    found.append(("optim.milestones", f"must be increasing, got {tuple(o.milestones)}"))
+  if o.nesterov and o.momentum <= 0:
+    found.append(("optim.nesterov", "Nesterov needs optim.momentum > 0"))
+  for field in ("momentum", "weight_decay", "warmup_epochs", "cosine_t_max", "cosine_eta_min"):
+    if o[field] < 0:
+      found.append((f"optim.{field}", f"must be >= 0, got {o[field]}"))
+  if o.gamma <= 0:
+    found.append(("optim.gamma", f"must be positive, got {o.gamma}"))
+  if len(o.step_epochs) != 2 or not 0 <= o.step_epochs[0] <= o.step_epochs[1]:
+    found.append(("optim.step_epochs", f"two epochs, in order, of the step schedule's decays; "
+                  f"got {tuple(o.step_epochs)}"))
+  return found
+
+
 def describe(optim_config, lr=None) -> str:
   """``schedule(lr=..., field=value, ...)`` with the fields the configured schedule reads
   (the others are not used); ``lr``: what to show instead of ``optim.lr``."""

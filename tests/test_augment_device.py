@@ -1,4 +1,4 @@
-"""Device augmentation (augment_device) against the PIL / numpy host path, the reference.
+"""Device augmentation (augment.cifar_device) against the PIL / numpy host path, the reference.
 
 Each op is compared with PIL on real images (Fashion-MNIST) and generated colour images,
 for every magnitude index of the AutoAugment policy and both signs: identical for the
@@ -16,7 +16,10 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from lgla_jax import augment, augment_device, datasets
+from lgla_jax.augment import cifar_device
+from lgla_jax.augment import cifar_host
+from lgla_jax.augment import recipes
+from lgla_jax.data import readers
 
 EXACT = ("posterize", "solarize", "invert")
 COLOUR = ("color", "contrast", "sharpness", "brightness", "autocontrast", "equalize")
@@ -28,8 +31,8 @@ DRAWS = 100_000
 def images():
   """24 Fashion-MNIST images (as the protocol feeds them) and 24 smooth colour images."""
   rng = np.random.default_rng(0)
-  if datasets.has_fashion_mnist(datasets.FASHION_MNIST_DEBIAN_DIR):
-    grey = datasets.load_fashion_mnist(None)[0].images[:24]
+  if readers.has_fashion_mnist(readers.FASHION_MNIST_DEBIAN_DIR):
+    grey = readers.load_fashion_mnist(None)[0].images[:24]
   else:  # generated stand-ins: blobs on black, as Fashion-MNIST looks
     yy, xx = np.mgrid[:32, :32]
     blobs = [(255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))).astype(np.uint8)
@@ -42,14 +45,14 @@ def images():
 
 @functools.lru_cache(maxsize=None)
 def _device_op(op):
-  return jax.jit(jax.vmap(lambda x, p: augment_device.apply_op(x, op, p), in_axes=(0, None)))
+  return jax.jit(jax.vmap(lambda x, p: cifar_device.apply_op(x, op, p), in_axes=(0, None)))
 
 
 def _both(images, op, index, sign):
-  p = np.float32(augment_device._parameter(op, index, sign))
+  p = np.float32(cifar_device._parameter(op, index, sign))
   device = np.asarray(_device_op(op)(images, p)).astype(int)
-  mag = augment._magnitude(op, index)
-  host = np.stack([np.asarray(augment._apply(Image.fromarray(x), op, mag, sign).convert("RGB"))
+  mag = cifar_host._magnitude(op, index)
+  host = np.stack([np.asarray(cifar_host._apply(Image.fromarray(x), op, mag, sign).convert("RGB"))
                    for x in images]).astype(int)
   return device, host
 
@@ -73,7 +76,7 @@ def test_colour_ops_within_one_grey_level_of_pil(images, op):
 
 @pytest.mark.parametrize("op", GEOMETRIC)
 def test_geometric_ops_within_three_grey_levels_of_pil_with_the_same_fill(images, op):
-  fill = np.array(augment.AUTOAUGMENT_FILL)
+  fill = np.array(cifar_host.AUTOAUGMENT_FILL)
   for index, sign in GRID:
     device, host = _both(images, op, index, sign)
     interior = np.abs(device - host)[:, 2:-2, 2:-2]
@@ -84,7 +87,7 @@ def test_geometric_ops_within_three_grey_levels_of_pil_with_the_same_fill(images
 
 def test_random_rotation_matches_torchvision_semantics(images):
   """RIDE's RandomRotation: PIL rotate, nearest, black corners, for a grid of angles."""
-  rotate = jax.jit(jax.vmap(lambda x, a: augment_device.rotate(x, a, 0), in_axes=(0, None)))
+  rotate = jax.jit(jax.vmap(lambda x, a: cifar_device.rotate(x, a, 0), in_axes=(0, None)))
   for angle in np.linspace(-15, 15, 13):
     device = np.asarray(rotate(images, np.float32(angle))).astype(int)
     host = np.stack([np.asarray(Image.fromarray(x).rotate(float(angle), Image.NEAREST, fillcolor=0))
@@ -112,20 +115,20 @@ class _Replay:
 
 
 def test_crop_flip_cutout_equal_the_host_ops_for_their_draws(images):
-  keys = augment_device.image_keys(3, 7, jnp.arange(len(images)))
+  keys = recipes.image_keys(3, 7, jnp.arange(len(images)))
   n, h = len(images), images.shape[1]
-  crop = jax.vmap(lambda x, k: augment_device.random_crop(x, k, 4))(images, keys)
-  flip = jax.vmap(augment_device.random_flip)(images, keys)
-  cut = jax.vmap(lambda x, k: augment_device.cutout(x, k, 16))(images, keys)
+  crop = jax.vmap(lambda x, k: cifar_device.random_crop(x, k, 4))(images, keys)
+  flip = jax.vmap(cifar_device.random_flip)(images, keys)
+  cut = jax.vmap(lambda x, k: cifar_device.cutout(x, k, 16))(images, keys)
   # The device ops' draws, per image, from their keys
   dy, dx = np.asarray(jax.vmap(lambda k: jax.random.randint(k, (2,), 0, 9))(keys)).T
   mirror = np.asarray(jax.vmap(jax.random.bernoulli)(keys))
   cy, cx = (np.asarray(jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, i), (), 0, h))(keys))
             for i in (0, 1))
   assert 0 < mirror.mean() < 1 and len(set(dy)) > 3 and len(set(cy)) > 3  # varied draws
-  np.testing.assert_array_equal(crop, augment.random_crop(images, _Replay((0, 9, dy), (0, 9, dx)), 4))
-  np.testing.assert_array_equal(flip, augment.random_flip(images, _Replay(np.where(mirror, 0.25, 0.75))))
-  np.testing.assert_array_equal(cut, augment.cutout(images, _Replay((0, h, cy), (0, h, cx)), 16))
+  np.testing.assert_array_equal(crop, cifar_host.random_crop(images, _Replay((0, 9, dy), (0, 9, dx)), 4))
+  np.testing.assert_array_equal(flip, cifar_host.random_flip(images, _Replay(np.where(mirror, 0.25, 0.75))))
+  np.testing.assert_array_equal(cut, cifar_host.cutout(images, _Replay((0, h, cy), (0, h, cx)), 16))
   assert n == len(dy) == len(cy)
 
 
@@ -139,9 +142,9 @@ def _same_distribution(host_values, device_values):
 
 def test_autoaugment_draws_equal_the_host_path_in_distribution():
   keys = jax.random.split(jax.random.key(0), DRAWS)
-  choice, applied, sign_index = jax.vmap(augment_device.sample_autoaugment)(keys)
-  host_choice, coins, host_signs = augment.sample_autoaugment(np.random.default_rng(0), DRAWS)
-  probs = np.array([[p for p, _, _ in sub] for sub in augment.CIFAR10_POLICY])
+  choice, applied, sign_index = jax.vmap(cifar_device.sample_autoaugment)(keys)
+  host_choice, coins, host_signs = cifar_host.sample_autoaugment(np.random.default_rng(0), DRAWS)
+  probs = np.array([[p for p, _, _ in sub] for sub in cifar_host.CIFAR10_POLICY])
   host_applied = coins < probs[host_choice]
   # The whole outcome: sub-policy, which steps run, and their signs.
   code = lambda c, a, s: ((c * 2 + a[:, 0]) * 2 + a[:, 1]) * 4 + s[:, 0] * 2 + s[:, 1]
@@ -154,7 +157,7 @@ def test_autoaugment_draws_equal_the_host_path_in_distribution():
 
 def test_crop_flip_cutout_rotation_draws_equal_the_host_path_in_distribution():
   n, rng = 20_000, np.random.default_rng(1)
-  keys = augment_device.image_keys(0, 0, jnp.arange(n))
+  keys = recipes.image_keys(0, 0, jnp.arange(n))
   image = np.zeros((32, 32, 3), np.uint8)
   image[0, 0] = 255  # the marker pixel's position reveals the crop offset and the flip
   marked = np.broadcast_to(image, (n, 32, 32, 3))
@@ -163,16 +166,16 @@ def test_crop_flip_cutout_rotation_draws_equal_the_host_path_in_distribution():
     flat = np.asarray(batch)[..., 0].reshape(len(batch), -1).argmax(1)
     return np.where(np.asarray(batch)[..., 0].max((1, 2)) > 0, flat, -1)
 
-  crops = jax.jit(jax.vmap(lambda x, k: augment_device.random_crop(x, k, 4)))(marked, keys)
-  assert _same_distribution(marker_position(augment.random_crop(marked, rng, 4)),
+  crops = jax.jit(jax.vmap(lambda x, k: cifar_device.random_crop(x, k, 4)))(marked, keys)
+  assert _same_distribution(marker_position(cifar_host.random_crop(marked, rng, 4)),
                             marker_position(crops)) > 1e-3
-  flips = jax.jit(jax.vmap(augment_device.random_flip))(marked, keys)
-  assert _same_distribution(marker_position(augment.random_flip(marked, rng)),
+  flips = jax.jit(jax.vmap(cifar_device.random_flip))(marked, keys)
+  assert _same_distribution(marker_position(cifar_host.random_flip(marked, rng)),
                             marker_position(flips)) > 1e-3
   white = np.full((n, 32, 32, 3), 255, np.uint8)
   holes = lambda b: (np.asarray(b)[..., 0] == 0).sum((1, 2))  # hole area: position near borders
-  cut = jax.jit(jax.vmap(lambda x, k: augment_device.cutout(x, k, 16)))(white, keys)
-  assert _same_distribution(holes(augment.cutout(white, rng, 16)), holes(cut)) > 1e-3
+  cut = jax.jit(jax.vmap(lambda x, k: cifar_device.cutout(x, k, 16)))(white, keys)
+  assert _same_distribution(holes(cifar_host.cutout(white, rng, 16)), holes(cut)) > 1e-3
   angles = np.asarray(jax.vmap(lambda k: jax.random.uniform(k, (), minval=-15, maxval=15))(keys))
   assert stats.ks_2samp(angles, rng.uniform(-15, 15, n)).pvalue > 1e-3
 
@@ -180,7 +183,7 @@ def test_crop_flip_cutout_rotation_draws_equal_the_host_path_in_distribution():
 def assert_same_on_one_and_eight_devices(batch, augment_config):
   """``train_augment`` of ``batch`` sharded over 1 and over 8 devices: identical images,
   and different from the input."""
-  from lgla_jax import sharding
+  from lgla_jax.train import sharding
 
   def run(mesh):
     data = sharding.batch_sharding(mesh)
@@ -188,7 +191,7 @@ def assert_same_on_one_and_eight_devices(batch, augment_config):
     @jax.jit
     def f(x):
       positions = jax.lax.with_sharding_constraint(jnp.arange(len(batch)), data)
-      return augment_device.train_augment(x, augment_device.image_keys(5, 11, positions),
+      return cifar_device.train_augment(x, recipes.image_keys(5, 11, positions),
                                           augment_config)
 
     return np.asarray(f(jax.device_put(batch, data)))
@@ -200,8 +203,8 @@ def assert_same_on_one_and_eight_devices(batch, augment_config):
 
 def test_augmentation_does_not_depend_on_the_device_count(images):
   """Keys come from (seed, step, global position): 8 devices augment as 1 does."""
-  from lgla_jax import configlib
-  assert_same_on_one_and_eight_devices(images, configlib.base_config().augment)  # crop, flip, AA, Cutout
+  from lgla_jax import config as config_lib
+  assert_same_on_one_and_eight_devices(images, config_lib.base_config().augment)  # crop, flip, AA, Cutout
 
 
 @pytest.mark.slow
@@ -212,9 +215,10 @@ def test_host_and_device_autoaugment_train_to_the_same_accuracy(tmp_path):
   augmentation; the two mean top-1 accuracies must agree within twice their standard
   error (seed noise) plus half a point. Minutes on 2 CPU cores (the README gives the
   measured time of the slow tier); on a GPU run the full protocol instead (tools/device_benchmark.sh)."""
-  if not datasets.has_fashion_mnist(datasets.FASHION_MNIST_DEBIAN_DIR):
+  if not readers.has_fashion_mnist(readers.FASHION_MNIST_DEBIAN_DIR):
     pytest.fail("needs the Debian package dataset-fashion-mnist")
-  from lgla_jax import sharding, train
+  from lgla_jax import train
+  from lgla_jax.train import sharding
   from test_train import _config
   mesh = sharding.make_mesh(jax.devices()[:1])
   top1 = {}

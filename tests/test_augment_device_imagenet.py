@@ -1,4 +1,4 @@
-"""The ImageNet-size recipes in the step (augment_device_imagenet) against the PIL host path.
+"""The ImageNet-size recipes in the step (augment.imagenet_device) against the PIL host path.
 
 Every RandAugment op over a grid of levels, both signs and both resamplers; ColorJitter's
 enhancements, the Places greyscale and Gaussian blur: identical for the exact ops, mean
@@ -15,7 +15,10 @@ import pytest
 from PIL import Image, ImageFilter
 from scipy import stats
 
-from lgla_jax import augment_device, augment_device_imagenet as dev, augment_imagenet, datasets
+from lgla_jax.augment import cifar_device
+from lgla_jax.augment import imagenet_device as dev
+from lgla_jax.augment import imagenet_host
+from lgla_jax.data import readers
 
 EXACT = ("Invert", "Posterize", "Solarize", "SolarizeAdd")
 COLOUR = ("AutoContrast", "Equalize", "Color", "Contrast", "Brightness", "Sharpness")
@@ -40,8 +43,8 @@ def images():
   rng = np.random.default_rng(0)
   small = rng.integers(0, 256, (8, 7, 9, 3), dtype=np.uint8)
   colour = np.stack([np.asarray(Image.fromarray(s).resize((40, 36), Image.BILINEAR)) for s in small])
-  if datasets.has_fashion_mnist(datasets.FASHION_MNIST_DEBIAN_DIR):
-    grey = datasets.load_fashion_mnist(None)[0].images[:8]
+  if readers.has_fashion_mnist(readers.FASHION_MNIST_DEBIAN_DIR):
+    grey = readers.load_fashion_mnist(None)[0].images[:8]
     grey = np.stack([np.asarray(Image.fromarray(g).resize((40, 36), Image.BILINEAR)) for g in grey])
     return np.concatenate([grey, colour])
   return colour
@@ -57,8 +60,8 @@ def _both(images, op, level, sign, bicubic):
                                    np.float32(sign), bicubic)).astype(int)
   # The host draws the sign first (< 0.5: negative), then the resampler (< 0.5: bilinear).
   coins = (0.25 if sign < 0 else 0.75, 0.75 if bicubic else 0.25)
-  host = np.stack([np.asarray(augment_imagenet._rand_op(
-      Image.fromarray(x), op, level, FixedCoins(*coins), augment_imagenet.RANDAUGMENT_FILL))
+  host = np.stack([np.asarray(imagenet_host._rand_op(
+      Image.fromarray(x), op, level, FixedCoins(*coins), imagenet_host.RANDAUGMENT_FILL))
       for x in images]).astype(int)
   return device, host
 
@@ -82,7 +85,7 @@ def test_colour_rand_ops_within_one_grey_level_of_pil(images, op):
 
 @pytest.mark.parametrize("op", dev.GEOMETRIC)
 def test_geometric_rand_ops_within_three_grey_levels_with_the_same_fill(images, op):
-  fill = np.array(augment_imagenet.RANDAUGMENT_FILL)
+  fill = np.array(imagenet_host.RANDAUGMENT_FILL)
   for bicubic in (False, True):
     for level, sign in GRID:
       device, host = _both(images, op, level, sign, bicubic)
@@ -116,7 +119,7 @@ def test_color_jitter_equals_pil_for_its_draws(images):
       def uniform(self, lo, hi):
         return self.queue.pop(0)
 
-    host = np.stack([np.asarray(augment_imagenet.color_jitter(Image.fromarray(x), Draws()))
+    host = np.stack([np.asarray(imagenet_host.color_jitter(Image.fromarray(x), Draws()))
                      for x in images]).astype(int)
     assert np.abs(device - host).mean() <= 1.0, (order, factors)
 
@@ -130,7 +133,7 @@ def test_gaussian_blur_is_pils_box_cascade_exactly(images, radius):
 
 
 def test_places_greyscale_is_pils(images):
-  device = np.asarray(jax.vmap(augment_device.greyscale)(images))
+  device = np.asarray(jax.vmap(cifar_device.greyscale)(images))
   host = np.stack([np.asarray(Image.fromarray(x).convert("L")) for x in images])
   np.testing.assert_array_equal(device, host)
 
@@ -146,15 +149,15 @@ def test_randaugment_draws_equal_the_host_path_in_distribution(monkeypatch):
   """Which op, whether it runs and its level, as the host's ``rand_augment`` draws them
   (its op call is recorded instead of run)."""
   seen = []
-  monkeypatch.setattr(augment_imagenet, "_rand_op",
+  monkeypatch.setattr(imagenet_host, "_rand_op",
                       lambda img, name, level, rng, fill: seen.append((name, level)) or img)
   rng, n = np.random.default_rng(0), DRAWS // 2
   host_ops, host_levels = [], []
   for _ in range(n):
     seen.clear()
-    augment_imagenet.rand_augment(None, rng)
+    imagenet_host.rand_augment(None, rng)
     # The host records only applied ops; code a skipped slot as op -1.
-    host_ops.append(sorted(augment_imagenet.RAND_OPS.index(name) for name, _ in seen) + [-1] * (2 - len(seen)))
+    host_ops.append(sorted(imagenet_host.RAND_OPS.index(name) for name, _ in seen) + [-1] * (2 - len(seen)))
     host_levels += [level for _, level in seen]
   ops, applied, levels, signs, bicubic = jax.vmap(dev.sample_randaugment)(jax.random.split(jax.random.key(1), n))
   ops, applied, levels = np.asarray(ops), np.asarray(applied), np.asarray(levels)
@@ -186,11 +189,11 @@ def test_places_coins_and_radius_follow_the_recipe():
   assert stats.ks_2samp(radius, np.random.default_rng(0).uniform(0.1, 2.0, DRAWS)).pvalue > 1e-3
 
 
-@pytest.mark.parametrize("recipe", augment_imagenet.RECIPES)
+@pytest.mark.parametrize("recipe", imagenet_host.RECIPES)
 def test_recipes_do_not_depend_on_the_device_count(images, recipe):
-  from lgla_jax import configlib
+  from lgla_jax import config as config_lib
   from test_augment_device import assert_same_on_one_and_eight_devices
-  a = configlib.base_config().augment
+  a = config_lib.base_config().augment
   a.recipe = recipe  # (the train_augment of the step: dispatches to this module)
   assert_same_on_one_and_eight_devices(images[-8:], a)  # colour images
 
@@ -198,7 +201,7 @@ def test_recipes_do_not_depend_on_the_device_count(images, recipe):
 def test_host_crop_stage_is_the_recipes_first_step():
   """With the rest on the device, the host hands over exactly the recipe's crop."""
   img = Image.fromarray(np.random.RandomState(1).randint(0, 256, (90, 60, 3), dtype=np.uint8))
-  for recipe in augment_imagenet.RECIPES:
-    crop = augment_imagenet.train_image(img, np.random.default_rng(3), recipe, 32, crop_only=True)
-    expected = augment_imagenet.random_resized_crop(img, np.random.default_rng(3), 32)
+  for recipe in imagenet_host.RECIPES:
+    crop = imagenet_host.train_image(img, np.random.default_rng(3), recipe, 32, crop_only=True)
+    expected = imagenet_host.random_resized_crop(img, np.random.default_rng(3), 32)
     np.testing.assert_array_equal(crop, np.asarray(expected))

@@ -5,8 +5,11 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from lgla_jax import configlib
-from lgla_jax import overrides as overrides_lib
+from lgla_jax import config as config_lib
+from lgla_jax import errors
+from lgla_jax.config import validate as validate_lib
+from lgla_jax.models import pretrained
+from lgla_jax.config import overrides as overrides_lib
 
 CONFIGS = sorted(pathlib.Path(__file__).parents[1].glob("configs/*.py"))
 
@@ -23,11 +26,11 @@ def _parse(argv):
 @pytest.mark.parametrize("arg", ["", "quick"])
 def test_every_config_is_valid(path, arg):
   config = _parse([f"--config={path}" + (f":{arg}" if arg else "")])
-  if config.model.pretrained == configlib.PRETRAINED_REQUIRED:  # Places-LT: weights first
-    with pytest.raises(configlib.ConfigError, match="model.pretrained"):
-      configlib.validate(config, num_devices=1)
+  if config.model.pretrained == pretrained.PRETRAINED_REQUIRED:  # Places-LT: weights first
+    with pytest.raises(errors.ConfigError, match="model.pretrained"):
+      validate_lib.validate(config, num_devices=1)
     config.model.pretrained = "/data/resnet152.pth"
-  configlib.validate(config, num_devices=1)
+  validate_lib.validate(config, num_devices=1)
   text = path.read_text()
   assert "python -m lgla_jax.main --config=configs/" in text  # the run command in the docstring
 
@@ -70,11 +73,11 @@ def test_command_line_overrides_and_unknown_keys():
     ("dtype", "float16", "dtype"),
 ])
 def test_inconsistent_values_are_rejected(field, value, message):
-  c = configlib.base_config()
+  c = config_lib.base_config()
   section, _, key = field.rpartition(".")
   (c[section] if section else c)[key] = value
   with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-    configlib.validate(c, num_devices=8)
+    validate_lib.validate(c, num_devices=8)
 
 
 @pytest.mark.parametrize("config_args,overrides,refused", [
@@ -98,14 +101,14 @@ def test_inconsistent_values_are_rejected(field, value, message):
 ])
 def test_command_line_overrides_the_method_does_not_read_are_refused(config_args, overrides,
                                                                         refused):
-  c = configlib.base_config()
+  c = config_lib.base_config()
   for field, value in [a.split("=") for a in config_args] + list(overrides.items()):
     section, _, key = field.rpartition(".")
     c[section][key] = value
   if refused is None:
     overrides_lib.check(c, overrides)
     return
-  with pytest.raises(configlib.ConfigError, match=rf"config\.{refused}: .*does not read it"):
+  with pytest.raises(errors.ConfigError, match=rf"config\.{refused}: .*does not read it"):
     overrides_lib.check(c, overrides)
 
 
@@ -132,33 +135,39 @@ def test_a_notebook_loads_the_config_the_command_line_would_give(spec, values):
 ])
 def test_a_notebook_override_is_refused_as_on_the_command_line(values, message):
   root = pathlib.Path(__file__).parents[1]
-  with pytest.raises(configlib.ConfigError, match=message):
+  with pytest.raises(errors.ConfigError, match=message):
     overrides_lib.load(str(root / "configs/demo.py"), values)
-  with pytest.raises(configlib.ConfigError, match="not found"):
+  with pytest.raises(errors.ConfigError, match="not found"):
     overrides_lib.load(str(root / "configs/nope.py"))
 
 
 def test_every_name_has_its_fields_listed():
   """The tables ``overrides.check`` reads cover every loss, schedule, model, recipe and data
   source, and list only fields that exist."""
-  from lgla_jax import datasets, input_pipeline, losses, models, optim
-  c = configlib.base_config()
+  from lgla_jax import losses
+  from lgla_jax import models
+  from lgla_jax import optim
+  from lgla_jax.augment import recipes
+  from lgla_jax.data import catalog
+  from lgla_jax.data import sources
+  c = config_lib.base_config()
   tables = {"loss": {n: s.fields for n, s in losses.REGISTRY.items()},
             "optim": optim.SCHEDULE_FIELDS,
             "model": {n: s.fields for n, s in models.REGISTRY.items()},
-            "augment": input_pipeline.RECIPE_FIELDS, "dataset": datasets.SOURCE_FIELDS}
-  assert set(tables["dataset"]) == set(datasets.SOURCES)
-  assert set(tables["augment"]) == set(input_pipeline.RECIPES)
+            "augment": {n: r.fields for n, r in recipes.RECIPES.items()},
+            "dataset": sources.SOURCE_FIELDS}
+  assert set(tables["dataset"]) == {s for info in catalog.DATASETS.values() for s in info.sources}
+  assert {info.recipe for info in catalog.DATASETS.values()} <= set(tables["augment"])
   for section, table in tables.items():
     for name, fields in table.items():
       assert all(f in c[section] for f in fields), (section, name, fields)
 
 
 def test_unknown_key_added_in_code_is_rejected():
-  c = configlib.base_config()
+  c = config_lib.base_config()
   c.optim.lr_decay = 0.5
   with pytest.raises(ValueError, match="optim.lr_decay"):
-    configlib.validate(c)
+    validate_lib.validate(c)
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -171,25 +180,26 @@ def test_unknown_key_added_in_code_is_rejected():
     ({"augment.rotate": -5.0}, "augment.rotate"),
 ])
 def test_method_fields_are_checked_by_the_modules_that_own_them(overrides, message):
-  c = configlib.base_config()
+  c = config_lib.base_config()
   for field, value in overrides.items():
     section, _, key = field.rpartition(".")
     c[section][key] = value
-  with pytest.raises(configlib.ConfigError, match=message.replace(".", r"\.")):
-    configlib.validate(c, num_devices=1)
+  with pytest.raises(errors.ConfigError, match=message.replace(".", r"\.")):
+    validate_lib.validate(c, num_devices=1)
 
 
 def test_names_come_from_the_registries():
   """A loss or model registered in its module is a valid config name at once."""
-  from lgla_jax import losses, models
-  c = configlib.base_config()
+  from lgla_jax import losses
+  from lgla_jax import models
+  c = config_lib.base_config()
   c.loss.name, c.model.name = "my_loss", "my_model"
-  with pytest.raises(configlib.ConfigError, match="model.name"):
-    configlib.validate(c, num_devices=1)
+  with pytest.raises(errors.ConfigError, match="model.name"):
+    validate_lib.validate(c, num_devices=1)
   models.register("my_model", models.resnet_cifar.build)
   losses.register("my_loss")(lambda *a: None)
   try:
-    configlib.validate(c, num_devices=1)
+    validate_lib.validate(c, num_devices=1)
   finally:
     del models.REGISTRY["my_model"], losses.REGISTRY["my_loss"]
 
@@ -221,14 +231,14 @@ def test_fashion_mnist_baseline_variants(loss):
   path = CONFIGS[0].parent / "fmnist_lt_ir100.py"
   base = _parse([f"--config={path}"])
   c = _parse([f"--config={path}:{loss}"])
-  configlib.validate(c, num_devices=1)
+  validate_lib.validate(c, num_devices=1)
   assert c.loss.name == loss
   differ = {k for k in c.to_dict() if c.to_dict()[k] != base.to_dict()[k]}
   assert differ <= {"loss"}
   if loss in ("ldam", "ride"):
     assert c.loss.reweight_epoch == c.optim.milestones[0] == 9
     quick = _parse([f"--config={path}:quick,{loss}"])
-    configlib.validate(quick, num_devices=1)
+    validate_lib.validate(quick, num_devices=1)
     assert quick.loss.reweight_epoch == 1 and quick.num_epochs == 2
   with pytest.raises(flags.Error, match="unknown config argument"):
     _parse([f"--config={path}:nope"])
@@ -238,13 +248,14 @@ def test_fashion_mnist_autoaugment_variant_changes_only_the_augmentation():
   path = CONFIGS[0].parent / "fmnist_lt_ir100.py"
   base = _parse([f"--config={path}"]).to_dict()
   c = _parse([f"--config={path}:autoaugment"])
-  configlib.validate(c, num_devices=1)
+  validate_lib.validate(c, num_devices=1)
   assert (c.augment.autoaugment, c.augment.cutout) == (True, 16)
   assert {k for k in base if c.to_dict()[k] != base[k]} == {"augment"}
 
 
 def test_fields_added_since_a_checkpoint_count_as_changed_only_off_their_default():
-  from lgla_jax import resume, workdir
+  from lgla_jax.train import resume
+  from lgla_jax.train import workdir
   current = resume.config_json(_parse([f"--config={CONFIGS[0].parent / 'fmnist_lt_ir100.py'}"]))
   old = {k: v for k, v in current.items() if k != "replicas"}  # a checkpoint older than replicas
   assert workdir.config_changes(old, current) == []

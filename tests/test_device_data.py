@@ -9,8 +9,17 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import configlib, datasets, device_data, evaluation, feed, input_pipeline, sharding, split_files, train
-from lgla_jax import steps as steps_lib
+from lgla_jax import errors
+from lgla_jax import train
+from lgla_jax.config import validate as validate_lib
+from lgla_jax.data import on_device
+from lgla_jax.data import pipeline
+from lgla_jax.data import split_files
+from lgla_jax.data import splits as data_splits
+from lgla_jax.train import evaluation
+from lgla_jax.train import feed
+from lgla_jax.train import sharding
+from lgla_jax.train import steps as steps_lib
 from test_input_pipeline import _data
 from test_train import FakeGpuMesh, _config
 
@@ -18,8 +27,8 @@ from test_train import FakeGpuMesh, _config
 def _splits(n=103):
   images, labels = _data(n)
   counts = np.bincount(labels, minlength=7)
-  return datasets.DataSplits(datasets.ArrayData(images, labels),
-                             datasets.ArrayData(images[:37], labels[:37]), counts, 7)
+  return data_splits.DataSplits(data_splits.ArrayData(images, labels),
+                             data_splits.ArrayData(images[:37], labels[:37]), counts, 7)
 
 
 @pytest.mark.parametrize("devices", [1, 8])
@@ -27,17 +36,17 @@ def test_device_batches_equal_the_host_pipelines(devices):
   """Same images, same order, same mask, for every step of 2 epochs and after a resume."""
   splits = _splits()
   mesh = sharding.make_mesh(jax.devices()[:devices])
-  arrays = device_data.put(splits, mesh)
+  arrays = on_device.put(splits, mesh)
   gather = jax.jit(lambda a, b: (a["train_images"][b["index"]], a["train_labels"][b["index"]]))
-  spe = input_pipeline.steps_per_epoch(103, 8)
+  spe = pipeline.steps_per_epoch(103, 8)
   for start in (0, 13):
-    host = input_pipeline.train_iterator(splits.train.images, splits.train.labels, seed=3,
+    host = pipeline.train_iterator(splits.train.images, splits.train.labels, seed=3,
                                          global_batch=8, num_epochs=2, start_step=start)
-    device = device_data.train_index_batches(103, seed=3, global_batch=8, steps_per_epoch=spe,
+    device = on_device.train_index_batches(103, seed=3, global_batch=8, steps_per_epoch=spe,
                                              start_step=start, total_steps=2 * spe)
     count = 0
     for h, d in zip(host, device, strict=True):
-      batch = input_pipeline.to_global(d, sharding.batch_sharding(mesh))
+      batch = pipeline.to_global(d, sharding.batch_sharding(mesh))
       images, labels = jax.device_get(gather(arrays, batch))
       np.testing.assert_array_equal(images, h["image"])
       np.testing.assert_array_equal(labels, h["label"])
@@ -48,23 +57,23 @@ def test_device_batches_equal_the_host_pipelines(devices):
 
 def test_eval_index_batches_cover_the_test_set_once():
   seen = []
-  for b in device_data.eval_index_batches(103, 20):
+  for b in on_device.eval_index_batches(103, 20):
     seen.extend(b["index"][b["mask"]].tolist())
   assert seen == list(range(103))
 
 
 def test_chunks_never_cross_an_epoch_and_fill_with_inactive_steps():
   images, labels = _data()
-  spe = input_pipeline.steps_per_epoch(103, 10)  # 11
-  batches = list(input_pipeline.train_iterator(images, labels, seed=1, global_batch=10,
+  spe = pipeline.steps_per_epoch(103, 10)  # 11
+  batches = list(pipeline.train_iterator(images, labels, seed=1, global_batch=10,
                                                num_epochs=2))
-  chunks = list(input_pipeline.chunks(iter(batches), 4, spe, 0))
+  chunks = list(pipeline.chunks(iter(batches), 4, spe, 0))
   assert [n for n, _ in chunks] == [4, 4, 3, 4, 4, 3]
   steps = [c["image"][i] for n, c in chunks for i in range(n)]
   assert all(np.array_equal(a, b["image"]) for a, b in zip(steps, batches, strict=True))
   assert chunks[2][1]["active"].tolist() == [True, True, True, False]
   assert chunks[2][1]["mask"][2].sum() == 3  # the epoch's padded last batch keeps its mask
-  resumed = list(input_pipeline.chunks(iter(batches[5:]), 4, spe, 5))
+  resumed = list(pipeline.chunks(iter(batches[5:]), 4, spe, 5))
   assert [n for n, _ in resumed] == [4, 2, 4, 4, 3]
 
 
@@ -210,23 +219,23 @@ def test_automatic_choices_are_made_once_and_recorded():
   splits = _splits()
   mesh = sharding.make_mesh(jax.devices()[:1])
   c = train.resolve_placement(_config("demo"), splits, mesh)
-  assert (c.dataset.on_device, c.augment.on_device, c.steps_per_dispatch) == (True, True, 1)
+  assert (c.data_on_device, c.augment_on_device, c.steps_per_dispatch) == (True, True, 1)
   c = train.resolve_placement(_config("demo", **{"augment.on_device": False}), splits, mesh)
-  assert (c.dataset.on_device, c.augment.on_device) == (False, False)  # host augmentation, host data
+  assert (c.data_on_device, c.augment_on_device) == (False, False)  # host augmentation, host data
   replica_run = lambda shards: _config("demo", **{"replicas.seeds": (0, 1), "replicas.shards": shards})
-  assert train.resolve_placement(replica_run(1), splits, mesh).replicas.mode == "unrolled"
-  assert train.resolve_placement(replica_run(2), splits, mesh).replicas.mode == "vmap"
+  assert train.resolve_placement(replica_run(1), splits, mesh).replica_mode == "unrolled"
+  assert train.resolve_placement(replica_run(2), splits, mesh).replica_mode == "vmap"
 
   c = train.resolve_placement(replica_run(1), splits, FakeGpuMesh())  # the accelerators' choices
-  assert (c.dataset.on_device, c.augment.on_device, c.steps_per_dispatch, c.replicas.mode) == (
+  assert (c.data_on_device, c.augment_on_device, c.steps_per_dispatch, c.replica_mode) == (
       True, True, 8, "vmap")
   c = train.resolve_placement(_config("imagenet_lt_resnet50"), splits, mesh)  # in-memory arrays
-  assert (c.dataset.on_device, c.augment.on_device) == (False, False)  # its recipe runs on the host
-  files = splits._replace(train=datasets.ArrayData(split_files.FileImages(["a.jpg"] * 103),
+  assert (c.data_on_device, c.augment_on_device) == (False, False)  # its recipe runs on the host
+  files = splits._replace(train=data_splits.ArrayData(split_files.FileImages(["a.jpg"] * 103),
                                                    splits.train.labels))
   c = train.resolve_placement(_config("demo"), files, mesh)
-  assert (c.dataset.on_device, c.augment.on_device) == (False, False)
-  with pytest.raises(configlib.ConfigError, match="dataset.on_device"):
+  assert (c.data_on_device, c.augment_on_device) == (False, False)
+  with pytest.raises(errors.ConfigError, match="dataset.on_device"):
     train.resolve_placement(_config("demo", **{"dataset.on_device": True}), files, mesh)
 
 
@@ -239,8 +248,8 @@ def test_inconsistent_placements_are_refused(fields, message):
   for key, value in fields.items():
     section, _, field = key.rpartition(".")
     (c[section] if section else c)[field] = value
-  with pytest.raises(configlib.ConfigError, match=message):
-    configlib.validate(c)
+  with pytest.raises(errors.ConfigError, match=message):
+    validate_lib.validate(c)
 
 
 def test_a_batch_of_the_other_placement_is_refused_with_a_hint():
@@ -249,7 +258,7 @@ def test_a_batch_of_the_other_placement_is_refused_with_a_hint():
   images = {"image": np.zeros((32, 16, 16, 3), np.uint8), "label": np.zeros(32, np.int64),
             "mask": np.ones(32, bool)}
   with pytest.raises(ValueError, match="train_batches"):
-    run.steps.train(run.state, input_pipeline.to_global(images, sharding.batch_sharding(mesh)))
+    run.steps.train(run.state, pipeline.to_global(images, sharding.batch_sharding(mesh)))
 
 
 @pytest.mark.integration
@@ -281,10 +290,10 @@ def test_a_rerun_takes_its_compiled_steps_from_the_workdirs_cache(tmp_path, monk
   # A configured folder wins over JAX's variable; "" keeps no cache at all (the choice
   # made at the start of every run; that a chosen folder fills is shown above).
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared"))
-  train._set_compilation_cache(_config("demo", compilation_cache_dir=str(tmp_path / "mine")),
+  train.set_compilation_cache(_config("demo", compilation_cache_dir=str(tmp_path / "mine")),
                                str(tmp_path / "configured"))
   assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
-  train._set_compilation_cache(_config("demo", compilation_cache_dir=""), str(tmp_path / "none"))
+  train.set_compilation_cache(_config("demo", compilation_cache_dir=""), str(tmp_path / "none"))
   assert jax.config.jax_compilation_cache_dir is None
-  train._set_compilation_cache(_config("demo"), str(tmp_path / "none"))
+  train.set_compilation_cache(_config("demo"), str(tmp_path / "none"))
   assert jax.config.jax_compilation_cache_dir == str(tmp_path / "shared")

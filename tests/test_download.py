@@ -12,7 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from lgla_jax import datasets, download, train
+from lgla_jax import train
+from lgla_jax.data import download
+from lgla_jax.data import sources
 from test_datasets import make_cifar10_folder
 from test_train import _config
 
@@ -97,7 +99,7 @@ def test_fresh_download_trains_the_quick_config_and_is_reused_offline(server, tm
   assert "downloaded cifar-10-python.tar.gz" in err and "MD5 checked" in err
   # A second run needs no network: the table now points at a closed port.
   download.FILES["cifar10"][0] = download.Remote(remote.filename, "http://127.0.0.1:9/x", remote.md5)
-  splits = datasets.load(config.dataset)
+  splits = sources.load(config.dataset)
   assert len(splits.test.labels) == 30 and len(server.handler.requests) == 1
 
 
@@ -166,6 +168,6 @@ def test_fashion_mnist_idx_files_download_and_load(server, tmp_path):
     server("fashion_mnist", i, _idx(arrays[remote.filename]))
   c = _config("fmnist_lt_ir100", **{"dataset.data_dir": str(tmp_path / "fm"),
                                       "dataset.max_per_class": 7, "dataset.imbalance_factor": 0.5})
-  splits = datasets.load(c.dataset)
+  splits = sources.load(c.dataset)
   assert splits.train.images.shape[1:] == (32, 32, 3) and len(splits.test.labels) == 20
   assert len(server.handler.requests) == 4

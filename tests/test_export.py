@@ -7,7 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import checkpoint, convert, datasets, export, resume, sharding, train
+from lgla_jax import export
+from lgla_jax import train
+from lgla_jax.data import splits as data_splits
+from lgla_jax.interop import convert
+from lgla_jax.train import checkpoint
+from lgla_jax.train import resume
+from lgla_jax.train import sharding
 from test_train import ROOT, _config
 
 pytestmark = pytest.mark.integration  # builds full networks, runs the command lines
@@ -16,8 +22,8 @@ pytestmark = pytest.mark.integration  # builds full networks, runs the command l
 def _synthetic_splits(num_classes, n=200, size=32):
   rng = np.random.RandomState(0)
   labels = np.arange(n) % num_classes
-  data = datasets.ArrayData(rng.randint(0, 256, (n, size, size, 3), np.uint8), labels)
-  return datasets.DataSplits(data, data, np.bincount(labels, minlength=num_classes), num_classes)
+  data = data_splits.ArrayData(rng.randint(0, 256, (n, size, size, 3), np.uint8), labels)
+  return data_splits.DataSplits(data, data, np.bincount(labels, minlength=num_classes), num_classes)
 
 
 def _saved_run(tmp_path, name="cifar100_ir100", arg="", **overrides):
@@ -67,7 +73,7 @@ def test_export_errors(tmp_path):
 
 
 def test_export_takes_one_replica_of_a_replica_run(tmp_path):
-  from lgla_jax import state as state_lib
+  from lgla_jax.train import state as state_lib
   _, state = _saved_run(tmp_path, "cifar100_ir100", "quick", **{"replicas.seeds": (3, 4)})
   tensors = export.export(str(tmp_path / "wd"), str(tmp_path / "m.safetensors"), replica=1)
   want = jax.device_get(dict(state_lib.replica(state, 1).variables()))
@@ -83,7 +89,8 @@ def _official_state_dict(golden):
 
 def test_an_official_trainer_checkpoint_is_evaluated(tmp_path, golden):
   import official_checkpoint
-  from lgla_jax import evaluate, torch_file
+  from lgla_jax.interop import torch_file
+  from lgla_jax.train import evaluate_checkpoint
   d, sd = _official_state_dict(golden)
   path = tmp_path / "model_best.pth"
   official_checkpoint.write(path, sd, epoch=200, monitor_best=0.4321)
@@ -94,18 +101,18 @@ def test_an_official_trainer_checkpoint_is_evaluated(tmp_path, golden):
   # the checkpoint is read and evaluated as the official code evaluates it.
   predicted = d["eval.output"].argmax(-1)
   images = d["input_uint8_nhwc"]
-  splits = datasets.DataSplits(datasets.ArrayData(images, predicted),
-                               datasets.ArrayData(images, predicted),
+  splits = data_splits.DataSplits(data_splits.ArrayData(images, predicted),
+                               data_splits.ArrayData(images, predicted),
                                np.bincount(np.arange(100) % 100, minlength=100) * 5, 100)
   config = _config("cifar100_ir100", "", eval_batch_size=16, batch_size=16)
-  report = evaluate.evaluate_official(config, str(path), str(tmp_path), splits=splits)
+  report = evaluate_checkpoint.evaluate_official(config, str(path), str(tmp_path), splits=splits)
   assert report["top1"] == pytest.approx(1.0) and report["num_images"] == 16
   assert report["epoch"] == 200 and report["official_monitor_best"] == pytest.approx(0.4321)
 
 
 def test_an_official_checkpoint_that_does_not_fit_names_the_tensors(tmp_path, golden):
   import official_checkpoint
-  from lgla_jax import evaluate
+  from lgla_jax.train import evaluate_checkpoint
   _, sd = _official_state_dict(golden)
   sd = dict(sd)
   sd["backbone.extra.weight"] = sd.pop("backbone.layer3s.2.conv1.weight")
@@ -116,7 +123,7 @@ def test_an_official_checkpoint_that_does_not_fit_names_the_tensors(tmp_path, go
   with pytest.raises(ValueError, match=r"(?s)missing \(1\): layer3s.2.conv1.weight.*"
                                        r"unexpected \(1\): extra.weight.*other shapes \(1\): "
                                        r"linears.0.weight is \(64, 10\), the model's \(64, 100\)"):
-    evaluate.evaluate_official(config, str(path), str(tmp_path), splits=_synthetic_splits(100))
+    evaluate_checkpoint.evaluate_official(config, str(path), str(tmp_path), splits=_synthetic_splits(100))
 
 
 def test_a_run_starts_from_an_official_checkpoint_or_an_export(tmp_path, golden):

@@ -2,7 +2,10 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import configlib, input_pipeline, sharding
+from lgla_jax import config as config_lib
+from lgla_jax.augment import recipes
+from lgla_jax.data import pipeline
+from lgla_jax.train import sharding
 
 
 def _data(n=103, num_classes=7):
@@ -19,7 +22,7 @@ def _ids(images):
 
 def test_train_batches_cover_each_epoch_once_and_reshuffle():
   images, labels = _data()
-  it = input_pipeline.train_iterator(images, labels, seed=3, global_batch=10, num_epochs=3,
+  it = pipeline.train_iterator(images, labels, seed=3, global_batch=10, num_epochs=3,
                                      drop_last=True)
   batches = list(it)
   assert len(batches) == 3 * (103 // 10)
@@ -35,9 +38,9 @@ def test_incomplete_last_batch_is_kept_padded_and_masked():
   # PyTorch's DataLoader default (drop_last=False), which the official code uses: every
   # image once per epoch, ceil(103 / 10) = 11 steps, the last one with 3 valid images.
   images, labels = _data()
-  batches = list(input_pipeline.train_iterator(images, labels, seed=3, global_batch=10,
+  batches = list(pipeline.train_iterator(images, labels, seed=3, global_batch=10,
                                                num_epochs=2))
-  assert len(batches) == 2 * 11 == 2 * input_pipeline.steps_per_epoch(103, 10)
+  assert len(batches) == 2 * 11 == 2 * pipeline.steps_per_epoch(103, 10)
   for e in range(2):
     epoch = batches[e * 11:(e + 1) * 11]
     assert all(b["mask"].all() for b in epoch[:-1])
@@ -50,8 +53,8 @@ def test_incomplete_last_batch_is_kept_padded_and_masked():
 
 def test_train_position_is_a_function_of_the_step():
   images, labels = _data()
-  full = list(input_pipeline.train_iterator(images, labels, seed=3, global_batch=10, num_epochs=2))
-  resumed = list(input_pipeline.train_iterator(images, labels, seed=3, global_batch=10,
+  full = list(pipeline.train_iterator(images, labels, seed=3, global_batch=10, num_epochs=2))
+  resumed = list(pipeline.train_iterator(images, labels, seed=3, global_batch=10,
                                                num_epochs=2, start_step=13))
   assert len(resumed) == len(full) - 13
   for a, b in zip(full[13:], resumed):
@@ -60,11 +63,11 @@ def test_train_position_is_a_function_of_the_step():
 
 def test_augmented_batches_deterministic_with_worker_processes():
   images, labels = _data()
-  aug = configlib.base_config().augment
+  aug = config_lib.base_config().augment
   aug.autoaugment = True
   kw = dict(seed=5, global_batch=10, num_epochs=1, augment_config=aug)
-  a = list(input_pipeline.train_iterator(images, labels, **kw))
-  b = list(input_pipeline.train_iterator(images, labels, num_workers=2, **kw))
+  a = list(pipeline.train_iterator(images, labels, **kw))
+  b = list(pipeline.train_iterator(images, labels, num_workers=2, **kw))
   assert len(a) == len(b) == 11 and "mask" in a[-1] and "mask" in b[-1]
   for x, y in zip(a, b):
     assert sorted(x) == sorted(y)
@@ -74,9 +77,9 @@ def test_augmented_batches_deterministic_with_worker_processes():
 
 def test_process_shares_make_up_the_global_batch():
   images, labels = _data()
-  spe = input_pipeline.steps_per_epoch(len(labels), 12)
-  whole = input_pipeline.GatherTrainBatch(images, labels, 1, 12, spe)
-  parts = [input_pipeline.GatherTrainBatch(images, labels, 1, 12, spe, p, 3) for p in range(3)]
+  spe = pipeline.steps_per_epoch(len(labels), 12)
+  whole = pipeline.GatherTrainBatch(images, labels, 1, 12, spe)
+  parts = [pipeline.GatherTrainBatch(images, labels, 1, 12, spe, p, 3) for p in range(3)]
   for step in (0, 5, spe - 1, spe + 2):  # spe - 1: the padded last batch (7 valid)
     ref = whole.map(step)
     shares = [p.map(step) for p in parts]
@@ -91,8 +94,8 @@ def test_eval_covers_every_image_exactly_once(devices, batch):
   images, labels = _data(n=101)
   mesh = sharding.make_mesh(jax.devices()[:devices])
   seen = []
-  for b in input_pipeline.prefetch_to_device(
-      input_pipeline.eval_iterator(images, labels, global_batch=batch),
+  for b in pipeline.prefetch_to_device(
+      pipeline.eval_iterator(images, labels, global_batch=batch),
       sharding.batch_sharding(mesh)):
     assert b["image"].shape[0] == batch and len(b["image"].sharding.device_set) == devices
     mask = np.asarray(b["mask"])
@@ -103,19 +106,18 @@ def test_eval_covers_every_image_exactly_once(devices, batch):
 def test_batch_larger_than_data_is_an_error():
   images, labels = _data(n=5)
   with pytest.raises(ValueError, match="batch_size"):
-    input_pipeline.train_iterator(images, labels, seed=0, global_batch=8, num_epochs=1)
+    pipeline.train_iterator(images, labels, seed=0, global_batch=8, num_epochs=1)
 
 
 def test_augmented_global_batch_does_not_depend_on_process_count():
   images, labels = _data()
-  aug = configlib.base_config().augment
+  aug = config_lib.base_config().augment
   aug.autoaugment = True
-  spe = input_pipeline.steps_per_epoch(len(labels), 12)
-  make = lambda p, n: input_pipeline.AugmentBatch(2, aug.crop_padding, aug.flip, aug.autoaugment,
-                                                  aug.cutout, 12, p)
+  spe = pipeline.steps_per_epoch(len(labels), 12)
+  make = lambda p, n: pipeline.AugmentBatch(2, "cifar", recipes.params(aug), 12, p)
   for step in (0, 7):
-    whole = input_pipeline.GatherTrainBatch(images, labels, 2, 12, spe).map(step)
+    whole = pipeline.GatherTrainBatch(images, labels, 2, 12, spe).map(step)
     ref = make(0, 1).map(whole)["image"]
-    shares = [input_pipeline.GatherTrainBatch(images, labels, 2, 12, spe, p, 3).map(step) for p in range(3)]
+    shares = [pipeline.GatherTrainBatch(images, labels, 2, 12, spe, p, 3).map(step) for p in range(3)]
     got = np.concatenate([make(p, 3).map(s)["image"] for p, s in enumerate(shares)])
     np.testing.assert_array_equal(got, ref)

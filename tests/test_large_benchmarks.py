@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lgla_jax import augment_imagenet, datasets, evaluation, feed, input_pipeline, sharding, split_files, train
+from lgla_jax import errors
+from lgla_jax import train
+from lgla_jax.augment import imagenet_host
+from lgla_jax.data import catalog
+from lgla_jax.data import pipeline
+from lgla_jax.data import split_files
+from lgla_jax.train import evaluation
+from lgla_jax.train import feed
+from lgla_jax.train import sharding
 from lgla_jax.models import ExpertResNetCifar
 from test_train import _config
 
@@ -15,8 +23,8 @@ pytestmark = pytest.mark.integration  # ImageNet-size models and pipelines on ge
 
 def make_tree(tmp_path, name, num_test=10):
   """A few JPEGs, and split files naming every class (paths may repeat)."""
-  (train_file, test_file), num_classes = (datasets.DATASETS[name].split_files,
-                                          datasets.DATASETS[name].num_classes)
+  (train_file, test_file), num_classes = (catalog.DATASETS[name].split_files,
+                                          catalog.DATASETS[name].num_classes)
   root, splits = tmp_path / "images", tmp_path / "splits"
   (root / "train").mkdir(parents=True)
   splits.mkdir()
@@ -30,8 +38,8 @@ def make_tree(tmp_path, name, num_test=10):
   lines = [f"{files[c % 12]} {c}" for c in range(num_classes)] + [f"{files[0]} 0"] * 5
   (splits / train_file).write_text("\n".join(lines) + "\n")
   (splits / test_file).write_text("\n".join(f"{files[k % 12]} {k}" for k in range(num_test)) + "\n")
-  if datasets.DATASETS[name].val_file:  # a validation split of other images than the test's
-    (splits / datasets.DATASETS[name].val_file).write_text(
+  if catalog.DATASETS[name].val_file:  # a validation split of other images than the test's
+    (splits / catalog.DATASETS[name].val_file).write_text(
         "\n".join(f"{files[(k + 5) % 12]} {k}" for k in range(num_test)) + "\n")
   return root, splits
 
@@ -41,8 +49,8 @@ def test_eval_decoding_in_worker_processes_gives_the_same_batches(tmp_path):
   data = split_files.load("imagenet_lt", str(splits), str(root))
   batches = {}
   for workers in (0, 2):
-    batches[workers] = list(input_pipeline.eval_iterator(
-        data.test.images, data.test.labels, global_batch=10, image_size=32, recipe="imagenet",
+    batches[workers] = list(pipeline.eval_iterator(
+        data.test.images, data.test.labels, global_batch=10, image_size=32, files=True,
         num_workers=workers))
   assert len(batches[0]) == len(batches[2]) == 3
   for a, b in zip(batches[0], batches[2]):
@@ -67,7 +75,7 @@ def test_quick_config_trains_a_step_and_evaluates(tmp_path, name, augment_on_dev
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = train.setup(config, mesh)
   data, state, steps = run.splits, run.state, run.steps
-  assert data.class_counts[0] == 6 and data.num_classes == datasets.DATASETS[dataset].num_classes
+  assert data.class_counts[0] == 6 and data.num_classes == catalog.DATASETS[dataset].num_classes
   assert (run.config.augment.on_device, run.config.dataset.on_device) == (augment_on_device, False)
   # The official trainer selects on the validation split where the data set has one
   selects_on_val = dataset in ("imagenet_lt", "places_lt")
@@ -78,14 +86,14 @@ def test_quick_config_trains_a_step_and_evaluates(tmp_path, name, augment_on_dev
   if augment_on_device:  # exactly the host recipe's crops (its first step), same draws
     rng = np.random.default_rng([config.seed, 0, 0xA06])
     seeds = rng.integers(0, 2**63 - 1, size=config.batch_size)
-    paths = data.train.images[input_pipeline.batch_indices(
-        input_pipeline.epoch_permutation(config.seed, 0, len(data.train.labels)), 0,
+    paths = data.train.images[pipeline.batch_indices(
+        pipeline.epoch_permutation(config.seed, 0, len(data.train.labels)), 0,
         config.batch_size)[0]]
-    crops = [augment_imagenet.random_resized_crop(Image.open(p).convert("RGB"),
+    crops = [imagenet_host.random_resized_crop(Image.open(p).convert("RGB"),
                                                   np.random.default_rng(s), 64)
              for p, s in zip(paths, seeds)]
     np.testing.assert_array_equal(batch["image"], np.stack([np.asarray(c) for c in crops]))
-  state, metrics = steps.train(state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))
+  state, metrics = steps.train(state, pipeline.to_global(batch, sharding.batch_sharding(mesh)))
   assert np.isfinite(float(metrics["loss"])) and int(state.step) == 1
   report = evaluation.run_evaluation(steps, state, data.test, data.class_counts, config, mesh)
   assert report["num_images"] == 10 and len(report["experts"]) == 3
@@ -99,7 +107,7 @@ def test_split_file_errors(tmp_path):
     split_files.read_split_file(str(splits / "missing.txt"), str(root))
   bad = splits / "bad.txt"
   bad.write_text("train/img_0.jpg 3\ntrain/img_1.jpg\n")
-  with pytest.raises(datasets.DataError, match="line 2"):
+  with pytest.raises(errors.DataError, match="line 2"):
     split_files.read_split_file(str(bad), str(root))
   bad.write_text("train/nothing.jpg 3\n")
   with pytest.raises(FileNotFoundError, match="image root the split file"):
@@ -111,20 +119,20 @@ def test_split_file_errors(tmp_path):
 def test_imagenet_recipes():
   img = Image.fromarray(np.random.RandomState(1).randint(0, 256, (90, 60, 3), dtype=np.uint8))
   for recipe in ("imagenet", "places"):
-    a = augment_imagenet.train_image(img, np.random.default_rng(3), recipe, 64)
-    b = augment_imagenet.train_image(img, np.random.default_rng(3), recipe, 64)
-    c = augment_imagenet.train_image(img, np.random.default_rng(4), recipe, 64)
+    a = imagenet_host.train_image(img, np.random.default_rng(3), recipe, 64)
+    b = imagenet_host.train_image(img, np.random.default_rng(3), recipe, 64)
+    c = imagenet_host.train_image(img, np.random.default_rng(4), recipe, 64)
     assert a.shape == (64, 64, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-  out = augment_imagenet.eval_image(img, 224, 256)  # 60x90: short side -> 256, centre 224
+  out = imagenet_host.eval_image(img, 224, 256)  # 60x90: short side -> 256, centre 224
   assert out.shape == (224, 224, 3)
   flat = Image.fromarray(np.full((100, 50, 3), 7, np.uint8))
-  assert (augment_imagenet.eval_image(flat, 32, 36) == 7).all()
-  crops = {augment_imagenet.random_resized_crop(img, np.random.default_rng(s), 16).tobytes() for s in range(10)}
+  assert (imagenet_host.eval_image(flat, 32, 36) == 7).all()
+  crops = {imagenet_host.random_resized_crop(img, np.random.default_rng(s), 16).tobytes() for s in range(10)}
   assert len(crops) > 5
   with pytest.raises(ValueError, match="recipe"):
-    augment_imagenet.train_image(img, np.random.default_rng(0), "cifar", 64)
+    imagenet_host.train_image(img, np.random.default_rng(0), "cifar", 64)
 
 
 def test_bn_group_size_normalises_groups_like_separate_gpus():
@@ -176,23 +184,25 @@ def test_batchnorm_groups_default_to_the_official_per_gpu_share(name, gpus):
 
 
 def test_places_refuses_to_train_without_its_pretrained_weights():
-  from lgla_jax import configlib
+  from lgla_jax import errors
+  from lgla_jax.config import validate as validate_lib
+  from lgla_jax.models import pretrained
   c = _config("places_lt_resnet152", "")
-  with pytest.raises(configlib.ConfigError, match="resnet152.pth.*pretrained=none"):
-    configlib.validate(c)
+  with pytest.raises(errors.ConfigError, match="resnet152.pth.*pretrained=none"):
+    validate_lib.validate(c)
   c.model.pretrained = "none"  # random initialisation, said explicitly
-  configlib.validate(c)
-  assert configlib.pretrained_file(c.model) is None
+  validate_lib.validate(c)
+  assert pretrained.pretrained_file(c.model) is None
   c.model.pretrained = "/data/resnet152.pth"
-  configlib.validate(c)
-  assert configlib.pretrained_file(c.model) == "/data/resnet152.pth"
+  validate_lib.validate(c)
+  assert pretrained.pretrained_file(c.model) == "/data/resnet152.pth"
   assert _config("places_lt_resnet152").model.pretrained == "none"  # the smoke run says so
 
 
 def test_randaugment_fills_with_the_imagenet_grey_on_every_data_set():
   """The official loaders fill with (124, 116, 104) on iNaturalist too, not its own mean."""
   black = Image.fromarray(np.zeros((64, 64, 3), np.uint8))
-  corners = {tuple(np.asarray(augment_imagenet.rand_augment(black, np.random.default_rng(s)))[0, 0])
+  corners = {tuple(np.asarray(imagenet_host.rand_augment(black, np.random.default_rng(s)))[0, 0])
              for s in range(300)}
   assert (124, 116, 104) in corners  # a rotation, shear or translation happened
   inat_mean = tuple(round(255 * m) for m in (0.466, 0.471, 0.380))
@@ -203,7 +213,8 @@ def test_the_training_step_groups_a_short_last_batch_as_dataparallel():
   # 7 valid images of a padded batch of 16 in BatchNorm groups of 4: DataParallel's first GPU
   # gets images 0-1 (chunks of ceil(7 / 4) = 2), so the running statistics after the step
   # are those of a plain forward pass on those two images.
-  from lgla_jax import models, steps as steps_lib
+  from lgla_jax import models
+  from lgla_jax.train import steps as steps_lib
   config = _config("demo", "quick", **{"model.bn_group_size": 4, "batch_size": 16,
                                        "dataset.on_device": False, "augment.on_device": False})
   mesh = sharding.make_mesh(jax.devices()[:1])
@@ -212,7 +223,7 @@ def test_the_training_step_groups_a_short_last_batch_as_dataparallel():
   images = np.random.default_rng(0).integers(0, 256, (16, size, size, 3), dtype=np.uint8)
   batch = {"image": images, "label": np.arange(16) % 10, "mask": np.arange(16) < 7}
   before = jax.device_get(run.state)
-  state, _ = run.steps.train(run.state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))
+  state, _ = run.steps.train(run.state, pipeline.to_global(batch, sharding.batch_sharding(mesh)))
   whole = config.model.copy_and_resolve_references()
   whole.bn_group_size = 0
   plain = models.build(whole, 10, jnp.float32)
@@ -227,7 +238,8 @@ def test_a_run_starts_from_the_pretrained_trunk_in_every_expert(tmp_path):
   ``init_weights(caffe=True)``): the stem, layer1 and layer2 from the file, each expert's
   layer3 / layer4 a copy of its layer3 / layer4; the classifiers keep their initialisation."""
   import re
-  from lgla_jax import convert, models
+  from lgla_jax import models
+  from lgla_jax.interop import convert
   root, splits = make_tree(tmp_path, "places_lt")
   fields = {"dataset.data_dir": str(root), "dataset.split_dir": str(splits),
             "model.arch": "resnet26"}  # (as the quick run above: bottleneck blocks, fewer)

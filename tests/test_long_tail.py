@@ -3,7 +3,8 @@ import warnings
 import numpy as np
 import pytest
 
-from lgla_jax import datasets, long_tail
+from lgla_jax import long_tail
+from lgla_jax.data import readers
 
 CIFAR = {"cifar10": (10, 5000), "cifar100": (100, 500)}
 
@@ -38,8 +39,8 @@ def test_imbalanced_counts_rejects_bad_input():
 
 def test_long_tail_indices_match_official_on_fashion_mnist(golden):
   ref = golden("fmnist_lt_ir100_indices.npz")
-  labels = datasets.read_idx(
-      f"{datasets.fashion_mnist_dir()}/train-labels-idx1-ubyte.gz").astype(np.int64)
+  labels = readers.read_idx(
+      f"{readers.fashion_mnist_dir()}/train-labels-idx1-ubyte.gz").astype(np.int64)
   counts = long_tail.imbalanced_counts(10, 6000, 0.01)
   assert counts == ref["cls_num_list"].tolist()
   state = np.random.get_state()[1].copy()
@@ -48,7 +49,7 @@ def test_long_tail_indices_match_official_on_fashion_mnist(golden):
   np.testing.assert_array_equal(labels[idx], ref["labels"])
   # numpy's global RNG is left alone.
   np.testing.assert_array_equal(np.random.get_state()[1], state)
-  images = datasets.read_idx(f"{datasets.fashion_mnist_dir()}/train-images-idx3-ubyte.gz")
+  images = readers.read_idx(f"{readers.fashion_mnist_dir()}/train-images-idx3-ubyte.gz")
   assert int(images[idx].astype(np.int64).sum()) == int(ref["selected_pixel_sum"])
 
 

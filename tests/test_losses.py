@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lgla_jax import long_tail, losses
+from lgla_jax import long_tail
+from lgla_jax import losses
 
 LOSS_FILES = [
     "lgla_loss_cifar100_ir100_e3_tau2.5_b64.npz", "lgla_loss_cifar100_ir100_e3_tau2.5_b7.npz",

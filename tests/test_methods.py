@@ -11,7 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lgla_jax import feed, input_pipeline, losses, models, sharding, train
+from lgla_jax import losses
+from lgla_jax import models
+from lgla_jax import train
+from lgla_jax.data import pipeline
+from lgla_jax.train import feed
+from lgla_jax.train import sharding
 from test_datasets import make_cifar10_folder
 from test_train import _config
 
@@ -66,7 +71,7 @@ def test_the_step_gives_the_loss_its_1_based_epoch(registered):
   it = feed.train_batches(run, 0, 2 * run.steps_per_epoch)
   state, seen = run.state, []
   for batch in it:
-    state, metrics = run.steps.train(state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))
+    state, metrics = run.steps.train(state, pipeline.to_global(batch, sharding.batch_sharding(mesh)))
     seen.append(float(metrics["loss"]))
   spe = run.steps_per_epoch
   assert seen == [1.0] * spe + [2.0] * spe

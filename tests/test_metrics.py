@@ -2,7 +2,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lgla_jax import metrics
+from lgla_jax.report import metrics
 
 
 def test_eval_counts_match_numpy():

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lgla_jax import convert
+from lgla_jax.interop import convert
 from lgla_jax.models import ExpertResNetCifar
 
 

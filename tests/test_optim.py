@@ -68,8 +68,8 @@ def test_torch_sgd_rejects_bad_arguments():
 
 
 def test_describe_names_the_fields_the_schedule_reads():
-  from lgla_jax import configlib
-  o = configlib.base_config().optim
+  from lgla_jax import config as config_lib
+  o = config_lib.base_config().optim
   assert optim.describe(o) == ("warmup_multistep(lr=0.1, milestones=(320, 360), gamma=0.1, "
                                "warmup_epochs=5)")
   o.schedule = "cosine"

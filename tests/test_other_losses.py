@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lgla_jax import configlib, losses, other_losses
+from lgla_jax import config as config_lib
+from lgla_jax import losses
 
 CASES = {
     "other_loss_focal_c100_ir100_e1_b64.npz": "focal",
@@ -27,17 +28,17 @@ def _public(d):
   kwargs, counts, y = json.loads(str(d["kwargs"])), d["cls_num_list"], d["targets_B"]
   cls, epoch = str(d["loss_class"]), int(d["epoch"])
   if cls == "FocalLoss":
-    return lambda z: other_losses.focal_loss(z[0], y, kwargs["gamma"])
+    return lambda z: losses.focal_loss(z[0], y, kwargs["gamma"])
   if cls == "CrossEntropyLoss":
-    w = other_losses.class_balanced_weights(counts)
-    return lambda z: other_losses.weighted_cross_entropy(z[0], y, w)
+    w = losses.class_balanced_weights(counts)
+    return lambda z: losses.weighted_cross_entropy(z[0], y, w)
   if cls == "LDAMLoss":
     drw = epoch > kwargs["reweight_epoch"]
-    w = other_losses.class_balanced_weights(counts, beta=0.9999) if drw else None
-    return lambda z: other_losses.ldam_loss(z[0], y, counts, max_m=kwargs["max_m"], s=kwargs["s"],
+    w = losses.class_balanced_weights(counts, beta=0.9999) if drw else None
+    return lambda z: losses.ldam_loss(z[0], y, counts, max_m=kwargs["max_m"], s=kwargs["s"],
                                       class_weights_C=w)
   assert cls == "RIDELoss"
-  return lambda z: other_losses.ride_loss(z, y, counts, epoch=epoch, **kwargs)
+  return lambda z: losses.ride_loss(z, y, counts, epoch=epoch, **kwargs)
 
 
 def _check(fn, d):
@@ -52,7 +53,7 @@ def test_public_function_matches_official(golden, fname):
 
 
 def _loss_config(d):
-  c = configlib.base_config().loss
+  c = config_lib.base_config().loss
   c.name = CASES_BY_CLASS[str(d["loss_class"])]
   for key, value in json.loads(str(d["kwargs"])).items():
     if key in c:
@@ -82,7 +83,7 @@ def test_drw_switches_at_the_reweight_epoch(golden):
   fn = jax.jit(lambda z, epoch: losses.make(cfg, d["cls_num_list"], 1, 30.0)(
       {"output": z[0], "logits": z}, d["targets_B"], None, epoch)[0])
   z = jnp.asarray(d["logits_ExBxC"])
-  unweighted = other_losses.ldam_loss(z[0], d["targets_B"], d["cls_num_list"])
+  unweighted = losses.ldam_loss(z[0], d["targets_B"], d["cls_num_list"])
   np.testing.assert_allclose(float(fn(z, 160)), float(unweighted), rtol=1e-6)
   assert abs(float(unweighted) - float(d["loss"])) > 0.1  # the weights matter here
   np.testing.assert_allclose(float(fn(z, 161)), float(d["loss"]), rtol=1e-5)
@@ -90,11 +91,11 @@ def test_drw_switches_at_the_reweight_epoch(golden):
 
 def test_class_balanced_weights_sum_to_class_count_and_beta_zero_is_uniform():
   counts = np.array([500, 100, 20, 5])
-  w = other_losses.class_balanced_weights(counts, beta=0.999)
+  w = losses.class_balanced_weights(counts, beta=0.999)
   assert w.shape == (4,) and np.isclose(w.sum(), 4.0) and np.all(np.diff(w) > 0)
-  np.testing.assert_allclose(other_losses.class_balanced_weights(counts, beta=0.0), np.ones(4))
+  np.testing.assert_allclose(losses.class_balanced_weights(counts, beta=0.0), np.ones(4))
   with pytest.raises(ValueError, match="classes \\[1\\]"):
-    other_losses.class_balanced_weights([3, 0, 2])
+    losses.class_balanced_weights([3, 0, 2])
 
 
 def test_masked_losses_equal_the_valid_subset():
@@ -106,7 +107,7 @@ def test_masked_losses_equal_the_valid_subset():
   y = jnp.asarray(rng.integers(0, 6, 12))
   mask = jnp.asarray(np.arange(12) < 9)
   for name in sorted(losses.REGISTRY):
-    cfg = configlib.base_config().loss
+    cfg = config_lib.base_config().loss
     cfg.name, cfg.reweight_epoch = name, 1
     fn = losses.make(cfg, counts, num_experts=3, scale=30.0)
     out = lambda zz: {"output": zz.mean(0), "logits": zz}
@@ -120,13 +121,13 @@ def test_masked_losses_equal_the_valid_subset():
 def test_focal_with_gamma_zero_is_cross_entropy_and_finite_at_certainty():
   z = jnp.array([[50.0, -50.0], [0.3, 0.1]])
   y = jnp.array([0, 1])
-  np.testing.assert_allclose(float(other_losses.focal_loss(z, y, 0.0)), float(losses.cross_entropy(z, y)))
-  g = jax.grad(lambda zz: other_losses.focal_loss(zz, y, 2.0))(z)
+  np.testing.assert_allclose(float(losses.focal_loss(z, y, 0.0)), float(losses.cross_entropy(z, y)))
+  g = jax.grad(lambda zz: losses.focal_loss(zz, y, 2.0))(z)
   assert np.isfinite(np.asarray(g)).all()
 
 
 def test_problems_name_the_field():
-  cfg = configlib.base_config().loss
+  cfg = config_lib.base_config().loss
   cfg.name = "focal"
   cfg.gamma = -1.0
   assert losses.problems(cfg, 3, True) == [("loss.gamma", "must be >= 0, got -1.0")]

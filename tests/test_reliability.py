@@ -13,8 +13,15 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import checkpoint, datasets, evaluation, reporting, sharding, split_files, train
-from lgla_jax import workdir as workdir_lib
+from lgla_jax import errors
+from lgla_jax import train
+from lgla_jax.data import sources
+from lgla_jax.data import split_files
+from lgla_jax.report import writer
+from lgla_jax.train import checkpoint
+from lgla_jax.train import evaluation
+from lgla_jax.train import sharding
+from lgla_jax.train import workdir as workdir_lib
 from test_datasets import make_cifar10_folder
 from test_train import ROOT, _cli, _config
 
@@ -98,10 +105,10 @@ def test_a_failing_final_save_still_writes_the_report(tmp_path, monkeypatch):
 
 def test_a_crash_in_evaluation_keeps_the_epochs_training(tmp_path, monkeypatch):
   def broken(*a, **k):
-    raise datasets.DataError("cannot decode image test/0001.jpg")
+    raise errors.DataError("cannot decode image test/0001.jpg")
 
   monkeypatch.setattr(evaluation, "evaluate_replicas", broken)  # what the loop evaluates with
-  with pytest.raises(datasets.DataError):
+  with pytest.raises(errors.DataError):
     train.train_and_evaluate(_config("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["14"]
   monkeypatch.undo()
@@ -191,14 +198,14 @@ def test_labels_outside_the_data_sets_classes_are_named(tmp_path):
   batch.write_bytes(pickle.dumps(raw))
   c = _config("cifar10_ir100").dataset
   c.data_dir, c.max_per_class, c.download = str(tmp_path), 12, False
-  with pytest.raises(datasets.DataError, match="test image 7 has label 10.*10 classes"):
-    datasets.load(c)
+  with pytest.raises(errors.DataError, match="test image 7 has label 10.*10 classes"):
+    sources.load(c)
 
 
 def test_reports_are_strict_json_and_never_replaced_by_a_non_finite_one(tmp_path):
   path = str(tmp_path / "report.json")
-  assert reporting.write_json(path, {"top1": 0.9, "ece": 0.01}) == []
-  found = reporting.write_json(path, {"top1": 0.1, "ece": float("nan"), "x": [1.0, float("inf")]})
+  assert writer.write_json(path, {"top1": 0.9, "ece": 0.01}) == []
+  found = writer.write_json(path, {"top1": 0.1, "ece": float("nan"), "x": [1.0, float("inf")]})
   assert found == ["ece", "x[1]"]
   assert json.loads(pathlib.Path(path).read_text()) == {"top1": 0.9, "ece": 0.01}
   kept = json.loads((tmp_path / "report.non_finite.json").read_text())
@@ -227,7 +234,7 @@ def test_config_file_errors_are_usage_errors(tmp_path):
 
 
 def test_split_files_are_checked_at_start_and_bad_images_named(tmp_path):
-  from lgla_jax import input_pipeline
+  from lgla_jax.data import pipeline
   from test_large_benchmarks import make_tree
   root, splits = make_tree(tmp_path, "places_lt")
   train_file = splits / "Places_LT_train.txt"
@@ -236,14 +243,14 @@ def test_split_files_are_checked_at_start_and_bad_images_named(tmp_path):
   with pytest.raises(FileNotFoundError, match=f"missing.jpg \\(line {len(lines) + 1} of"):
     split_files.load("places_lt", str(splits), str(root))
   train_file.write_text("\n".join(lines + ["train/img_1.jpg 365"]) + "\n")
-  with pytest.raises(datasets.DataError, match="Places_LT_train.txt: .*img_1.jpg has label 365.*365 classes"):
+  with pytest.raises(errors.DataError, match="Places_LT_train.txt: .*img_1.jpg has label 365.*365 classes"):
     split_files.load("places_lt", str(splits), str(root))
   train_file.write_text("\n".join(lines) + "\n")
   (root / "train" / "img_0.jpg").write_bytes(b"not a jpeg")
   data = split_files.load("places_lt", str(splits), str(root))
-  it = input_pipeline.eval_iterator(data.test.images, data.test.labels, global_batch=10, image_size=32,
-                                    recipe="places")
-  with pytest.raises(datasets.DataError, match="cannot decode image .*img_0.jpg"):
+  it = pipeline.eval_iterator(data.test.images, data.test.labels, global_batch=10, image_size=32,
+                              files=True)
+  with pytest.raises(errors.DataError, match="cannot decode image .*img_0.jpg"):
     next(it)
 
 
@@ -259,7 +266,8 @@ def test_a_checkpoint_evaluates_without_the_weights_its_run_started_from(tmp_pat
   """``model.init_from`` (and ``model.pretrained``) only say where training started: the
   checkpoint holds the whole network, so evaluating it needs neither file any more."""
   from safetensors.numpy import save_file
-  from lgla_jax import convert, evaluate
+  from lgla_jax.interop import convert
+  from lgla_jax.train import evaluate_checkpoint
   start = tmp_path / "start.safetensors"
   variables = jax.device_get(dict(train.setup(_config("demo")).state.variables()))
   save_file({k: np.ascontiguousarray(v) for k, v in convert.torch_from_variables(variables).items()},
@@ -267,7 +275,7 @@ def test_a_checkpoint_evaluates_without_the_weights_its_run_started_from(tmp_pat
   config = _config("demo", num_epochs=1, **{"model.init_from": str(start)})
   report = train.train_and_evaluate(config, str(tmp_path / "wd"))
   start.rename(tmp_path / "moved.safetensors")
-  evaluated = evaluate.evaluate_checkpoint(config, str(tmp_path / "wd"))
+  evaluated = evaluate_checkpoint.evaluate_checkpoint(config, str(tmp_path / "wd"))
   assert evaluated["top1"] == report["final"]["top1"]
 
 
@@ -275,12 +283,13 @@ def test_device_data_with_a_validation_split_and_replicas_on_an_official_file_ar
     tmp_path):
   """Two refusals naming the field: device-resident data holds no validation split, and an
   official checkpoint holds one model (not a replica run's)."""
-  from lgla_jax import configlib, evaluate
+  from lgla_jax import errors
+  from lgla_jax.train import evaluate_checkpoint
   config = _config("demo", **{"dataset.on_device": True})
-  splits = datasets.load(config.dataset)
-  with pytest.raises(configlib.ConfigError, match="dataset.on_device"):
+  splits = sources.load(config.dataset)
+  with pytest.raises(errors.ConfigError, match="dataset.on_device"):
     train.setup(config, splits=splits._replace(val=splits.test))
   weights = tmp_path / "model_best.pth"
   weights.write_bytes(b"never read")
-  with pytest.raises(configlib.ConfigError, match="replicas.seeds"):
-    evaluate.evaluate_official(_config("demo", **{"replicas.seeds": (0, 1)}), str(weights))
+  with pytest.raises(errors.ConfigError, match="replicas.seeds"):
+    evaluate_checkpoint.evaluate_official(_config("demo", **{"replicas.seeds": (0, 1)}), str(weights))

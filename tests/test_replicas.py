@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lgla_jax import checkpoint, configlib, evaluate, feed, replicas, sharding, train
-from lgla_jax import steps as steps_lib
+from lgla_jax import errors
+from lgla_jax import train
+from lgla_jax.config import replicas
+from lgla_jax.config import validate as validate_lib
+from lgla_jax.report import replicas as replica_reports
+from lgla_jax.train import checkpoint
+from lgla_jax.train import evaluate_checkpoint
+from lgla_jax.train import feed
+from lgla_jax.train import replicas as train_replicas
+from lgla_jax.train import sharding
+from lgla_jax.train import state as state_lib
+from lgla_jax.train import steps as steps_lib
 from test_config import _parse
 from test_train import _config
 
@@ -110,7 +120,7 @@ def test_replica_axis_sharded_over_devices_equals_unsharded():
   assert dict(run8.mesh.shape) == {sharding.REPLICA: 2, "data": 4}
   np.testing.assert_allclose(losses8, losses1, rtol=1e-6)
   for k in range(2):
-    _assert_replica_equals(state8, k, train.state_lib.replica(state1, k), atol=1e-5)
+    _assert_replica_equals(state8, k, state_lib.replica(state1, k), atol=1e-5)
 
 
 @pytest.mark.integration
@@ -123,7 +133,7 @@ def test_replica_run_resumes_exactly_reports_and_evaluates(tmp_path):
   full = train.train_and_evaluate(config(), str(tmp_path / "full"), mesh=mesh)
   train.request_stop()  # stopped after the first dispatch, then resumed
   assert train.train_and_evaluate(config(), str(tmp_path / "stop"), mesh=mesh) == {"stopped_at_step": 2}
-  stopped = evaluate.evaluate_checkpoint(config(), str(tmp_path / "stop" / "checkpoints" / "2"),
+  stopped = evaluate_checkpoint.evaluate_checkpoint(config(), str(tmp_path / "stop" / "checkpoints" / "2"),
                                          str(tmp_path / "eval_stop"), mesh)
   assert (stopped["epoch"], stopped["epoch_steps"]) == (0, 2)  # no epoch done, 2 steps into one
   resumed = train.train_and_evaluate(config(), str(tmp_path / "stop"), mesh=mesh)
@@ -148,18 +158,18 @@ def test_replica_run_resumes_exactly_reports_and_evaluates(tmp_path):
     assert key in report["replica_mean"] and key in report["replica_std"]
   assert len(report["replica_mean"]["per_class"]) == 10
   assert len(report["history"][-1]["replicas"]) == 3
-  for name in replicas.PLOTS:  # a tau sweep: all three plots, not blank
+  for name in replica_reports.PLOTS:  # a tau sweep: all three plots, not blank
     img = np.asarray(Image.open(tmp_path / "full" / name).convert("L"), np.float64)
     assert img.std() > 10, name
   lines = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
   assert any("loss_replica2" in l for l in lines if l["kind"] == "train")
 
-  evaluated = evaluate.evaluate_checkpoint(config(), str(tmp_path / "full"), str(tmp_path / "eval"), mesh)
+  evaluated = evaluate_checkpoint.evaluate_checkpoint(config(), str(tmp_path / "full"), str(tmp_path / "eval"), mesh)
   assert [r["final"]["top1"] for r in evaluated["replicas"]] == top1
-  for name in replicas.PLOTS:  # --mode=eval draws the replica plots too
+  for name in replica_reports.PLOTS:  # --mode=eval draws the replica plots too
     assert np.asarray(Image.open(tmp_path / "eval" / name).convert("L"), np.float64).std() > 10, name
   with pytest.raises(checkpoint.CheckpointError, match="replicas.seeds"):
-    evaluate.evaluate_checkpoint(_config("demo"), str(tmp_path / "full"), mesh=mesh)
+    evaluate_checkpoint.evaluate_checkpoint(_config("demo"), str(tmp_path / "full"), mesh=mesh)
   with pytest.raises(checkpoint.CheckpointError, match="replicas.seeds"):  # refused, not set aside
     train.train_and_evaluate(config(**{"replicas.seeds": (0, 1, 5)}), str(tmp_path / "full"), mesh=mesh)
   assert not list((tmp_path / "full" / "checkpoints").glob("corrupt-*"))
@@ -191,26 +201,26 @@ def _demo(**fields):
     ({"replicas.seeds": (0, 0), "replicas.lr": (0.1, 0.1)}, "more than once"),
 ])
 def test_bad_replica_fields_are_refused_naming_the_field(fields, message):
-  with pytest.raises(configlib.ConfigError, match=message) as e:
-    configlib.validate(_demo(**fields), num_devices=8)
+  with pytest.raises(errors.ConfigError, match=message) as e:
+    validate_lib.validate(_demo(**fields), num_devices=8)
   assert str(e.value).startswith("config.replicas.")
 
 
 def test_replica_fields_that_are_fine():
-  configlib.validate(_demo(**{"replicas.seeds": (0, 0), "replicas.tau": (2.0, 3.0)}), num_devices=8)
-  configlib.validate(_demo(**{"replicas.seeds": (0, 0), "replicas.lr": (0.1, 0.05)}), num_devices=8)
+  validate_lib.validate(_demo(**{"replicas.seeds": (0, 0), "replicas.tau": (2.0, 3.0)}), num_devices=8)
+  validate_lib.validate(_demo(**{"replicas.seeds": (0, 0), "replicas.lr": (0.1, 0.05)}), num_devices=8)
   # 2 groups of 4 devices: the batch need only divide by 4
-  configlib.validate(_demo(**{"replicas.seeds": (0, 1), "replicas.shards": 2, "batch_size": 36,
+  validate_lib.validate(_demo(**{"replicas.seeds": (0, 1), "replicas.shards": 2, "batch_size": 36,
                               "eval_batch_size": 4}), num_devices=8)
-  with pytest.raises(configlib.ConfigError, match="batch_size"):
-    configlib.validate(_demo(batch_size=36), num_devices=8)
+  with pytest.raises(errors.ConfigError, match="batch_size"):
+    validate_lib.validate(_demo(batch_size=36), num_devices=8)
 
 
 @pytest.mark.parametrize("token, seeds, taus", [("seeds5", (0, 1, 2, 3, 4), ()),
                                                 ("tau_sweep", (0,) * 5, (2.0, 2.5, 3.0, 3.5, 4.0))])
 def test_fashion_mnist_replica_variants(token, seeds, taus):
   c = _parse([f"--config={ROOT / 'configs/fmnist_lt_ir100.py'}:{token}"])
-  configlib.validate(c, num_devices=1)
+  validate_lib.validate(c, num_devices=1)
   assert (tuple(c.replicas.seeds), tuple(c.replicas.tau)) == (seeds, taus)
   base = _parse([f"--config={ROOT / 'configs/fmnist_lt_ir100.py'}"]).to_dict()
   assert {k for k in base if c.to_dict()[k] != base[k]} == {"replicas"}
@@ -229,7 +239,7 @@ def test_summary_mean_and_sample_std_of_every_metric(tmp_path):
   rng = np.random.default_rng(0)
   reports = [_fake_report(rng) for _ in range(4)]
   reps = replicas.Replicas(seeds=(0, 0, 1, 1), taus=(2.0, 3.0, 2.0, 3.0), lrs=(0.1, 0.1, 0.1, 0.2))
-  out = replicas.summary(reports, reps)
+  out = replica_reports.summary(reports, reps)
   for key in ("top1", "many", "rarest3", "ece"):
     values = [r[key] for r in reports]
     assert out["replica_mean"][key] == pytest.approx(np.mean(values))
@@ -240,12 +250,12 @@ def test_summary_mean_and_sample_std_of_every_metric(tmp_path):
       np.std([r["experts"][1]["few"] for r in reports], ddof=1))
   assert "confusion" not in out["replica_mean"] and "confusion" not in out["replicas"][0]["final"]
   assert [(r["seed"], r["tau"], r["lr"]) for r in out["replicas"]] == list(zip(reps.seeds, reps.taus, reps.lrs))
-  table = replicas.format_table(reports, reps)
+  table = replica_reports.format_table(reports, reps)
   assert "seed 1, tau 3, lr 0.2" in table and "mean +- std over 4 replicas" in table
-  paths = replicas.write_plots(reports, reps, [50, 20, 5, 1], str(tmp_path))
-  assert [pathlib.Path(p).name for p in paths] == list(replicas.PLOTS)
+  paths = replica_reports.write_plots(reports, reps, [50, 20, 5, 1], str(tmp_path))
+  assert [pathlib.Path(p).name for p in paths] == list(replica_reports.PLOTS)
   seeds_only = replicas.Replicas(seeds=(0, 1), taus=(2.0, 2.0))
-  paths = replicas.write_plots(reports[:2], seeds_only, [50, 20, 5, 1], str(tmp_path / "seeds"))
+  paths = replica_reports.write_plots(reports[:2], seeds_only, [50, 20, 5, 1], str(tmp_path / "seeds"))
   assert len(paths) == 2  # no tau sweep plot without a sweep
 
 
@@ -259,14 +269,14 @@ def test_replica_mesh_keeps_each_process_share_of_the_data_axis():
   assert tuple(sharding.train_batch_sharding(mesh, chunked=True).spec) == (None, sharding.REPLICA, "data")
   with pytest.raises(ValueError, match="replica groups"):
     sharding.make_mesh(devices[:3], replica_shards=2)
-  batches = replicas.stacked([iter([{"index": np.arange(4), "step": 0}]),
+  batches = train_replicas.stacked([iter([{"index": np.arange(4), "step": 0}]),
                               iter([{"index": np.arange(4) + 10, "step": 0}])])
   one = next(batches)
   assert one["index"].shape == (2, 4) and "step" not in one
 
 
 def test_a_diverged_replica_stops_the_run_naming_it():
-  from lgla_jax import progress
+  from lgla_jax.report import progress
   reps = replicas.Replicas(seeds=(0, 7), taus=(2.0, 3.0))
   finite = {"loss": np.array([1.0, 2.0]), "grad_norm": np.array([1.0, 1.0])}
   progress.check_finite(finite, 5, 1, None, reps.label)

@@ -5,7 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from lgla_jax import configlib, evaluate, selection, train
+from lgla_jax import config as config_lib
+from lgla_jax import errors
+from lgla_jax import train
+from lgla_jax.config import validate as validate_lib
+from lgla_jax.train import evaluate_checkpoint
+from lgla_jax.train import selection
 
 
 def _report(top1):
@@ -27,13 +32,13 @@ def test_the_first_epoch_reaching_the_best_is_kept_per_replica():
 
 
 def test_val_selection_needs_a_validation_split():
-  c = configlib.base_config()
+  c = config_lib.base_config()
   c.dataset.select_on = "val"  # cifar100: its official validation loader is the test set
-  with pytest.raises(configlib.ConfigError, match="dataset.select_on.*no validation split"):
-    configlib.validate(c)
+  with pytest.raises(errors.ConfigError, match="dataset.select_on.*no validation split"):
+    validate_lib.validate(c)
   c.dataset.select_on = "best"
-  with pytest.raises(configlib.ConfigError, match="dataset.select_on"):
-    configlib.validate(c)
+  with pytest.raises(errors.ConfigError, match="dataset.select_on"):
+    validate_lib.validate(c)
 
 
 @pytest.mark.integration
@@ -62,7 +67,7 @@ def test_each_replica_reports_the_test_accuracy_of_its_own_validation_selected_e
     assert chosen["test"] == at["replicas"][k]  # that epoch's test evaluation, this replica's
     # ... which is that epoch's checkpoint, evaluated on its own
     if chosen["epoch"] not in evaluated:
-      evaluated[chosen["epoch"]] = evaluate.evaluate_checkpoint(
+      evaluated[chosen["epoch"]] = evaluate_checkpoint.evaluate_checkpoint(
           config, str(tmp_path / "wd" / "checkpoints" / str(chosen["epoch"] * 12)))
     report = evaluated[chosen["epoch"]]
     assert report["replicas"][k]["final"]["top1"] == pytest.approx(chosen["test"]["top1"])
@@ -71,5 +76,5 @@ def test_each_replica_reports_the_test_accuracy_of_its_own_validation_selected_e
   lines = [json.loads(x) for x in open(tmp_path / "wd" / "metrics.jsonl")]
   assert sum(x["kind"] == "val" for x in lines) == 3
   assert len(result["dataset_class_ids"]) == 365
-  from lgla_jax import resume  # a resume reads the same selection back
+  from lgla_jax.train import resume
   assert resume.earlier_evaluations(str(tmp_path / "wd"), 36, "val") == vals

@@ -8,7 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from lgla_jax import convert, torch_file
+from lgla_jax.interop import convert
+from lgla_jax.interop import torch_file
 
 DATA = pathlib.Path(__file__).parent / "data" / "torch_files"
 

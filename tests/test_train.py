@@ -10,7 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import checkpoint, feed, input_pipeline, resume, sharding, train
+from lgla_jax import train
+from lgla_jax.data import pipeline
+from lgla_jax.train import checkpoint
+from lgla_jax.train import feed
+from lgla_jax.train import resume
+from lgla_jax.train import sharding
 from test_datasets import make_cifar10_folder
 
 pytestmark = pytest.mark.integration  # Training runs, resume, CLI: minutes in all.
@@ -20,7 +25,7 @@ ROOT = pathlib.Path(__file__).parents[1]
 
 def _config(name, arg="quick", **overrides):
   # (the fields are set as a config file would, without overrides.check)
-  from lgla_jax import overrides as overrides_lib
+  from lgla_jax.config import overrides as overrides_lib
   c = overrides_lib.load(f"{ROOT / 'configs' / name}.py" + (f":{arg}" if arg else ""))
   for key, value in overrides.items():
     section, _, field = key.rpartition(".")
@@ -35,7 +40,7 @@ def _run_steps(config, devices, n):
   it = feed.train_batches(run, 0, n)
   losses = []
   for _, batch in zip(range(n), it):
-    state, metrics = steps.train(state, input_pipeline.to_global(batch, sharding.batch_sharding(mesh)))
+    state, metrics = steps.train(state, pipeline.to_global(batch, sharding.batch_sharding(mesh)))
     losses.append(float(metrics["loss"]))
   return losses, jax.device_get(state)
 
@@ -135,8 +140,8 @@ def test_quick_cifar_end_to_end_and_eval_entry(tmp_path):
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   assert (workdir / "checkpoints").is_dir()
   from PIL import Image
-  from lgla_jax import reporting
-  for name in reporting.PLOTS:  # the report's plots exist and are not blank
+  from lgla_jax.report import writer
+  for name in writer.PLOTS:  # the report's plots exist and are not blank
     img = np.asarray(Image.open(workdir / name).convert("L"), np.float64)
     assert img.shape[0] > 200 and img.shape[1] > 200, name
     assert img.std() > 10, name
@@ -245,8 +250,8 @@ def test_padded_last_batch_step_equals_a_step_on_its_valid_images():
   images, labels = splits.train.images[:b], splits.train.labels[:b]
   padded = {"image": images, "label": labels, "mask": np.arange(b) < r}
   copy = lambda s: jax.tree.map(lambda x: x.copy(), s)
-  s_pad, m_pad = steps.train(copy(state), input_pipeline.to_global(padded, data))
-  s_val, m_val = steps.train(copy(state), input_pipeline.to_global(
+  s_pad, m_pad = steps.train(copy(state), pipeline.to_global(padded, data))
+  s_val, m_val = steps.train(copy(state), pipeline.to_global(
       {"image": images[:r], "label": labels[:r]}, data))
   np.testing.assert_allclose(float(m_pad["loss"]), float(m_val["loss"]), rtol=1e-5)
   assert int(m_pad["correct"]) == int(m_val["correct"])

@@ -24,7 +24,11 @@ import numpy as np
 import optax
 import pytest
 
-from lgla_jax import configlib, convert, losses, models, optim
+from lgla_jax import config as config_lib
+from lgla_jax import losses
+from lgla_jax import models
+from lgla_jax import optim
+from lgla_jax.interop import convert
 
 ELEMENTWISE_EXACT = ("linears.", "layer3s.4.", "running_")
 
@@ -36,7 +40,7 @@ def run(golden):
   keys = [str(k) for k in d["state_dict_keys"]]
   variables = convert.variables_from_torch({k: init[k] for k in keys}, 3)
   # Model and loss built by name from the config, as a run builds them.
-  config = configlib.base_config()
+  config = config_lib.base_config()
   config.loss.tau = float(d["tau"])
   model = models.build(config.model, 100)
   loss_fn = losses.make(config.loss, d["cls_num_list"], 3, model.logit_scale)

@@ -71,7 +71,10 @@ def reference_init(config_path: str, ref: str):
   jax.config.update("jax_enable_x64", x64)
   import jax.numpy as jnp
   from safetensors.numpy import save_file
-  from lgla_jax import datasets, export, models
+  from lgla_jax import export
+  from lgla_jax import models
+  from lgla_jax.data import catalog
+  from lgla_jax.data import sources
 
   path, _, arg = config_path.partition(":")
   spec = importlib.util.spec_from_file_location("config", path)
@@ -81,7 +84,7 @@ def reference_init(config_path: str, ref: str):
   config.model.pretrained = "none"
   config.model.bn_group_size = 0  # (torch's training-mode pass normalises the whole batch)
   name, kwargs = official_model(config.model)
-  num_classes = datasets.DATASETS[config.dataset.name].num_classes
+  num_classes = catalog.DATASETS[config.dataset.name].num_classes
   dtype = jnp.float64 if x64 else jnp.float32
   model = models.build(config.model, num_classes, dtype)
   size = config.dataset.image_size
@@ -106,14 +109,18 @@ def reference_init(config_path: str, ref: str):
 def reference(workdir: str, ref: str):
   """Step 1 (lgla-jax's environment)."""
   import jax.numpy as jnp
-  from lgla_jax import datasets, export, models, steps
+  from lgla_jax import export
+  from lgla_jax import models
+  from lgla_jax.data import catalog
+  from lgla_jax.data import sources
+  from lgla_jax.train import steps
 
   tensors = export.export(workdir, ref + ".safetensors")
   variables, meta, config = export.restore_variables(workdir)
   name, kwargs = official_model(config.model)
-  test = datasets.load(config.dataset).test
+  test = sources.load(config.dataset).test
   images = steps.normalize(test.images[:NUM_IMAGES], config.dataset.mean, config.dataset.std)
-  num_classes = datasets.DATASETS[config.dataset.name].num_classes
+  num_classes = catalog.DATASETS[config.dataset.name].num_classes
   model = models.build(config.model, num_classes, jnp.float32)
   np.savez(ref + ".npz", official_model=name, official_kwargs=json.dumps(kwargs),
            num_classes=num_classes, float64=False, **_outputs(model, variables, images))

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from lgla_jax import augment_imagenet
+from lgla_jax.augment import imagenet_host
 
 
 def main(num_files: int = 32, repeats: int = 4):
@@ -37,9 +37,9 @@ def main(num_files: int = 32, repeats: int = 4):
     return round(repeats * num_files / (time.perf_counter() - start), 1)
 
   print(json.dumps({"stage": "decode", "images_per_s_per_core": rate(lambda img, g: img.convert("RGB"))}))
-  for recipe in augment_imagenet.RECIPES:
+  for recipe in imagenet_host.RECIPES:
     for crop_only in (False, True):
-      speed = rate(lambda img, g: augment_imagenet.train_image(img, g, recipe, 224, crop_only))
+      speed = rate(lambda img, g: imagenet_host.train_image(img, g, recipe, 224, crop_only))
       print(json.dumps({"recipe": recipe, "stage": "crop only" if crop_only else "whole recipe",
                         "images_per_s_per_core": speed}))
 

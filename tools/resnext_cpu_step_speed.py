@@ -5,7 +5,9 @@
 Prints compile time, per-step seconds and images/s (a CPU figure for the README)."""
 import time, json, numpy as np, jax, jax.numpy as jnp, optax
 from lgla_jax.models import ExpertResNet
-from lgla_jax import losses, long_tail, optim
+from lgla_jax import long_tail
+from lgla_jax import losses
+from lgla_jax import optim
 B = 4
 m = ExpertResNet(1000, 3, arch="resnext50_32x4d")
 x = jnp.asarray(np.random.rand(B, 224, 224, 3).astype(np.float32)); y = jnp.asarray(np.random.randint(0, 1000, B))

@@ -17,8 +17,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lgla_jax import configlib
-from lgla_jax.models import layers, resnet, resnet_cifar
+from lgla_jax.models import layers, pretrained, resnet, resnet_cifar
 from lgla_jax.models.resnet import ExpertResNet
 from lgla_jax.models.resnet_cifar import ExpertResNetCifar
 
@@ -105,6 +104,11 @@ def problems(model_config) -> list[tuple[str, str]]:
     found.append(("model.num_experts", f"must be >= 1, got {m.num_experts}"))
   if m.conv_impl not in layers.CONV_IMPLS:
     found.append(("model.conv_impl", f"must be one of {layers.CONV_IMPLS}, got {m.conv_impl!r}"))
-  if configlib.pretrained_file(model_config) and spec.load_pretrained is None:
+  if pretrained.pretrained_file(model_config) and spec.load_pretrained is None:
     found.append(("model.pretrained", f"model {model_config.name!r} has no pretrained weights"))
+  if m.pretrained == pretrained.PRETRAINED_REQUIRED and not m.init_from:  # a whole model has the trunk
+    found.append(("model.pretrained", pretrained.PRETRAINED_HINT))
+  if m.init_from and pretrained.pretrained_file(m):
+    found.append(("model.init_from", "a whole model replaces the pretrained trunk of "
+                  "model.pretrained: set only one of them"))
   return found

@@ -1,0 +1,197 @@
+"""In-memory data sets read from their original files: Fashion-MNIST's IDX files, the
+CIFAR python archives and scikit-learn's digits, each registered as a source by name."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import tarfile
+
+import numpy as np
+
+from lgla_jax import errors
+from lgla_jax.data import download
+from lgla_jax.data.registry import register
+from lgla_jax.data.splits import ArrayData
+
+# Where the Debian package `dataset-fashion-mnist` installs the original IDX files.
+FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_FILES = tuple(r.filename for r in download.FILES["fashion_mnist"])
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32,
+               0x0D: np.float32, 0x0E: np.float64}
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Read an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST."""
+  if not os.path.exists(path):
+    raise errors.NotFound(f"IDX file {path} does not exist")
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rb") as f:
+      raw = f.read()
+  except (OSError, EOFError) as e:
+    raise errors.DataError(f"cannot read IDX file {path} ({e}); the file is corrupt or "
+                           f"truncated") from e
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    raise errors.DataError(f"{path} is not an IDX file (bad magic number)")
+  ndim = raw[3]
+  dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+  dtype = np.dtype(_IDX_DTYPES[raw[2]]).newbyteorder(">")
+  offset = 4 + 4 * ndim
+  expected = int(np.prod(dims)) * dtype.itemsize
+  if len(raw) - offset != expected:
+    raise errors.DataError(f"{path}: header says {dims} ({expected} bytes) but the file holds "
+                           f"{len(raw) - offset} bytes; the file is corrupt or truncated")
+  return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def has_fashion_mnist(folder: str) -> bool:
+  """Whether ``folder`` holds the four IDX files."""
+  return all(os.path.exists(os.path.join(folder, f)) for f in FASHION_MNIST_FILES)
+
+
+def fashion_mnist_dir(data_dir: str | None = None) -> str:
+  """The folder holding Fashion-MNIST's four IDX files, or a clear error saying how to get them."""
+  candidates = [data_dir] if data_dir else [FASHION_MNIST_DEBIAN_DIR]
+  for d in candidates:
+    if d and has_fashion_mnist(os.path.expanduser(d)):
+      return os.path.expanduser(d)
+  hint = ("install the Debian package `dataset-fashion-mnist` (apt-get install "
+          "dataset-fashion-mnist), let lgla-jax download the four *-ubyte.gz files published "
+          "by the dataset's authors (--config.dataset.download=True), or put them into a "
+          "folder and pass it as data_dir")
+  raise errors.NotFound(f"no Fashion-MNIST IDX files in {candidates[0]}: {hint}")
+
+
+def fashion_mnist_to_rgb32(images: np.ndarray) -> np.ndarray:
+  """28x28 grey -> 32x32x3: zero-padded by 2 (a black border), the channel repeated."""
+  padded = np.pad(images, ((0, 0), (2, 2), (2, 2)))
+  return np.repeat(padded[..., None], 3, axis=-1)
+
+
+def load_fashion_mnist(data_dir: str | None) -> tuple[ArrayData, ArrayData]:
+  """Fashion-MNIST's train and test sets from its IDX files, as 32x32 RGB (``fashion_mnist_to_rgb32``)."""
+  root = fashion_mnist_dir(data_dir)
+  read = lambda name: read_idx(os.path.join(root, name))
+  train = ArrayData(fashion_mnist_to_rgb32(read("train-images-idx3-ubyte.gz")),
+                    read("train-labels-idx1-ubyte.gz").astype(np.int64))
+  test = ArrayData(fashion_mnist_to_rgb32(read("t10k-images-idx3-ubyte.gz")),
+                   read("t10k-labels-idx1-ubyte.gz").astype(np.int64))
+  return train, test
+
+
+@register("idx", fields=("data_dir", "download"))
+def idx_source(d) -> tuple[ArrayData, ArrayData]:
+  """Fashion-MNIST from its IDX files (downloaded first where missing and allowed)."""
+  data_dir = d.data_dir
+  if d.download and not has_fashion_mnist(data_dir or FASHION_MNIST_DEBIAN_DIR):
+    data_dir = download.ensure(d.name, data_dir)
+  return load_fashion_mnist(data_dir)
+
+
+DIGITS_TEST_PER_CLASS = 40
+
+
+@register("sklearn")
+def load_digits(d=None) -> tuple[ArrayData, ArrayData]:
+  """scikit-learn's bundled 8x8 digits, upsampled to 16x16 RGB; 40 test images per class."""
+  try:
+    from sklearn.datasets import load_digits as sk_load_digits
+  except ImportError as e:
+    raise ImportError("the digits demo needs scikit-learn: pip install scikit-learn") from e
+  bunch = sk_load_digits()
+  images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+  images = np.repeat(np.repeat(images, 2, axis=1), 2, axis=2)
+  images = np.repeat(images[..., None], 3, axis=-1)
+  labels = bunch.target.astype(np.int64)
+  rng = np.random.RandomState(0)
+  test_idx = np.concatenate([rng.permutation(np.where(labels == c)[0])[:DIGITS_TEST_PER_CLASS]
+                             for c in range(10)])
+  train_mask = np.ones(len(labels), bool)
+  train_mask[test_idx] = False
+  return (ArrayData(images[train_mask], labels[train_mask]),
+          ArrayData(images[np.sort(test_idx)], labels[np.sort(test_idx)]))
+
+
+CIFAR_ARCHIVES = {
+    "cifar10": ("cifar-10-batches-py", "cifar-10-python.tar.gz",
+                [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+    "cifar100": ("cifar-100-python", "cifar-100-python.tar.gz", ["train"], ["test"],
+                 b"fine_labels"),
+}
+
+
+def _cifar_hint(name: str, data_dir) -> str:
+  folder, archive = CIFAR_ARCHIVES[name][:2]
+  return (f"looked in data_dir={data_dir!r} for {folder}/ or {archive}. Let lgla-jax "
+          f"download the archive (--config.dataset.download=True), put the original CIFAR "
+          f"python archive there (the file torchvision downloads) and pass "
+          f"--config.dataset.data_dir=DIR, or use --config.dataset.source=tfds with "
+          f"prepared tfds data (see docs/data.md)")
+
+
+def has_cifar_archive(name: str, data_dir: str) -> bool:
+  """Whether ``data_dir`` holds the extracted CIFAR folder (or its files) or the archive."""
+  folder, archive, train_files, test_files, _ = CIFAR_ARCHIVES[name]
+  data_dir = os.path.expanduser(data_dir)
+  return os.path.exists(os.path.join(data_dir, archive)) or any(
+      all(os.path.exists(os.path.join(root, f)) for f in train_files + test_files)
+      for root in (os.path.join(data_dir, folder), data_dir))
+
+
+def _decode_cifar_batch(raw: bytes, where: str, label_key: bytes) -> ArrayData:
+  try:
+    batch = pickle.loads(raw, encoding="bytes")
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[label_key], dtype=np.int64)
+  except Exception as e:  # noqa: BLE001 - any decoding failure means a corrupt file
+    raise errors.DataError(f"{where} is not a readable CIFAR batch ({type(e).__name__}: {e}); "
+                           f"the file is corrupt: download the archive again") from e
+  if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+    raise errors.DataError(f"{where}: unexpected CIFAR batch shape {data.shape}; the file is corrupt")
+  return ArrayData(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels)
+
+
+def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, ArrayData]:
+  """The original CIFAR python version: the extracted folder or the .tar.gz in ``data_dir``."""
+  folder, archive, train_files, test_files, label_key = CIFAR_ARCHIVES[name]
+  data_dir = os.path.expanduser(data_dir)
+  candidates = [os.path.join(data_dir, folder), data_dir]
+  for root in candidates:
+    if all(os.path.exists(os.path.join(root, f)) for f in train_files + test_files):
+      def read(f, root=root):
+        path = os.path.join(root, f)
+        with open(path, "rb") as fh:
+          return _decode_cifar_batch(fh.read(), path, label_key)
+      break
+  else:
+    tar_path = os.path.join(data_dir, archive)
+    if not os.path.exists(tar_path):
+      raise errors.NotFound(f"no CIFAR data found: {_cifar_hint(name, data_dir)}")
+    try:
+      tar = tarfile.open(tar_path, "r:gz")
+      members = {m.name: m for m in tar.getmembers()}
+    except (tarfile.TarError, OSError, EOFError) as e:
+      raise errors.DataError(f"{tar_path} is not a readable .tar.gz ({e}); download it again") from e
+
+    def read(f, tar=tar, members=members):
+      key = f"{folder}/{f}"
+      if key not in members:
+        raise errors.DataError(f"{tar_path} has no {key}; is it the {name} python archive?")
+      return _decode_cifar_batch(tar.extractfile(members[key]).read(), f"{tar_path}:{key}", label_key)
+
+  parts = [read(f) for f in train_files]
+  train = ArrayData(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
+  tests = [read(f) for f in test_files]
+  test = ArrayData(np.concatenate([p.images for p in tests]), np.concatenate([p.labels for p in tests]))
+  return train, test
+
+
+@register("cifar_archive", fields=("data_dir", "download"))
+def cifar_archive_source(d) -> tuple[ArrayData, ArrayData]:
+  """CIFAR-10/100 from the original python archive (downloaded first where missing and allowed)."""
+  data_dir = d.data_dir or download.DEFAULT_DIR
+  if d.download and not has_cifar_archive(d.name, data_dir):
+    download.ensure(d.name, data_dir)
+  return load_cifar_archive(d.name, data_dir)

@@ -1,0 +1,87 @@
+"""A run's data by name: ``load(config.dataset)`` reads the configured source and makes the
+training set long-tailed by the official rule; ``problems`` checks the section's fields.
+
+The sources register themselves (``data.registry``) in the modules imported here: the
+original files of the in-memory data sets (``readers``), tensorflow-datasets
+(``tfds_source``) and the official split files of the ImageNet-size ones (``split_files``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lgla_jax import errors, long_tail
+from lgla_jax.data import readers, split_files, tfds_source  # noqa: F401 - they register sources
+from lgla_jax.data.catalog import DATASETS
+from lgla_jax.data.registry import SOURCES
+from lgla_jax.data.splits import ArrayData, DataSplits
+
+# config.dataset.source -> the config.dataset fields it reads besides those every source
+# reads (name, mean, std, image_size, select_on, on_device).
+SOURCE_FIELDS = {name: source.fields for name, source in SOURCES.items()}
+
+
+def load(dataset_config) -> DataSplits:
+  """Read the configured data set and make its training set long-tailed (official rule)."""
+  d = dataset_config
+  source = SOURCES.get(d.source)
+  if source is None:
+    raise errors.ConfigError(f"config.dataset.source: unknown source {d.source!r}")
+  if not source.long_tail_subset:  # already long-tailed: used as it is
+    return source.read(d)
+  train, test = source.read(d)
+  return long_tailed(train, test, d)
+
+
+def long_tailed(train: ArrayData, test: ArrayData, d) -> DataSplits:
+  """The splits of a balanced in-memory data set with its training set cut to the
+  configured long-tailed counts (``long_tail.imbalanced_counts``, official subset rule)."""
+  num_classes = DATASETS[d.name].num_classes
+  for split, data in (("training", train), ("test", test)):
+    bad = np.flatnonzero((data.labels < 0) | (data.labels >= num_classes))
+    if bad.size:
+      raise errors.DataError(f"{d.name} ({d.source}): {split} image {bad[0]} has label "
+                             f"{data.labels[bad[0]]}, outside the data set's {num_classes} "
+                             f"classes ({bad.size} such labels): is the data the right data set?")
+  per_class = np.bincount(train.labels, minlength=num_classes)
+  max_per_class = d.max_per_class or int(per_class.max())
+  counts = long_tail.imbalanced_counts(num_classes, max_per_class, d.imbalance_factor,
+                                       kind=d.imbalance_kind)
+  if any(c > n for c, n in zip(counts, per_class)):
+    raise errors.DataError(f"config.dataset.max_per_class={max_per_class} asks for more images "
+                           f"than some class has ({per_class.tolist()})")
+  idx = long_tail.long_tail_indices(train.labels, counts, seed=d.subset_seed)
+  lt = ArrayData(train.images[idx], train.labels[idx])
+  return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes)
+
+
+def in_memory(dataset_config) -> bool:
+  """Whether the configured source gives images as arrays (False: files to decode)."""
+  source = SOURCES.get(dataset_config.source)
+  return source is None or source.in_memory
+
+
+def problems(d) -> list[tuple[str, str]]:
+  """``(field, problem)`` pairs of a ``config.dataset`` section; empty when usable."""
+  if d.name not in DATASETS:
+    return [("dataset.name", f"{d.name!r} is not one of {sorted(DATASETS)}")]
+  found = []
+  allowed = DATASETS[d.name].sources
+  if d.source not in allowed:
+    found.append(("dataset.source", f"{d.name} can be read from {allowed}, not {d.source!r}"))
+  if not 0 < d.imbalance_factor <= 1:
+    found.append(("dataset.imbalance_factor",
+                  f"must be in (0, 1] (0.01 = IR100), got {d.imbalance_factor}"))
+  if d.imbalance_kind not in ("exp", "step"):
+    found.append(("dataset.imbalance_kind", f"must be 'exp' or 'step', got {d.imbalance_kind!r}"))
+  if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
+    found.append(("dataset.mean/std", "need three values each, std positive"))
+  if d.select_on not in ("test", "val"):
+    found.append(("dataset.select_on", f"must be 'test' or 'val', got {d.select_on!r}"))
+  elif d.select_on == "val" and DATASETS[d.name].val_file is None:
+    found.append(("dataset.select_on", f"{d.name} has no validation split (the official code "
+                  f"selects on its test set): use 'test'"))
+  if d.on_device and not in_memory(d):
+    found.append(("dataset.on_device", "image files are decoded on the host; only in-memory "
+                  "data sets (cifar, fashion_mnist, digits) can live on the devices"))
+  return found

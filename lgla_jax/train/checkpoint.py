@@ -1,0 +1,198 @@
+"""orbax checkpoints of the train state together with the data position and the config.
+
+Each checkpoint holds ``state`` (the ``TrainState``) and ``meta`` (JSON): the epoch, the
+global step (which is the input pipeline's position, see ``input_pipeline``), what the
+data position depends on (seed, training-set size, global batch), the run's full config
+and a digest of every state tensor. ``restore`` verifies the digests, so flipped bytes in
+a checkpoint are found instead of restored; ``save`` surfaces a failed asynchronous write
+(a full disk) at the next save or ``check``, not at the end of the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lgla_jax import errors
+from lgla_jax.errors import CheckpointError  # noqa: F401 - raised here, named by callers
+
+
+def digests(state) -> dict:
+  """``{tensor path: sha256 prefix}`` of a state (whole values; on several processes, the
+  process-local copy of a replicated value, the same on every process)."""
+  leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+  out = {}
+  for path, leaf in leaves:
+    value = _local_whole(leaf)
+    h = hashlib.sha256(str((value.dtype, value.shape)).encode())
+    h.update(np.ascontiguousarray(value).tobytes())
+    out[jax.tree_util.keystr(path)] = h.hexdigest()[:16]
+  return out
+
+
+def _local_whole(leaf) -> np.ndarray:
+  """The whole value of a state leaf from this process's shards: on several processes each
+  holds every block of the state (replicated, or a replica run's replica axis, which the
+  mesh keeps within each process: ``sharding.make_mesh``)."""
+  if getattr(leaf, "is_fully_addressable", True):
+    return np.asarray(jax.device_get(leaf))
+  value = np.empty(leaf.shape, leaf.dtype)
+  for shard in leaf.addressable_shards:
+    value[shard.index] = np.asarray(shard.data)
+  return value
+
+
+class Checkpointer:
+  """Saves every few epochs, keeps the last ``keep``; collective on multi-host runs."""
+
+  def __init__(self, directory: str, keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self._keep = keep
+    self._unconfirmed = False  # a save was started and its outcome not yet collected
+    self._manager = self._open()
+
+  def _open(self):
+    try:
+      return ocp.CheckpointManager(
+          self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
+          item_names=("state", "meta"))
+    except OSError as e:
+      raise CheckpointError(f"cannot create the checkpoint folder {self.directory} "
+                            f"({e.strerror or e}): choose a writable --workdir") from None
+
+  def latest_step(self):
+    """The newest saved step, or None when the folder holds none."""
+    return self._manager.latest_step()
+
+  def all_steps(self):
+    """Every saved step, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state, meta: dict) -> None:
+    """Start saving ``step`` (asynchronously); first raise any error of an earlier save."""
+    self.check()
+    meta = dict(meta, digests=digests(state))
+    try:
+      self._manager.save(int(step), args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    except Exception as e:  # noqa: BLE001 - a failed write, whatever orbax calls it
+      raise self._write_error(step, e) from None
+    self._unconfirmed = True
+
+  def check(self) -> None:
+    """Raise ``CheckpointError`` if a finished asynchronous save has failed (cheap, never
+    blocks on a save in progress: the training loop calls it every step)."""
+    if not self._unconfirmed or self._manager.is_saving_in_progress():
+      return  # nothing to collect (the manager is only asked once per save)
+    self._unconfirmed = False
+    try:
+      self._manager.wait_until_finished()  # returns at once; raises the save's error
+      self._manager.check_for_errors()
+    except Exception as e:  # noqa: BLE001
+      raise self._write_error(None, e) from None
+
+  def _write_error(self, step, e) -> CheckpointError:
+    what = f"checkpoint {step}" if step is not None else "a checkpoint"
+    reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    latest = self.latest_step()
+    since = f"its last complete checkpoint, step {latest}" if latest is not None else "the start"
+    return CheckpointError(f"writing {what} to {self.directory} failed ({reason}). Free space "
+                           f"there (or choose another --workdir) and rerun the same command: "
+                           f"it resumes from {since}")
+
+  def restore(self, step: int, abstract_state):
+    """Restore ``step`` into the shapes and shardings of ``abstract_state``, verifying the
+    digests saved with it."""
+    hint = (f"delete (or move away) {self.directory}/{step} to resume from an older "
+            f"checkpoint{self._older(step)}, or start a new workdir")
+    try:
+      restored = self._manager.restore(int(step), args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001 - orbax raises many types for unreadable data
+      raise CheckpointError(
+          f"checkpoint {self.directory}/{step} cannot be restored ({type(e).__name__}: "
+          f"{str(e).splitlines()[0][:300] if str(e) else ''}). It is corrupt or from a "
+          f"different model/config: {hint}") from e
+    meta = dict(restored.meta)
+    saved = meta.pop("digests", None)
+    if saved is not None:
+      bad = [k for k, v in digests(restored.state).items() if saved.get(k) != v]
+      if bad:
+        raise CheckpointError(f"checkpoint {self.directory}/{step} is corrupt: {len(bad)} tensor(s) "
+                              f"differ from the digests saved with them ({', '.join(bad[:3])}): {hint}")
+    return restored.state, meta
+
+  def read_meta(self, step: int) -> dict:
+    """The meta saved with ``step`` (without reading the state)."""
+    try:
+      restored = self._manager.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(f"the meta of checkpoint {self.directory}/{step} cannot be read "
+                            f"({type(e).__name__})") from None
+    meta = dict(restored.meta)
+    meta.pop("digests", None)
+    return meta
+
+  def _older(self, step) -> str:
+    older = [s for s in self.all_steps() if s < step]
+    return f" ({self.directory}/{older[-1]})" if older else ""
+
+  def set_aside(self, step: int) -> str:
+    """Rename a corrupt step folder out of the manager's sight; returns its new path."""
+    self._manager.wait_until_finished()
+    src = os.path.join(self.directory, str(step))
+    dst = os.path.join(self.directory, f"corrupt-{step}")
+    os.replace(src, dst)
+    self._manager.reload()
+    return dst
+
+  def wait(self):
+    """Block until the pending saves are written; raise the first write error."""
+    self._unconfirmed = False
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise self._write_error(None, e) from None
+    self.check()
+
+  def close(self):
+    """Finish the pending saves (raising their errors) and release the manager."""
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
+
+
+def resolve(path: str) -> tuple[str, int | None]:
+  """A workdir, a checkpoints folder or one step folder -> (checkpoints folder, step or None)."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.exists(path):
+    raise errors.NotFound(f"checkpoint path {path} does not exist")
+  if os.path.isdir(os.path.join(path, "state")) and os.path.basename(path).isdigit():
+    return os.path.dirname(path), int(os.path.basename(path))
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    return os.path.join(path, "checkpoints"), None
+  return path, None
+
+
+def open_step(path: str) -> tuple["Checkpointer", str, int]:
+  """``resolve(path)``, opened: ``(checkpointer, checkpoints folder, step)`` with the
+  latest step where ``path`` names none. The caller closes the checkpointer."""
+  directory, step = resolve(path)
+  ckpt = Checkpointer(directory)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    ckpt.close()
+    raise errors.NotFound(f"no checkpoint in {directory}")
+  return ckpt, directory, step
+
+
+def abstract(state, sharding=None):
+  """Shapes, dtypes and sharding of ``state`` (what ``restore`` fills): ``sharding`` for
+  every leaf, or (None) each leaf's own, as a freshly built state of the run has it."""
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                     sharding=sharding or x.sharding), state)

@@ -1,0 +1,106 @@
+"""Evaluate a saved checkpoint (the official ``test.py -r`` equivalent)."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import jax
+
+from lgla_jax import errors
+from lgla_jax.interop import convert, torch_file
+from lgla_jax.models import pretrained
+from lgla_jax.report import metrics, replicas as replica_reports, writer
+from lgla_jax.train import checkpoint, evaluation, resume, run as run_lib
+from lgla_jax.train import workdir as workdir_lib
+
+
+# Files of weights under the official names (not an orbax checkpoint folder).
+OFFICIAL_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
+
+
+def _without_starting_weights(config):
+  """A copy of ``config`` that reads no pretrained or ``init_from`` weights: what is
+  evaluated holds the whole network."""
+  config = copy.deepcopy(config)
+  config.model.pretrained, config.model.init_from = pretrained.PRETRAINED_NONE, None
+  return config
+
+
+def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None) -> dict:
+  """Restore the checkpoint at ``path`` and evaluate it on the whole test set (a weights
+  file under the official names, such as the official trainer's ``model_best.pth``, goes
+  to ``evaluate_official``).
+
+  The checkpoint's data set and network must be those of ``config`` (checked against the
+  config saved with it); a replica run's checkpoint is evaluated for every replica
+  (``replicas``, ``replica_mean``, ``replica_std`` next to the first replica's report). The report is written to ``workdir/eval_report.json`` (default:
+  next to the checkpoints).
+  """
+  if os.path.isfile(path) and path.endswith(OFFICIAL_SUFFIXES):
+    return evaluate_official(config, path, workdir, mesh)
+  checkpoint.resolve(path)  # a missing path fails before the data is read
+  config = _without_starting_weights(config)
+  run = run_lib.setup(config, mesh)
+  mesh, splits, state, steps = run.mesh, run.splits, run.state, run.steps
+  ckpt, directory, step = checkpoint.open_step(path)
+  try:
+    meta = ckpt.read_meta(step)  # compared first: a mismatched state cannot even be read
+    if "config" in meta:
+      differ = workdir_lib.config_changes(meta["config"], resume.config_json(config),
+                                          only=workdir_lib.MUST_MATCH_FOR_EVAL,
+                                          ignore=workdir_lib.NOT_READ_BY_EVAL)
+      if differ:
+        raise checkpoint.CheckpointError(
+            f"checkpoint {directory}/{step} was trained on other data, another network or "
+            f"other replicas than this config describes ({'; '.join(differ)}): evaluate it with the config it was "
+            f"trained with")
+    state, meta = ckpt.restore(step, checkpoint.abstract(state))
+  finally:
+    ckpt.close()
+  reports = evaluation.evaluate_replicas(steps, state, splits.test, splits.class_counts, config,
+                                         mesh)
+  for r in reports:
+    r["epoch"] = meta.get("epoch")  # completed epochs
+    if meta.get("epoch_steps"):  # saved on a stop request, during the next epoch
+      r["epoch_steps"] = meta["epoch_steps"]
+  report = dict(reports[0], checkpoint=os.path.join(directory, str(step)))
+  if run.replicas:  # the first replica's report, and every replica's with their mean and std
+    report.update(replica_reports.summary(reports, run.replicas))
+  out_dir = workdir or os.path.dirname(directory)
+  if jax.process_index() == 0:
+    writer.write(report, splits.class_counts, out_dir, "eval_report.json")
+    print(metrics.format_table(report))
+    if run.replicas:  # the error-bar (and tau-sweep) plots of training, for this checkpoint
+      replica_reports.write_plots(reports, run.replicas, splits.class_counts, out_dir)
+      print(replica_reports.format_table(reports, run.replicas))
+  return report
+
+
+def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
+                      splits=None) -> dict:
+  """Evaluate an official PyTorch checkpoint (``model_best.pth``: ``state_dict``, ``epoch``,
+  ``monitor_best``, ``config``), a plain ``state_dict`` file or ``lgla_jax.export``'s
+  output with the network of ``config``, on the whole test set. Every tensor is checked
+  against the network (the error names the mismatching ones). The report goes to
+  ``workdir/eval_report.json`` (default: next to the file). ``splits``: in-memory data
+  instead of ``config.dataset``'s."""
+  if config.replicas.seeds:
+    raise errors.ConfigError("config.replicas.seeds: an official checkpoint holds one "
+                                "model; evaluate it with a single-run config")
+  official = (torch_file.read_checkpoint(path) if path.endswith((".pth", ".pt"))
+              else {"state_dict": convert.read_state_dict(path), "epoch": None})
+  config = _without_starting_weights(config)
+  run = run_lib.setup(config, mesh, splits)
+  state = run_lib.load_weights(run.state, lambda p, s: convert.load_official_model(
+      p, s, official["state_dict"], path), None)
+  report = dict(evaluation.run_evaluation(run.steps, state, run.splits.test,
+                                          run.splits.class_counts, config, run.mesh),
+                checkpoint=os.path.abspath(path), epoch=official["epoch"])
+  if official.get("monitor_best") is not None:
+    report["official_monitor_best"] = official["monitor_best"]
+  if jax.process_index() == 0:
+    writer.write(report, run.splits.class_counts, workdir or os.path.dirname(
+        os.path.abspath(path)), "eval_report.json")
+    print(metrics.format_table(report))
+  return report
