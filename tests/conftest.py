@@ -1,9 +1,16 @@
-"""Test set-up: 8 simulated CPU devices (before jax is imported) and the golden fixtures."""
+"""Test set-up: 8 simulated CPU devices (before jax is imported), the golden fixtures, the
+shared helpers (``helpers.py``, ``fixtures/official_checkpoint.py``) and the fixtures many
+folders use (a loopback file server, the official ResNet-32)."""
 
+import hashlib
+import json
+import http.server
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
+import threading
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
@@ -16,24 +23,25 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lgla-tests-xla-cache-")
   _OWN_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
 # No test reaches the internet: a download a test did not arrange goes to a closed port on
-# loopback and fails at once (tests/test_download.py serves files on 127.0.0.1).
+# loopback and fails at once (the ``server`` fixture below serves files on 127.0.0.1).
 os.environ["LGLA_DATA_MIRROR"] = "http://127.0.0.1:9"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-GOLDEN = pathlib.Path(__file__).parent / "golden"
+TESTS = pathlib.Path(__file__).parent
+GOLDEN = TESTS / "fixtures" / "golden"
+sys.path[:0] = [str(TESTS), str(TESTS / "fixtures")]  # helpers, official_checkpoint
 
 
 @pytest.fixture(scope="session")
 def golden():
-  """Load a golden file (copies of ../shared/golden, made by the official PyTorch code)."""
+  """Load a golden file (made by running the official PyTorch code: fixtures/golden/README.md)."""
 
   def load(name):
     path = GOLDEN / name
     if name.endswith(".npz"):
       return np.load(path)
-    import json
     return json.loads(path.read_text())
 
   return load
@@ -44,8 +52,60 @@ from absl import flags  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
 
+import jax.numpy as jnp  # noqa: E402
+from helpers import FileHandler  # noqa: E402
+from lgla_jax.data import download  # noqa: E402
+from lgla_jax.interop import convert  # noqa: E402
+
 
 def pytest_sessionfinish(session):
   """Remove the session's XLA cache (made by this process, not inherited from the caller)."""
   if "_OWN_CACHE" in globals():
     shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+@pytest.fixture
+def server(monkeypatch):
+  """A loopback server; ``serve(name, path, body)`` puts a file on it and points the
+  download table's entry for it there."""
+  handler = type("Handler", (FileHandler,), {"files": {}, "mode": {}, "requests": []})
+  httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  threading.Thread(target=httpd.serve_forever, daemon=True).start()
+  base = f"http://127.0.0.1:{httpd.server_address[1]}"
+  monkeypatch.delenv("LGLA_DATA_MIRROR", raising=False)
+  table = {k: list(v) for k, v in download.FILES.items()}
+  monkeypatch.setattr(download, "FILES", table)
+
+  def serve(name, index, body, md5=None, mode=None):
+    remote = table[name][index]
+    path = f"/{remote.filename}"
+    handler.files[path] = body
+    if mode:
+      handler.mode[path] = mode
+    table[name][index] = download.Remote(remote.filename, base + path,
+                                         md5 or hashlib.md5(body).hexdigest())
+    return table[name][index]
+
+  serve.handler = handler
+  serve.base = base
+  yield serve
+  httpd.shutdown()
+
+
+
+@pytest.fixture(scope="module")
+def official(golden):
+  d = golden("resnet32_e3_c100.npz")
+  sd = {k: d[k] for k in d["state_dict_keys"]}
+  x = jnp.asarray(d["input_nchw"].transpose(0, 2, 3, 1))
+  return d, convert.variables_from_torch(sd, 3), x
+
+
+
+def pytest_collection_modifyitems(config, items):
+  """Everything under tests/integration/ is marked ``integration``: the fast tier
+  (``-m "not slow and not integration"``) is that folder left out."""
+  integration = TESTS / "integration"
+  for item in items:
+    if integration in pathlib.Path(item.fspath).parents:
+      item.add_marker(pytest.mark.integration)

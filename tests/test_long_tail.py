@@ -145,7 +145,7 @@ def test_shot_groups_equal_official(golden):
 
 def _numpy124_reference():
   import pathlib
-  path = pathlib.Path(__file__).parent / "data/numpy_sort/argsort_numpy124.npz"
+  path = pathlib.Path(__file__).parent / "fixtures/data/numpy_sort/argsort_numpy124.npz"
   ref = np.load(path)  # written by tools/make_argsort_reference.py under numpy 1.24.4
   return ref, sorted({k.split("/")[0] for k in ref.files})
 

@@ -1,4 +1,4 @@
-"""Write tests/data/numpy_sort/argsort_numpy124.npz: ``np.argsort`` outputs of numpy 1.24.4
+"""Write tests/fixtures/data/numpy_sort/argsort_numpy124.npz: ``np.argsort`` outputs of numpy 1.24.4
 (before its SIMD sorts, as the official code ran), the reference of
 ``long_tail.classic_numpy_argsort``.
 
@@ -23,5 +23,5 @@ for name, x in arrays.items():
   out[f"{name}/values"] = x
   out[f"{name}/quicksort"] = np.argsort(x)
   out[f"{name}/heapsort"] = np.argsort(x, kind="heapsort")
-np.savez_compressed("tests/data/numpy_sort/argsort_numpy124.npz", **out)
+np.savez_compressed("tests/fixtures/data/numpy_sort/argsort_numpy124.npz", **out)
 print(len(arrays), "arrays")

@@ -1,6 +1,6 @@
-"""Write the small torch.save files that tests/test_torch_file.py reads without torch.
+"""Write the small torch.save files that tests/interop/test_torch_file.py reads without torch.
 
-  /path/to/venv-with-torch/bin/python tools/make_torch_file_fixtures.py tests/data
+  /path/to/venv-with-torch/bin/python tools/make_torch_file_fixtures.py tests/fixtures/data
 
 Writes weights_zip.pth (torch's zip format), weights_legacy.pth (the legacy format, as
 old torchvision weights), checkpoint_zip.pth ({"state_dict": ..., "epoch": 3}) and

@@ -8,7 +8,7 @@ Not part of the package or the tests; needs torch and a checkout of the official
 
 It imports the official modules from $LGLA_REF (nothing of them is copied here), loads the
 stored initial weights, and prints each step's loss and the worst elementwise error after
-steps 1 and 3 relative to the bound 1e-4 + 1e-4 |ref| used in tests/test_train_steps.py.
+steps 1 and 3 relative to the bound 1e-4 + 1e-4 |ref| used in tests/train/test_train_steps.py.
 """
 
 import contextlib

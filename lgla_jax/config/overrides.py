@@ -30,7 +30,7 @@ def check(c: ml_collections.ConfigDict, overridden: Iterable[str]) -> None:
       "optim": ("schedule", "schedule", optim.SCHEDULE_FIELDS),
       "model": ("model", "name", {n: s.fields for n, s in models.REGISTRY.items()}),
       "augment": ("recipe", "recipe", {n: r.fields for n, r in recipes.RECIPES.items()}),
-      "dataset": ("data source", "source", sources.SOURCE_FIELDS)}
+      "dataset": ("data source", "source", sources.source_fields())}
   for path in overridden:
     section, _, field = path.partition(".")
     if section not in readers:

@@ -16,7 +16,7 @@ from lgla_jax.augment import recipes
 from lgla_jax.config import replicas
 from lgla_jax.config.defaults import DTYPES, base_config
 from lgla_jax.data import sources
-from lgla_jax.errors import ConfigError, fail  # noqa: F401 - ConfigError: raised by fail
+from lgla_jax.errors import fail
 
 
 def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> None:

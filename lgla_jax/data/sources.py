@@ -16,9 +16,6 @@ from lgla_jax.data.catalog import DATASETS
 from lgla_jax.data.registry import SOURCES
 from lgla_jax.data.splits import ArrayData, DataSplits
 
-# config.dataset.source -> the config.dataset fields it reads besides those every source
-# reads (name, mean, std, image_size, select_on, on_device).
-SOURCE_FIELDS = {name: source.fields for name, source in SOURCES.items()}
 
 
 def load(dataset_config) -> DataSplits:
@@ -53,6 +50,12 @@ def long_tailed(train: ArrayData, test: ArrayData, d) -> DataSplits:
   idx = long_tail.long_tail_indices(train.labels, counts, seed=d.subset_seed)
   lt = ArrayData(train.images[idx], train.labels[idx])
   return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes)
+
+
+def source_fields() -> dict[str, tuple[str, ...]]:
+  """``config.dataset.source`` -> the ``config.dataset`` fields it reads besides those every
+  source reads (name, mean, std, image_size, select_on, on_device)."""
+  return {name: source.fields for name, source in SOURCES.items()}
 
 
 def in_memory(dataset_config) -> bool:

@@ -1,7 +1,7 @@
 """orbax checkpoints of the train state together with the data position and the config.
 
 Each checkpoint holds ``state`` (the ``TrainState``) and ``meta`` (JSON): the epoch, the
-global step (which is the input pipeline's position, see ``input_pipeline``), what the
+global step (which is the input pipeline's position, see ``data.pipeline``), what the
 data position depends on (seed, training-set size, global batch), the run's full config
 and a digest of every state tensor. ``restore`` verifies the digests, so flipped bytes in
 a checkpoint are found instead of restored; ``save`` surfaces a failed asynchronous write

@@ -14,7 +14,7 @@ from lgla_jax.interop import convert
 from lgla_jax.train import checkpoint
 from lgla_jax.train import resume
 from lgla_jax.train import sharding
-from test_train import ROOT, _config
+from helpers import ROOT, config_of, cli
 
 pytestmark = pytest.mark.integration  # builds full networks, runs the command lines
 
@@ -28,7 +28,7 @@ def _synthetic_splits(num_classes, n=200, size=32):
 
 def _saved_run(tmp_path, name="cifar100_ir100", arg="", **overrides):
   """A run's state with random weights (not its init), saved as a checkpoint of step 7."""
-  config = _config(name, arg, **overrides)
+  config = config_of(name, arg, **overrides)
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = train.setup(config, mesh, _synthetic_splits(100))
   keys = iter(jax.random.split(jax.random.PRNGKey(5), 10_000))
@@ -104,7 +104,7 @@ def test_an_official_trainer_checkpoint_is_evaluated(tmp_path, golden):
   splits = data_splits.DataSplits(data_splits.ArrayData(images, predicted),
                                data_splits.ArrayData(images, predicted),
                                np.bincount(np.arange(100) % 100, minlength=100) * 5, 100)
-  config = _config("cifar100_ir100", "", eval_batch_size=16, batch_size=16)
+  config = config_of("cifar100_ir100", "", eval_batch_size=16, batch_size=16)
   report = evaluate_checkpoint.evaluate_official(config, str(path), str(tmp_path), splits=splits)
   assert report["top1"] == pytest.approx(1.0) and report["num_images"] == 16
   assert report["epoch"] == 200 and report["official_monitor_best"] == pytest.approx(0.4321)
@@ -119,7 +119,7 @@ def test_an_official_checkpoint_that_does_not_fit_names_the_tensors(tmp_path, go
   sd["backbone.linears.0.weight"] = sd["backbone.linears.0.weight"][:, :10]
   path = tmp_path / "model_best.pth"
   official_checkpoint.write(path, sd)
-  config = _config("cifar100_ir100", "", eval_batch_size=16, batch_size=16)
+  config = config_of("cifar100_ir100", "", eval_batch_size=16, batch_size=16)
   with pytest.raises(ValueError, match=r"(?s)missing \(1\): layer3s.2.conv1.weight.*"
                                        r"unexpected \(1\): extra.weight.*other shapes \(1\): "
                                        r"linears.0.weight is \(64, 10\), the model's \(64, 100\)"):
@@ -132,7 +132,7 @@ def test_a_run_starts_from_an_official_checkpoint_or_an_export(tmp_path, golden)
   path = tmp_path / "model_best.pth"
   official_checkpoint.write(path, sd)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  config = _config("cifar100_ir100", "", **{"model.init_from": str(path)})
+  config = config_of("cifar100_ir100", "", **{"model.init_from": str(path)})
   state = train.setup(config, mesh, _synthetic_splits(100)).state
   want = convert.variables_from_torch(sd, 3)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(dict(state.variables())), want)
@@ -140,7 +140,7 @@ def test_a_run_starts_from_an_official_checkpoint_or_an_export(tmp_path, golden)
   out = tmp_path / "m.safetensors"  # and lgla-jax's own export starts a run the same way
   from safetensors.numpy import save_file
   save_file(export.official_state_dict(want, 5), str(out))
-  config = _config("cifar100_ir100", "", **{"model.init_from": str(out)})
+  config = config_of("cifar100_ir100", "", **{"model.init_from": str(out)})
   again = train.setup(config, mesh, _synthetic_splits(100)).state
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(dict(again.variables())), want)
 
@@ -149,32 +149,30 @@ def test_the_command_line_evaluates_an_official_checkpoint(tmp_path, golden):
   import json
   import official_checkpoint
   from lgla_jax import models
-  from test_train import _cli
-  config = _config("demo", "quick")
+  config = config_of("demo", "quick")
   model = models.build(config.model, 10, jax.numpy.float32)
   params, model_state = model.init(jax.random.PRNGKey(3), (config.dataset.image_size,) * 2 + (3,))
   sd = export.official_state_dict(jax.device_get({"params": params, **model_state}), 0)
   official_checkpoint.write(tmp_path / "model_best.pth", sd, epoch=12)
-  done = _cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--mode=eval",
+  done = cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--mode=eval",
               f"--checkpoint={tmp_path / 'model_best.pth'}", f"--workdir={tmp_path}")
   assert done.returncode == 0, done.stderr
   assert json.loads(done.stdout.strip().splitlines()[-1])["epoch"] == 12
   assert (tmp_path / "eval_report.json").exists()
   _, cifar = _official_state_dict(golden)  # another network's checkpoint: one clear line
   official_checkpoint.write(tmp_path / "other.pth", cifar)
-  done = _cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--mode=eval",
+  done = cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--mode=eval",
               f"--checkpoint={tmp_path / 'other.pth'}", f"--workdir={tmp_path}")
   assert done.returncode == 1 and "does not fit this config's network" in done.stderr
   assert "Traceback" not in done.stderr
 
 
 def test_init_from_errors_are_one_line(tmp_path):
-  from test_train import _cli
   demo = f"--config={ROOT / 'configs/demo.py'}:quick"
-  done = _cli(demo, f"--config.model.init_from={tmp_path}/none.pth", f"--workdir={tmp_path}/w")
+  done = cli(demo, f"--config.model.init_from={tmp_path}/none.pth", f"--workdir={tmp_path}/w")
   assert done.returncode == 1 and "config.model.init_from: the weights" in done.stderr
   assert "Traceback" not in done.stderr
-  done = _cli(f"--config={ROOT / 'configs/places_lt_resnet152.py'}:quick",
+  done = cli(f"--config={ROOT / 'configs/places_lt_resnet152.py'}:quick",
               f"--config.model.init_from={tmp_path}/x.pth", "--config.model.pretrained=/x.pth",
               f"--workdir={tmp_path}/w2")
   assert done.returncode == 2 and "model.init_from" in done.stderr and "Traceback" not in done.stderr

@@ -22,8 +22,7 @@ from lgla_jax.train import checkpoint
 from lgla_jax.train import evaluation
 from lgla_jax.train import sharding
 from lgla_jax.train import workdir as workdir_lib
-from test_datasets import make_cifar10_folder
-from test_train import ROOT, _cli, _config
+from helpers import ROOT, config_of, cli, make_cifar10_folder, make_tree
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +39,13 @@ def _restore_latest(workdir, config):
 
 
 def test_diverging_run_stops_before_saving_and_keeps_the_last_good_checkpoint(tmp_path):
-  done = _cli(f"--config={ROOT / 'configs/demo.py'}", "--config.optim.lr=1e4",
+  done = cli(f"--config={ROOT / 'configs/demo.py'}", "--config.optim.lr=1e4",
               "--config.checkpoint_every_epochs=1", "--config.eval_every_epochs=0",
               f"--workdir={tmp_path}", timeout=600)
   assert done.returncode == 1, done.stderr[-2000:]
   assert "error: training diverged at step" in done.stderr and "Traceback" not in done.stderr
   assert not (tmp_path / "report.json").exists()
-  step, (state, meta) = _restore_latest(tmp_path, _config("demo", arg=""))
+  step, (state, meta) = _restore_latest(tmp_path, config_of("demo", arg=""))
   diverged_at = int(done.stderr.split("diverged at step ")[1].split()[0])
   assert step < diverged_at and f"checkpoints/{step}" in done.stderr
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state))
@@ -70,7 +69,7 @@ def _fail_finalize(monkeypatch, after=0):
 
 def test_full_disk_stops_the_run_at_once(tmp_path, monkeypatch):
   _fail_finalize(monkeypatch)
-  config = _config("demo", num_epochs=4, checkpoint_every_epochs=1, eval_every_epochs=0)
+  config = config_of("demo", num_epochs=4, checkpoint_every_epochs=1, eval_every_epochs=0)
   with pytest.raises(checkpoint.CheckpointError, match="No space left on device.*rerun the same command"):
     train.train_and_evaluate(config, str(tmp_path))
   trained = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -98,7 +97,7 @@ def test_a_full_disk_on_the_command_line_is_one_message(tmp_path):
 def test_a_failing_final_save_still_writes_the_report(tmp_path, monkeypatch):
   _fail_finalize(monkeypatch)
   with pytest.raises(checkpoint.CheckpointError, match="No space left"):
-    train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+    train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   report = json.loads((tmp_path / "report.json").read_text())
   assert report["final"]["epoch"] == 1 and 0 <= report["final"]["top1"] <= 1
 
@@ -109,10 +108,10 @@ def test_a_crash_in_evaluation_keeps_the_epochs_training(tmp_path, monkeypatch):
 
   monkeypatch.setattr(evaluation, "evaluate_replicas", broken)  # what the loop evaluates with
   with pytest.raises(errors.DataError):
-    train.train_and_evaluate(_config("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
+    train.train_and_evaluate(config_of("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["14"]
   monkeypatch.undo()
-  result = train.train_and_evaluate(_config("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
+  result = train.train_and_evaluate(config_of("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
   assert result["final"]["epoch"] == 2
   # The resume evaluated epoch 1 again (its evaluation had logged nothing), then went on.
   assert [h["epoch"] for h in result["history"]] == [1, 2]
@@ -121,7 +120,7 @@ def test_a_crash_in_evaluation_keeps_the_epochs_training(tmp_path, monkeypatch):
 
 
 def test_flipped_bytes_are_found_and_the_previous_checkpoint_is_taken(tmp_path, capsys):
-  config = _config("demo", num_epochs=2, checkpoint_every_epochs=1)
+  config = config_of("demo", num_epochs=2, checkpoint_every_epochs=1)
   train.train_and_evaluate(config, str(tmp_path))
   chunks = [p for p in (tmp_path / "checkpoints" / "28" / "state").rglob("*")
             if p.is_file() and p.stat().st_size > 4096]
@@ -130,12 +129,12 @@ def test_flipped_bytes_are_found_and_the_previous_checkpoint_is_taken(tmp_path, 
   for i in range(64):
     data[len(data) // 2 + i] ^= 0xFF
   target.write_bytes(bytes(data))
-  done = _cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--mode=eval",
+  done = cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--mode=eval",
               f"--checkpoint={tmp_path / 'checkpoints' / '28'}", f"--workdir={tmp_path / 'eval'}")
   assert done.returncode == 1 and "corrupt" in done.stderr and "checkpoints/14" in done.stderr
   assert "Traceback" not in done.stderr and not (tmp_path / "eval" / "eval_report.json").exists()
   capsys.readouterr()
-  result = train.train_and_evaluate(_config("demo", num_epochs=2, checkpoint_every_epochs=1),
+  result = train.train_and_evaluate(config_of("demo", num_epochs=2, checkpoint_every_epochs=1),
                                     str(tmp_path))
   out = capsys.readouterr().out
   assert "corrupt" in out and "resuming from" in out and "/14 " in out
@@ -144,22 +143,22 @@ def test_flipped_bytes_are_found_and_the_previous_checkpoint_is_taken(tmp_path, 
 
 
 def test_resuming_with_a_changed_config_is_refused_unless_asked(tmp_path):
-  train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+  train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   with pytest.raises(checkpoint.CheckpointError, match=r"(?s)loss.tau: 2.0 -> 3.0.*num_epochs: 1 -> 2"):
-    train.train_and_evaluate(_config("demo", num_epochs=2, **{"loss.tau": 3.0}), str(tmp_path))
+    train.train_and_evaluate(config_of("demo", num_epochs=2, **{"loss.tau": 3.0}), str(tmp_path))
   # fields that cannot change what is trained may differ
   with pytest.raises(checkpoint.CheckpointError) as e:
-    train.train_and_evaluate(_config("demo", num_epochs=2, log_every_steps=3), str(tmp_path))
+    train.train_and_evaluate(config_of("demo", num_epochs=2, log_every_steps=3), str(tmp_path))
   assert "log_every_steps" not in str(e.value)
-  result = train.train_and_evaluate(_config("demo", num_epochs=2, resume_with_changes=True,
+  result = train.train_and_evaluate(config_of("demo", num_epochs=2, resume_with_changes=True,
                                             **{"loss.tau": 3.0}), str(tmp_path))
   assert result["config_changes_on_resume"][0]["step"] == 14
   assert "loss.tau: 2.0 -> 3.0" in result["config_changes_on_resume"][0]["changes"]
 
 
 def test_evaluating_with_another_data_sets_config_is_refused(tmp_path):
-  train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
-  done = _cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--config.dataset.imbalance_factor=0.1",
+  train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
+  done = cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--config.dataset.imbalance_factor=0.1",
               "--mode=eval", f"--checkpoint={tmp_path}")
   assert done.returncode == 1 and "dataset.imbalance_factor: 0.05 -> 0.1" in done.stderr
   assert not (tmp_path / "eval_report.json").exists()
@@ -168,10 +167,10 @@ def test_evaluating_with_another_data_sets_config_is_refused(tmp_path):
 def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
   with workdir_lib.lock(str(tmp_path)):
     with pytest.raises(workdir_lib.WorkdirError, match=f"in use.*pid.*{os.getpid()}"):
-      train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+      train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   # a lock left by a dead process (its content, no lock held) is taken over
   (tmp_path / ".lock").write_text('{"host": "gone", "pid": 999999}')
-  assert train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))["final"]["epoch"] == 1
+  assert train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))["final"]["epoch"] == 1
 
 
 def test_ctrl_c_saves_and_exits_with_the_stopped_status(tmp_path):
@@ -196,7 +195,7 @@ def test_labels_outside_the_data_sets_classes_are_named(tmp_path):
   raw = pickle.loads(batch.read_bytes())
   raw[b"labels"][7] = 10
   batch.write_bytes(pickle.dumps(raw))
-  c = _config("cifar10_ir100").dataset
+  c = config_of("cifar10_ir100").dataset
   c.data_dir, c.max_per_class, c.download = str(tmp_path), 12, False
   with pytest.raises(errors.DataError, match="test image 7 has label 10.*10 classes"):
     sources.load(c)
@@ -220,22 +219,21 @@ def test_reports_are_strict_json_and_never_replaced_by_a_non_finite_one(tmp_path
     (["--config.loss.name=ce", "--config.loss.tau=2"], "config.loss.tau: the loss 'ce' does not read it"),
 ])
 def test_usage_errors_are_one_line_with_status_2(tmp_path, args, message):
-  done = _cli(f"--config={ROOT / 'configs/demo.py'}", *args, f"--workdir={tmp_path}", timeout=120)
+  done = cli(f"--config={ROOT / 'configs/demo.py'}", *args, f"--workdir={tmp_path}", timeout=120)
   assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_config_file_errors_are_usage_errors(tmp_path):
   for config, message in ((ROOT / "configs/nothere.py", "No such file"),
                           (f"{ROOT / 'configs/demo.py'}:nope", "unknown config argument 'nope'")):
-    done = _cli(f"--config={config}", f"--workdir={tmp_path}", timeout=120)
+    done = cli(f"--config={config}", f"--workdir={tmp_path}", timeout=120)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
-  done = _cli(f"--config={ROOT / 'configs/demo.py'}", "--workdir=/proc/lgla", timeout=120)
+  done = cli(f"--config={ROOT / 'configs/demo.py'}", "--workdir=/proc/lgla", timeout=120)
   assert done.returncode == 1 and "choose a writable --workdir" in done.stderr
 
 
 def test_split_files_are_checked_at_start_and_bad_images_named(tmp_path):
   from lgla_jax.data import pipeline
-  from test_large_benchmarks import make_tree
   root, splits = make_tree(tmp_path, "places_lt")
   train_file = splits / "Places_LT_train.txt"
   lines = train_file.read_text().splitlines()
@@ -269,10 +267,10 @@ def test_a_checkpoint_evaluates_without_the_weights_its_run_started_from(tmp_pat
   from lgla_jax.interop import convert
   from lgla_jax.train import evaluate_checkpoint
   start = tmp_path / "start.safetensors"
-  variables = jax.device_get(dict(train.setup(_config("demo")).state.variables()))
+  variables = jax.device_get(dict(train.setup(config_of("demo")).state.variables()))
   save_file({k: np.ascontiguousarray(v) for k, v in convert.torch_from_variables(variables).items()},
             str(start))
-  config = _config("demo", num_epochs=1, **{"model.init_from": str(start)})
+  config = config_of("demo", num_epochs=1, **{"model.init_from": str(start)})
   report = train.train_and_evaluate(config, str(tmp_path / "wd"))
   start.rename(tmp_path / "moved.safetensors")
   evaluated = evaluate_checkpoint.evaluate_checkpoint(config, str(tmp_path / "wd"))
@@ -285,11 +283,11 @@ def test_device_data_with_a_validation_split_and_replicas_on_an_official_file_ar
   official checkpoint holds one model (not a replica run's)."""
   from lgla_jax import errors
   from lgla_jax.train import evaluate_checkpoint
-  config = _config("demo", **{"dataset.on_device": True})
+  config = config_of("demo", **{"dataset.on_device": True})
   splits = sources.load(config.dataset)
   with pytest.raises(errors.ConfigError, match="dataset.on_device"):
     train.setup(config, splits=splits._replace(val=splits.test))
   weights = tmp_path / "model_best.pth"
   weights.write_bytes(b"never read")
   with pytest.raises(errors.ConfigError, match="replicas.seeds"):
-    evaluate_checkpoint.evaluate_official(_config("demo", **{"replicas.seeds": (0, 1)}), str(weights))
+    evaluate_checkpoint.evaluate_official(config_of("demo", **{"replicas.seeds": (0, 1)}), str(weights))

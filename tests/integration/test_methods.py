@@ -17,8 +17,7 @@ from lgla_jax import train
 from lgla_jax.data import pipeline
 from lgla_jax.train import feed
 from lgla_jax.train import sharding
-from test_datasets import make_cifar10_folder
-from test_train import _config
+from helpers import config_of, make_cifar10_folder
 
 
 class NoNormNet(nn.Module):
@@ -51,11 +50,11 @@ def registered():
 
 @pytest.mark.integration
 def test_model_without_batchnorm_trains_checkpoints_and_resumes(registered, tmp_path):
-  config = _config("demo", **{"model.name": "no_norm_net", "loss.name": "ce", "num_epochs": 2,
+  config = config_of("demo", **{"model.name": "no_norm_net", "loss.name": "ce", "num_epochs": 2,
                               "resume_with_changes": True})
   run = train.setup(config, sharding.make_mesh(jax.devices()[:1]))
   assert run.state.model_state == {} and run.model.logit_scale == 1.0
-  first = train.train_and_evaluate(_config("demo", **{"model.name": "no_norm_net",
+  first = train.train_and_evaluate(config_of("demo", **{"model.name": "no_norm_net",
                                                       "loss.name": "ce", "num_epochs": 1}),
                                    str(tmp_path))
   result = train.train_and_evaluate(config, str(tmp_path))  # resumes after epoch 1
@@ -65,7 +64,7 @@ def test_model_without_batchnorm_trains_checkpoints_and_resumes(registered, tmp_
 
 @pytest.mark.integration
 def test_the_step_gives_the_loss_its_1_based_epoch(registered):
-  config = _config("demo", **{"loss.name": "epoch_probe"})
+  config = config_of("demo", **{"loss.name": "epoch_probe"})
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = train.setup(config, mesh)
   it = feed.train_batches(run, 0, 2 * run.steps_per_epoch)
@@ -83,7 +82,7 @@ def test_ride_and_ldam_drw_recipes_train_end_to_end(tmp_path, name):
   # The recipes' networks, losses (re-weighting switched on in epoch 2), schedules and
   # augmentation (RIDE: rotation), on generated CIFAR-10-shaped data.
   make_cifar10_folder(tmp_path / "data", per_class=100)
-  config = _config(name, **{"dataset.name": "cifar10", "dataset.source": "cifar_archive",
+  config = config_of(name, **{"dataset.name": "cifar10", "dataset.source": "cifar_archive",
                             "dataset.data_dir": str(tmp_path / "data"),
                             "dataset.max_per_class": 100})
   assert config.loss.reweight_epoch == 1 and config.num_epochs == 2

@@ -1,16 +1,15 @@
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
 from lgla_jax import long_tail
+from helpers import ROOT
 
 pytestmark = pytest.mark.integration  # Runs the throughput benchmark.
 
-ROOT = pathlib.Path(__file__).parents[1]
 PARTS = ("train_images_per_s", "source_images_per_s", "train_step_only_images_per_s",
          "eval_images_per_s", "compile_s")
 

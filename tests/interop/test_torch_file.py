@@ -11,7 +11,7 @@ import pytest
 from lgla_jax.interop import convert
 from lgla_jax.interop import torch_file
 
-DATA = pathlib.Path(__file__).parent / "data" / "torch_files"
+DATA = pathlib.Path(__file__).parents[1] / "fixtures" / "data" / "torch_files"
 
 
 @pytest.mark.parametrize("name", ["weights_zip.pth", "weights_legacy.pth", "checkpoint_zip.pth"])

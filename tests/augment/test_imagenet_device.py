@@ -19,6 +19,7 @@ from lgla_jax.augment import cifar_device
 from lgla_jax.augment import imagenet_device as dev
 from lgla_jax.augment import imagenet_host
 from lgla_jax.data import readers
+from helpers import assert_same_on_one_and_eight_devices
 
 EXACT = ("Invert", "Posterize", "Solarize", "SolarizeAdd")
 COLOUR = ("AutoContrast", "Equalize", "Color", "Contrast", "Brightness", "Sharpness")
@@ -192,7 +193,6 @@ def test_places_coins_and_radius_follow_the_recipe():
 @pytest.mark.parametrize("recipe", imagenet_host.RECIPES)
 def test_recipes_do_not_depend_on_the_device_count(images, recipe):
   from lgla_jax import config as config_lib
-  from test_augment_device import assert_same_on_one_and_eight_devices
   a = config_lib.base_config().augment
   a.recipe = recipe  # (the train_augment of the step: dispatches to this module)
   assert_same_on_one_and_eight_devices(images[-8:], a)  # colour images

@@ -1,31 +1,22 @@
-import pathlib
 
 import numpy as np
 import pytest
 from absl import flags
-from ml_collections import config_flags
 
 from lgla_jax import config as config_lib
 from lgla_jax import errors
 from lgla_jax.config import validate as validate_lib
 from lgla_jax.models import pretrained
 from lgla_jax.config import overrides as overrides_lib
+from helpers import ROOT, parse_config
 
-CONFIGS = sorted(pathlib.Path(__file__).parents[1].glob("configs/*.py"))
-
-
-def _parse(argv):
-  fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True,
-                                  sys_argv=["prog"] + argv)
-  fv(["prog"] + argv)
-  return fv.config
+CONFIGS = sorted(ROOT.glob("configs/*.py"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 @pytest.mark.parametrize("arg", ["", "quick"])
 def test_every_config_is_valid(path, arg):
-  config = _parse([f"--config={path}" + (f":{arg}" if arg else "")])
+  config = parse_config([f"--config={path}" + (f":{arg}" if arg else "")])
   if config.model.pretrained == pretrained.PRETRAINED_REQUIRED:  # Places-LT: weights first
     with pytest.raises(errors.ConfigError, match="model.pretrained"):
       validate_lib.validate(config, num_devices=1)
@@ -36,23 +27,23 @@ def test_every_config_is_valid(path, arg):
 
 
 def test_official_cifar_hyper_parameters():
-  c = _parse([f"--config={CONFIGS[0].parent / 'cifar100_ir100.py'}"])
+  c = parse_config([f"--config={CONFIGS[0].parent / 'cifar100_ir100.py'}"])
   assert (c.num_epochs, c.batch_size, c.optim.lr, c.optim.momentum, c.optim.nesterov) == (400, 128, 0.1, 0.9, True)
   assert (c.optim.weight_decay, c.optim.warmup_epochs, tuple(c.optim.milestones)) == (2e-4, 5, (320, 360))
   assert (c.model.num_experts, c.model.use_norm, c.loss.tau, c.dataset.imbalance_factor) == (3, True, 2.5, 0.01)
   assert c.augment.autoaugment and c.augment.cutout == 16
-  c10 = _parse([f"--config={CONFIGS[0].parent / 'cifar10_ir50.py'}"])
+  c10 = parse_config([f"--config={CONFIGS[0].parent / 'cifar10_ir50.py'}"])
   assert (c10.loss.tau, c10.dataset.imbalance_factor, c10.dataset.name) == (3.0, 0.02, "cifar10")
 
 
 def test_command_line_overrides_and_unknown_keys():
   path = CONFIGS[0].parent / "cifar100_ir100.py"
-  c = _parse([f"--config={path}", "--config.optim.lr=0.05", "--config.dataset.data_dir=/data"])
+  c = parse_config([f"--config={path}", "--config.optim.lr=0.05", "--config.dataset.data_dir=/data"])
   assert c.optim.lr == 0.05 and c.dataset.data_dir == "/data"
   with pytest.raises(Exception, match="optim.lrr|lrr"):
-    _parse([f"--config={path}", "--config.optim.lrr=0.05"])
+    parse_config([f"--config={path}", "--config.optim.lrr=0.05"])
   with pytest.raises(Exception, match="quick|argument"):
-    _parse([f"--config={path}:fast"])
+    parse_config([f"--config={path}:fast"])
 
 
 @pytest.mark.parametrize("field,value,message", [
@@ -117,11 +108,11 @@ def test_command_line_overrides_the_method_does_not_read_are_refused(config_args
     ("configs/cifar100_ir100.py", {"optim.schedule": "cosine", "optim.cosine_eta_min": 0.001}),
     ("configs/demo.py", {})])
 def test_a_notebook_loads_the_config_the_command_line_would_give(spec, values):
-  root = pathlib.Path(__file__).parents[1]
+  root = ROOT
   loaded = overrides_lib.load(str(root / spec), values)
   flags_ = [f"--config.{k}={v if isinstance(v, str) else repr(v).replace(' ', '')}"
             for k, v in values.items()]
-  assert loaded.to_dict() == _parse([f"--config={root / spec}", *flags_]).to_dict()
+  assert loaded.to_dict() == parse_config([f"--config={root / spec}", *flags_]).to_dict()
   if values:
     assert loaded.to_dict() != overrides_lib.load(str(root / spec)).to_dict()
 
@@ -134,7 +125,7 @@ def test_a_notebook_loads_the_config_the_command_line_would_give(spec, values):
     ({"loss.name": "ce", "loss.tau": 2.0}, r"config\.loss\.tau: the loss 'ce' does not read it"),
 ])
 def test_a_notebook_override_is_refused_as_on_the_command_line(values, message):
-  root = pathlib.Path(__file__).parents[1]
+  root = ROOT
   with pytest.raises(errors.ConfigError, match=message):
     overrides_lib.load(str(root / "configs/demo.py"), values)
   with pytest.raises(errors.ConfigError, match="not found"):
@@ -155,7 +146,7 @@ def test_every_name_has_its_fields_listed():
             "optim": optim.SCHEDULE_FIELDS,
             "model": {n: s.fields for n, s in models.REGISTRY.items()},
             "augment": {n: r.fields for n, r in recipes.RECIPES.items()},
-            "dataset": sources.SOURCE_FIELDS}
+            "dataset": sources.source_fields()}
   assert set(tables["dataset"]) == {s for info in catalog.DATASETS.values() for s in info.sources}
   assert {info.recipe for info in catalog.DATASETS.values()} <= set(tables["augment"])
   for section, table in tables.items():
@@ -207,8 +198,8 @@ def test_names_come_from_the_registries():
 def test_ride_and_ldam_drw_recipes():
   """The two recipes as their code bases run them (see the config docstrings)."""
   from lgla_jax import optim
-  ride = _parse([f"--config={CONFIGS[0].parent / 'cifar100_ir100_ride.py'}"])
-  ldam = _parse([f"--config={CONFIGS[0].parent / 'cifar100_ir100_ldam_drw.py'}"])
+  ride = parse_config([f"--config={CONFIGS[0].parent / 'cifar100_ir100_ride.py'}"])
+  ldam = parse_config([f"--config={CONFIGS[0].parent / 'cifar100_ir100_ldam_drw.py'}"])
   for c in (ride, ldam):
     lr = optim.lr_per_epoch(c.optim, c.num_epochs)  # lr[e - 1] is epoch e's (1-based)
     np.testing.assert_allclose(lr[[0, 4, 159, 160, 179, 180, 199]],
@@ -229,25 +220,25 @@ def test_fashion_mnist_baseline_variants(loss):
   """``fmnist_lt_ir100.py:NAME`` changes only the loss; with ``quick`` the re-weighting of
   ldam / ride falls into the second (last) epoch."""
   path = CONFIGS[0].parent / "fmnist_lt_ir100.py"
-  base = _parse([f"--config={path}"])
-  c = _parse([f"--config={path}:{loss}"])
+  base = parse_config([f"--config={path}"])
+  c = parse_config([f"--config={path}:{loss}"])
   validate_lib.validate(c, num_devices=1)
   assert c.loss.name == loss
   differ = {k for k in c.to_dict() if c.to_dict()[k] != base.to_dict()[k]}
   assert differ <= {"loss"}
   if loss in ("ldam", "ride"):
     assert c.loss.reweight_epoch == c.optim.milestones[0] == 9
-    quick = _parse([f"--config={path}:quick,{loss}"])
+    quick = parse_config([f"--config={path}:quick,{loss}"])
     validate_lib.validate(quick, num_devices=1)
     assert quick.loss.reweight_epoch == 1 and quick.num_epochs == 2
   with pytest.raises(flags.Error, match="unknown config argument"):
-    _parse([f"--config={path}:nope"])
+    parse_config([f"--config={path}:nope"])
 
 
 def test_fashion_mnist_autoaugment_variant_changes_only_the_augmentation():
   path = CONFIGS[0].parent / "fmnist_lt_ir100.py"
-  base = _parse([f"--config={path}"]).to_dict()
-  c = _parse([f"--config={path}:autoaugment"])
+  base = parse_config([f"--config={path}"]).to_dict()
+  c = parse_config([f"--config={path}:autoaugment"])
   validate_lib.validate(c, num_devices=1)
   assert (c.augment.autoaugment, c.augment.cutout) == (True, 16)
   assert {k for k in base if c.to_dict()[k] != base[k]} == {"augment"}
@@ -256,7 +247,7 @@ def test_fashion_mnist_autoaugment_variant_changes_only_the_augmentation():
 def test_fields_added_since_a_checkpoint_count_as_changed_only_off_their_default():
   from lgla_jax.train import resume
   from lgla_jax.train import workdir
-  current = resume.config_json(_parse([f"--config={CONFIGS[0].parent / 'fmnist_lt_ir100.py'}"]))
+  current = resume.config_json(parse_config([f"--config={CONFIGS[0].parent / 'fmnist_lt_ir100.py'}"]))
   old = {k: v for k, v in current.items() if k != "replicas"}  # a checkpoint older than replicas
   assert workdir.config_changes(old, current) == []
   current["replicas"]["mode"] = "sequential"

@@ -16,32 +16,9 @@ from lgla_jax.train import evaluation
 from lgla_jax.train import feed
 from lgla_jax.train import sharding
 from lgla_jax.models import ExpertResNetCifar
-from test_train import _config
+from helpers import config_of, make_tree
 
 pytestmark = pytest.mark.integration  # ImageNet-size models and pipelines on generated JPEG trees.
-
-
-def make_tree(tmp_path, name, num_test=10):
-  """A few JPEGs, and split files naming every class (paths may repeat)."""
-  (train_file, test_file), num_classes = (catalog.DATASETS[name].split_files,
-                                          catalog.DATASETS[name].num_classes)
-  root, splits = tmp_path / "images", tmp_path / "splits"
-  (root / "train").mkdir(parents=True)
-  splits.mkdir()
-  rng = np.random.RandomState(0)
-  files = []
-  for k in range(12):
-    size = (int(rng.randint(40, 90)), int(rng.randint(40, 90)))
-    path = f"train/img_{k}.jpg"
-    Image.fromarray(rng.randint(0, 256, size + (3,), dtype=np.uint8)).save(root / path)
-    files.append(path)
-  lines = [f"{files[c % 12]} {c}" for c in range(num_classes)] + [f"{files[0]} 0"] * 5
-  (splits / train_file).write_text("\n".join(lines) + "\n")
-  (splits / test_file).write_text("\n".join(f"{files[k % 12]} {k}" for k in range(num_test)) + "\n")
-  if catalog.DATASETS[name].val_file:  # a validation split of other images than the test's
-    (splits / catalog.DATASETS[name].val_file).write_text(
-        "\n".join(f"{files[(k + 5) % 12]} {k}" for k in range(num_test)) + "\n")
-  return root, splits
 
 
 def test_eval_decoding_in_worker_processes_gives_the_same_batches(tmp_path):
@@ -71,7 +48,7 @@ def test_quick_config_trains_a_step_and_evaluates(tmp_path, name, augment_on_dev
             "augment.on_device": augment_on_device}
   if name.startswith("places"):  # its ResNet-152 compiles for minutes on 2 cores; the same
     fields["model.arch"] = "resnet26"  # bottleneck blocks, separate experts, fewer of them
-  config = _config(name, **fields)
+  config = config_of(name, **fields)
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = train.setup(config, mesh)
   data, state, steps = run.splits, run.state, run.steps
@@ -155,12 +132,12 @@ def test_bn_group_size_normalises_groups_like_separate_gpus():
 def test_batchnorm_groups_default_to_the_official_per_gpu_share(name, gpus):
   """DataParallel on the official GPU count: each GPU normalised batch / n_gpu images."""
   from lgla_jax import models
-  c = _config(name, "")
+  c = config_of(name, "")
   assert c.model.bn_group_size == c.batch_size // gpus
   # The configured model normalises each group as a separate sub-batch and keeps the first
   # group's running statistics (shown on the quick network, whose groups are 8 / 4 = 2 images
   # for 4 GPUs, 4 for 2; the float64 check once per group size, to keep CI short).
-  quick = _config(name)
+  quick = config_of(name)
   g = quick.model.bn_group_size
   assert g == 8 // gpus
   if name not in ("imagenet_lt_resnet50", "inaturalist_resnet50"):
@@ -187,7 +164,7 @@ def test_places_refuses_to_train_without_its_pretrained_weights():
   from lgla_jax import errors
   from lgla_jax.config import validate as validate_lib
   from lgla_jax.models import pretrained
-  c = _config("places_lt_resnet152", "")
+  c = config_of("places_lt_resnet152", "")
   with pytest.raises(errors.ConfigError, match="resnet152.pth.*pretrained=none"):
     validate_lib.validate(c)
   c.model.pretrained = "none"  # random initialisation, said explicitly
@@ -196,7 +173,7 @@ def test_places_refuses_to_train_without_its_pretrained_weights():
   c.model.pretrained = "/data/resnet152.pth"
   validate_lib.validate(c)
   assert pretrained.pretrained_file(c.model) == "/data/resnet152.pth"
-  assert _config("places_lt_resnet152").model.pretrained == "none"  # the smoke run says so
+  assert config_of("places_lt_resnet152").model.pretrained == "none"  # the smoke run says so
 
 
 def test_randaugment_fills_with_the_imagenet_grey_on_every_data_set():
@@ -215,7 +192,7 @@ def test_the_training_step_groups_a_short_last_batch_as_dataparallel():
   # are those of a plain forward pass on those two images.
   from lgla_jax import models
   from lgla_jax.train import steps as steps_lib
-  config = _config("demo", "quick", **{"model.bn_group_size": 4, "batch_size": 16,
+  config = config_of("demo", "quick", **{"model.bn_group_size": 4, "batch_size": 16,
                                        "dataset.on_device": False, "augment.on_device": False})
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = train.setup(config, mesh)
@@ -243,13 +220,13 @@ def test_a_run_starts_from_the_pretrained_trunk_in_every_expert(tmp_path):
   root, splits = make_tree(tmp_path, "places_lt")
   fields = {"dataset.data_dir": str(root), "dataset.split_dir": str(splits),
             "model.arch": "resnet26"}  # (as the quick run above: bottleneck blocks, fewer)
-  single = _config("places_lt_resnet152", **fields).model.copy_and_resolve_references()
+  single = config_of("places_lt_resnet152", **fields).model.copy_and_resolve_references()
   single.num_experts = 1
   params, model_state = models.build(single, 365, jnp.float32).init(jax.random.PRNGKey(7), (64, 64, 3))
   trunk = {re.sub(r"^layer([34])s\.0\.", r"layer\1.", k): v for k, v in convert.torch_from_variables(
       {"params": params, **model_state}, prefix="").items() if not k.startswith("linears")}
   np.savez(tmp_path / "resnet26.npz", **trunk)
-  run = train.setup(_config("places_lt_resnet152", **fields, **{
+  run = train.setup(config_of("places_lt_resnet152", **fields, **{
       "model.pretrained": str(tmp_path / "resnet26.npz")}), sharding.make_mesh(jax.devices()[:1]))
   got = convert.torch_from_variables(jax.device_get({"params": run.state.params,
                                                      **run.state.model_state}), prefix="")
@@ -260,6 +237,6 @@ def test_a_run_starts_from_the_pretrained_trunk_in_every_expert(tmp_path):
       continue
     np.testing.assert_array_equal(value, trunk[re.sub(r"^layer([34])s\.\d+\.", r"layer\1.", name)], name)
   assert sum(n.startswith("layer4s.2.") for n in got) > 0  # the third expert was filled too
-  fresh = train.setup(_config("places_lt_resnet152", **fields), sharding.make_mesh(jax.devices()[:1]))
+  fresh = train.setup(config_of("places_lt_resnet152", **fields), sharding.make_mesh(jax.devices()[:1]))
   np.testing.assert_array_equal(jax.device_get(run.state.params["linears_2"]["kernel"]),
                                 jax.device_get(fresh.state.params["linears_2"]["kernel"]))

@@ -20,6 +20,7 @@ from lgla_jax.augment import cifar_device
 from lgla_jax.augment import cifar_host
 from lgla_jax.augment import recipes
 from lgla_jax.data import readers
+from helpers import assert_same_on_one_and_eight_devices
 
 EXACT = ("posterize", "solarize", "invert")
 COLOUR = ("color", "contrast", "sharpness", "brightness", "autocontrast", "equalize")
@@ -180,58 +181,9 @@ def test_crop_flip_cutout_rotation_draws_equal_the_host_path_in_distribution():
   assert stats.ks_2samp(angles, rng.uniform(-15, 15, n)).pvalue > 1e-3
 
 
-def assert_same_on_one_and_eight_devices(batch, augment_config):
-  """``train_augment`` of ``batch`` sharded over 1 and over 8 devices: identical images,
-  and different from the input."""
-  from lgla_jax.train import sharding
-
-  def run(mesh):
-    data = sharding.batch_sharding(mesh)
-
-    @jax.jit
-    def f(x):
-      positions = jax.lax.with_sharding_constraint(jnp.arange(len(batch)), data)
-      return cifar_device.train_augment(x, recipes.image_keys(5, 11, positions),
-                                          augment_config)
-
-    return np.asarray(f(jax.device_put(batch, data)))
-
-  one = run(sharding.make_mesh(jax.devices()[:1]))
-  np.testing.assert_array_equal(one, run(sharding.make_mesh(jax.devices()[:8])))
-  assert not np.array_equal(one, batch)
-
-
 def test_augmentation_does_not_depend_on_the_device_count(images):
   """Keys come from (seed, step, global position): 8 devices augment as 1 does."""
   from lgla_jax import config as config_lib
   assert_same_on_one_and_eight_devices(images, config_lib.base_config().augment)  # crop, flip, AA, Cutout
 
 
-@pytest.mark.slow
-def test_host_and_device_autoaugment_train_to_the_same_accuracy(tmp_path):
-  """The check that matters more than the pixels: a reduced Fashion-MNIST-LT protocol with
-  AutoAugment + Cutout (IR 100 from 1200 images down to 12, ResNet-8, 6 epochs: far from
-  chance, unlike the 2-epoch quick variant), 5 seeds (replicas) with host and with device
-  augmentation; the two mean top-1 accuracies must agree within twice their standard
-  error (seed noise) plus half a point. Minutes on 2 CPU cores (the README gives the
-  measured time of the slow tier); on a GPU run the full protocol instead (tools/device_benchmark.sh)."""
-  if not readers.has_fashion_mnist(readers.FASHION_MNIST_DEBIAN_DIR):
-    pytest.fail("needs the Debian package dataset-fashion-mnist")
-  from lgla_jax import train
-  from lgla_jax.train import sharding
-  from test_train import _config
-  mesh = sharding.make_mesh(jax.devices()[:1])
-  top1 = {}
-  for on_device in (False, True):
-    config = _config("fmnist_lt_ir100", "quick,autoaugment,seeds5", **{
-        "augment.on_device": on_device, "dataset.on_device": on_device,
-        "dataset.max_per_class": 1200, "batch_size": 64, "num_epochs": 6,
-        "optim.milestones": (4, 5), "log_every_steps": 50})
-    report = train.train_and_evaluate(config, str(tmp_path / str(on_device)), mesh=mesh)
-    top1[on_device] = np.array([r["final"]["top1"] for r in report["replicas"]])
-  host, device = top1[False], top1[True]
-  stderr = np.sqrt(host.var(ddof=1) / len(host) + device.var(ddof=1) / len(device))
-  print(f"top-1 host {100 * host.mean():.2f} +- {100 * host.std(ddof=1):.2f}, device "
-        f"{100 * device.mean():.2f} +- {100 * device.std(ddof=1):.2f} (5 seeds each)")
-  assert min(host.mean(), device.mean()) > 0.5  # a real training, not chance (10%)
-  assert abs(host.mean() - device.mean()) <= 2 * stderr + 0.005, (host, device)

@@ -1,16 +1,15 @@
 import os
-import pathlib
 
 import nbclient
 import nbformat
 import pytest
 
 from lgla_jax import train
-from test_train import _config
+from helpers import ROOT, config_of
 
 pytestmark = pytest.mark.integration  # Executes the notebook (and trains a demo workdir).
 
-NOTEBOOK = pathlib.Path(__file__).parents[1] / "notebooks" / "loss_inspection.ipynb"
+NOTEBOOK = ROOT / "notebooks" / "loss_inspection.ipynb"
 
 
 def _execute(env_workdir=None):
@@ -40,12 +39,12 @@ def test_notebook_runs_top_to_bottom():
 
 
 def test_notebook_on_a_trained_workdir(tmp_path):
-  train.train_and_evaluate(_config("demo"), str(tmp_path))
+  train.train_and_evaluate(config_of("demo"), str(tmp_path))
   assert "mean AAW weight per expert on test images" in _text(_execute(tmp_path))
 
 
 def test_notebook_loads_a_replica_run(tmp_path):
-  train.train_and_evaluate(_config("demo", "quick", **{"replicas.seeds": (0, 1)}), str(tmp_path))
+  train.train_and_evaluate(config_of("demo", "quick", **{"replicas.seeds": (0, 1)}), str(tmp_path))
   text = _text(_execute(tmp_path))
   assert "mean +- std over 2 replicas" in text and "inspecting replica 0: seed 0" in text
   assert "mean AAW weight per expert on test images" in text

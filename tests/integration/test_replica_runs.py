@@ -1,29 +1,21 @@
 """Replica runs: R seeds (and taus) in one vmapped step equal R single runs."""
 
 import json
-import pathlib
 
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from lgla_jax import errors
 from lgla_jax import train
-from lgla_jax.config import replicas
-from lgla_jax.config import validate as validate_lib
 from lgla_jax.report import replicas as replica_reports
 from lgla_jax.train import checkpoint
 from lgla_jax.train import evaluate_checkpoint
 from lgla_jax.train import feed
-from lgla_jax.train import replicas as train_replicas
 from lgla_jax.train import sharding
 from lgla_jax.train import state as state_lib
 from lgla_jax.train import steps as steps_lib
-from test_config import _parse
-from test_train import _config
-
-ROOT = pathlib.Path(__file__).parents[1]
+from helpers import config_of
 
 
 def _steps(config, devices, n):
@@ -78,7 +70,7 @@ def _check_replicas_equal_single_runs(placement):
   # by 8e-5 after the second. At 0.002 / 0.001 every placement measured within 1.2e-7 of
   # the single runs after two steps, and within the 2e-6 below after four.
   common = {"optim.lr": 0.002, **placement}
-  losses, state, run = _steps(_config("demo", **common, **{
+  losses, state, run = _steps(config_of("demo", **common, **{
       "replicas.seeds": (0, 1), "replicas.tau": (2.0, 3.0), "replicas.lr": (0.002, 0.001)}), 1, 4)
   assert losses.shape == (4, 2) and int(state.step) == 4
   assert run.config.replicas.mode == placement["replicas.mode"]
@@ -86,7 +78,7 @@ def _check_replicas_equal_single_runs(placement):
   for k, (seed, tau, lr) in enumerate([(0, 2.0, 0.002), (1, 3.0, 0.001)]):
     key = (tuple(sorted(single_fields.items())), seed, tau, lr)  # (shared by the chunk forms)
     if key not in _SINGLE_RUNS:
-      _SINGLE_RUNS[key] = _steps(_config("demo", **{**single_fields, "optim.lr": lr},
+      _SINGLE_RUNS[key] = _steps(config_of("demo", **{**single_fields, "optim.lr": lr},
                                          seed=seed, **{"loss.tau": tau}), 1, 4)[:2]
     single_losses, single = _SINGLE_RUNS[key]
     np.testing.assert_allclose(losses[:, k], single_losses, rtol=1e-6)
@@ -99,7 +91,7 @@ def test_one_learning_rate_for_every_replica_is_the_rate_they_train_with():
   """``replicas.lr`` with one value for all replicas replaces ``optim.lr`` (0.01 here): the
   run's optimizer (what its step and state are built with) is the one of rate 0.002."""
   from lgla_jax import optim
-  config = _config("demo", **{"optim.lr": 0.01, "replicas.seeds": (0, 1),
+  config = config_of("demo", **{"optim.lr": 0.01, "replicas.seeds": (0, 1),
                               "replicas.lr": (0.002, 0.002)})
   run = train.setup(config, sharding.make_mesh(jax.devices()[:1]))
   config.optim.lr = 0.002
@@ -113,7 +105,7 @@ def test_one_learning_rate_for_every_replica_is_the_rate_they_train_with():
 
 @pytest.mark.integration
 def test_replica_axis_sharded_over_devices_equals_unsharded():
-  config = lambda shards: _config("demo", **{"optim.lr": 0.01, "replicas.seeds": (3, 4),
+  config = lambda shards: config_of("demo", **{"optim.lr": 0.01, "replicas.seeds": (3, 4),
                                              "replicas.shards": shards, "replicas.mode": "vmap"})
   losses1, state1, _ = _steps(config(1), 1, 2)
   losses8, state8, run8 = _steps(config(2), 8, 2)
@@ -129,7 +121,7 @@ def test_replica_run_resumes_exactly_reports_and_evaluates(tmp_path):
   mesh = sharding.make_mesh(jax.devices()[:1])
   fields = {"replicas.seeds": (0, 1, 2), "replicas.tau": (1.0, 2.0, 2.0), "steps_per_dispatch": 2,
             "num_epochs": 1, "log_every_steps": 4, "compilation_cache_dir": str(tmp_path / "cache")}
-  config = lambda **kw: _config("demo", **{**fields, **kw})
+  config = lambda **kw: config_of("demo", **{**fields, **kw})
   full = train.train_and_evaluate(config(), str(tmp_path / "full"), mesh=mesh)
   train.request_stop()  # stopped after the first dispatch, then resumed
   assert train.train_and_evaluate(config(), str(tmp_path / "stop"), mesh=mesh) == {"stopped_at_step": 2}
@@ -169,116 +161,9 @@ def test_replica_run_resumes_exactly_reports_and_evaluates(tmp_path):
   for name in replica_reports.PLOTS:  # --mode=eval draws the replica plots too
     assert np.asarray(Image.open(tmp_path / "eval" / name).convert("L"), np.float64).std() > 10, name
   with pytest.raises(checkpoint.CheckpointError, match="replicas.seeds"):
-    evaluate_checkpoint.evaluate_checkpoint(_config("demo"), str(tmp_path / "full"), mesh=mesh)
+    evaluate_checkpoint.evaluate_checkpoint(config_of("demo"), str(tmp_path / "full"), mesh=mesh)
   with pytest.raises(checkpoint.CheckpointError, match="replicas.seeds"):  # refused, not set aside
     train.train_and_evaluate(config(**{"replicas.seeds": (0, 1, 5)}), str(tmp_path / "full"), mesh=mesh)
   assert not list((tmp_path / "full" / "checkpoints").glob("corrupt-*"))
 
 
-def _demo(**fields):
-  c = _parse([f"--config={ROOT / 'configs/demo.py'}"])
-  for key, value in fields.items():
-    section, _, field = key.rpartition(".")
-    (c[section] if section else c)[field] = value
-  return c
-
-
-@pytest.mark.parametrize("fields, message", [
-    ({"replicas.tau": (2.0, 3.0)}, "replicas.seeds is empty"),
-    ({"replicas.seeds": (0, 1), "replicas.tau": (2.0,)}, "one value per seed"),
-    ({"replicas.seeds": (0, 1), "replicas.tau": (2.0, -1.0)}, "must be >= 0"),
-    ({"replicas.seeds": (0, -1)}, "non-negative integers"),
-    ({"replicas.seeds": (0, 0)}, "more than once"),
-    ({"replicas.seeds": (0, 1), "replicas.tau": (1.0, 2.0), "loss.name": "ce"}, "does not read tau"),
-    ({"replicas.seeds": (0, 1, 2), "replicas.shards": 2}, "divide the 3 replicas"),
-    ({"replicas.seeds": (0, 1, 2), "replicas.shards": 3}, "divide the 8 devices"),
-    ({"replicas.shards": 2}, "set replicas.seeds first"),
-    ({"replicas.seeds": (0, 1), "replicas.mode": "pmap"}, "not one of"),
-    ({"replicas.seeds": (0, 1), "replicas.shards": 2, "replicas.mode": "unrolled"}, "use vmap"),
-    ({"replicas.lr": (0.1, 0.2)}, "replicas.seeds is empty"),
-    ({"replicas.seeds": (0, 1), "replicas.lr": (0.1,)}, "one value per seed"),
-    ({"replicas.seeds": (0, 1), "replicas.lr": (0.1, 0.0)}, "must be > 0"),
-    ({"replicas.seeds": (0, 0), "replicas.lr": (0.1, 0.1)}, "more than once"),
-])
-def test_bad_replica_fields_are_refused_naming_the_field(fields, message):
-  with pytest.raises(errors.ConfigError, match=message) as e:
-    validate_lib.validate(_demo(**fields), num_devices=8)
-  assert str(e.value).startswith("config.replicas.")
-
-
-def test_replica_fields_that_are_fine():
-  validate_lib.validate(_demo(**{"replicas.seeds": (0, 0), "replicas.tau": (2.0, 3.0)}), num_devices=8)
-  validate_lib.validate(_demo(**{"replicas.seeds": (0, 0), "replicas.lr": (0.1, 0.05)}), num_devices=8)
-  # 2 groups of 4 devices: the batch need only divide by 4
-  validate_lib.validate(_demo(**{"replicas.seeds": (0, 1), "replicas.shards": 2, "batch_size": 36,
-                              "eval_batch_size": 4}), num_devices=8)
-  with pytest.raises(errors.ConfigError, match="batch_size"):
-    validate_lib.validate(_demo(batch_size=36), num_devices=8)
-
-
-@pytest.mark.parametrize("token, seeds, taus", [("seeds5", (0, 1, 2, 3, 4), ()),
-                                                ("tau_sweep", (0,) * 5, (2.0, 2.5, 3.0, 3.5, 4.0))])
-def test_fashion_mnist_replica_variants(token, seeds, taus):
-  c = _parse([f"--config={ROOT / 'configs/fmnist_lt_ir100.py'}:{token}"])
-  validate_lib.validate(c, num_devices=1)
-  assert (tuple(c.replicas.seeds), tuple(c.replicas.tau)) == (seeds, taus)
-  base = _parse([f"--config={ROOT / 'configs/fmnist_lt_ir100.py'}"]).to_dict()
-  assert {k for k in base if c.to_dict()[k] != base[k]} == {"replicas"}
-
-
-def _fake_report(rng, num_classes=4, experts=2):
-  acc = lambda: float(rng.uniform())
-  report = {k: acc() for k in ("top1", "many", "medium", "few", "rarest3", "ece")}
-  report["per_class"] = [acc() for _ in range(num_classes - 1)] + [None]
-  report["experts"] = [{k: acc() for k in ("top1", "many", "medium", "few")} for _ in range(experts)]
-  report["confusion"] = np.eye(num_classes).tolist()
-  return report
-
-
-def test_summary_mean_and_sample_std_of_every_metric(tmp_path):
-  rng = np.random.default_rng(0)
-  reports = [_fake_report(rng) for _ in range(4)]
-  reps = replicas.Replicas(seeds=(0, 0, 1, 1), taus=(2.0, 3.0, 2.0, 3.0), lrs=(0.1, 0.1, 0.1, 0.2))
-  out = replica_reports.summary(reports, reps)
-  for key in ("top1", "many", "rarest3", "ece"):
-    values = [r[key] for r in reports]
-    assert out["replica_mean"][key] == pytest.approx(np.mean(values))
-    assert out["replica_std"][key] == pytest.approx(np.std(values, ddof=1))
-  assert out["replica_mean"]["per_class"][0] == pytest.approx(np.mean([r["per_class"][0] for r in reports]))
-  assert out["replica_mean"]["per_class"][-1] is None  # a class without test images
-  assert out["replica_std"]["experts"][1]["few"] == pytest.approx(
-      np.std([r["experts"][1]["few"] for r in reports], ddof=1))
-  assert "confusion" not in out["replica_mean"] and "confusion" not in out["replicas"][0]["final"]
-  assert [(r["seed"], r["tau"], r["lr"]) for r in out["replicas"]] == list(zip(reps.seeds, reps.taus, reps.lrs))
-  table = replica_reports.format_table(reports, reps)
-  assert "seed 1, tau 3, lr 0.2" in table and "mean +- std over 4 replicas" in table
-  paths = replica_reports.write_plots(reports, reps, [50, 20, 5, 1], str(tmp_path))
-  assert [pathlib.Path(p).name for p in paths] == list(replica_reports.PLOTS)
-  seeds_only = replicas.Replicas(seeds=(0, 1), taus=(2.0, 2.0))
-  paths = replica_reports.write_plots(reports[:2], seeds_only, [50, 20, 5, 1], str(tmp_path / "seeds"))
-  assert len(paths) == 2  # no tau sweep plot without a sweep
-
-
-def test_replica_mesh_keeps_each_process_share_of_the_data_axis():
-  devices = jax.devices()[:8]
-  mesh = sharding.make_mesh(devices, replica_shards=2)
-  assert mesh.axis_names == (sharding.REPLICA, "data") and sharding.data_size(mesh) == 4
-  # devices 0-3 (one process of two) hold data columns 0-1 of both replica groups
-  assert sorted(d.id for d in mesh.devices[:, :2].flat) == [d.id for d in devices[:4]]
-  assert tuple(sharding.train_batch_sharding(mesh).spec) == (sharding.REPLICA, "data")
-  assert tuple(sharding.train_batch_sharding(mesh, chunked=True).spec) == (None, sharding.REPLICA, "data")
-  with pytest.raises(ValueError, match="replica groups"):
-    sharding.make_mesh(devices[:3], replica_shards=2)
-  batches = train_replicas.stacked([iter([{"index": np.arange(4), "step": 0}]),
-                              iter([{"index": np.arange(4) + 10, "step": 0}])])
-  one = next(batches)
-  assert one["index"].shape == (2, 4) and "step" not in one
-
-
-def test_a_diverged_replica_stops_the_run_naming_it():
-  from lgla_jax.report import progress
-  reps = replicas.Replicas(seeds=(0, 7), taus=(2.0, 3.0))
-  finite = {"loss": np.array([1.0, 2.0]), "grad_norm": np.array([1.0, 1.0])}
-  progress.check_finite(finite, 5, 1, None, reps.label)
-  with pytest.raises(progress.TrainingDiverged, match=r"step 5 \(epoch 1\) in replica\(s\) seed 7, tau 3"):
-    progress.check_finite({**finite, "loss": np.array([1.0, np.nan])}, 5, 1, None, reps.label)

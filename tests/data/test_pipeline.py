@@ -6,27 +6,16 @@ from lgla_jax import config as config_lib
 from lgla_jax.augment import recipes
 from lgla_jax.data import pipeline
 from lgla_jax.train import sharding
-
-
-def _data(n=103, num_classes=7):
-  rng = np.random.RandomState(0)
-  images = rng.randint(0, 256, (n, 8, 8, 3)).astype(np.uint8)
-  images[:, 0, 0, 0] = np.arange(n) % 256  # a fingerprint of the example
-  images[:, 0, 0, 1] = np.arange(n) // 256
-  return images, (np.arange(n) % num_classes).astype(np.int64)
-
-
-def _ids(images):
-  return images[:, 0, 0, 0].astype(int) + 256 * images[:, 0, 0, 1].astype(int)
+from helpers import small_arrays, image_ids
 
 
 def test_train_batches_cover_each_epoch_once_and_reshuffle():
-  images, labels = _data()
+  images, labels = small_arrays()
   it = pipeline.train_iterator(images, labels, seed=3, global_batch=10, num_epochs=3,
                                      drop_last=True)
   batches = list(it)
   assert len(batches) == 3 * (103 // 10)
-  epochs = [np.concatenate([_ids(b["image"]) for b in batches[e * 10:(e + 1) * 10]]) for e in range(3)]
+  epochs = [np.concatenate([image_ids(b["image"]) for b in batches[e * 10:(e + 1) * 10]]) for e in range(3)]
   for ids in epochs:
     assert len(set(ids.tolist())) == 100  # no repeats within an epoch, 3 dropped
   assert not np.array_equal(epochs[0], epochs[1])
@@ -37,7 +26,7 @@ def test_train_batches_cover_each_epoch_once_and_reshuffle():
 def test_incomplete_last_batch_is_kept_padded_and_masked():
   # PyTorch's DataLoader default (drop_last=False), which the official code uses: every
   # image once per epoch, ceil(103 / 10) = 11 steps, the last one with 3 valid images.
-  images, labels = _data()
+  images, labels = small_arrays()
   batches = list(pipeline.train_iterator(images, labels, seed=3, global_batch=10,
                                                num_epochs=2))
   assert len(batches) == 2 * 11 == 2 * pipeline.steps_per_epoch(103, 10)
@@ -46,13 +35,13 @@ def test_incomplete_last_batch_is_kept_padded_and_masked():
     assert all(b["mask"].all() for b in epoch[:-1])
     last = epoch[-1]
     assert last["image"].shape == (10, 8, 8, 3) and last["mask"].tolist() == [True] * 3 + [False] * 7
-    ids = np.concatenate([_ids(b["image"]) for b in epoch[:-1]] + [_ids(last["image"])[:3]])
+    ids = np.concatenate([image_ids(b["image"]) for b in epoch[:-1]] + [image_ids(last["image"])[:3]])
     assert sorted(ids.tolist()) == list(range(103))
-    np.testing.assert_array_equal(last["label"][:3], labels[_ids(last["image"])[:3]])
+    np.testing.assert_array_equal(last["label"][:3], labels[image_ids(last["image"])[:3]])
 
 
 def test_train_position_is_a_function_of_the_step():
-  images, labels = _data()
+  images, labels = small_arrays()
   full = list(pipeline.train_iterator(images, labels, seed=3, global_batch=10, num_epochs=2))
   resumed = list(pipeline.train_iterator(images, labels, seed=3, global_batch=10,
                                                num_epochs=2, start_step=13))
@@ -62,7 +51,7 @@ def test_train_position_is_a_function_of_the_step():
 
 
 def test_augmented_batches_deterministic_with_worker_processes():
-  images, labels = _data()
+  images, labels = small_arrays()
   aug = config_lib.base_config().augment
   aug.autoaugment = True
   kw = dict(seed=5, global_batch=10, num_epochs=1, augment_config=aug)
@@ -76,7 +65,7 @@ def test_augmented_batches_deterministic_with_worker_processes():
 
 
 def test_process_shares_make_up_the_global_batch():
-  images, labels = _data()
+  images, labels = small_arrays()
   spe = pipeline.steps_per_epoch(len(labels), 12)
   whole = pipeline.GatherTrainBatch(images, labels, 1, 12, spe)
   parts = [pipeline.GatherTrainBatch(images, labels, 1, 12, spe, p, 3) for p in range(3)]
@@ -91,7 +80,7 @@ def test_process_shares_make_up_the_global_batch():
 @pytest.mark.parametrize("devices", [1, 8])
 @pytest.mark.parametrize("batch", [8, 24, 40])
 def test_eval_covers_every_image_exactly_once(devices, batch):
-  images, labels = _data(n=101)
+  images, labels = small_arrays(n=101)
   mesh = sharding.make_mesh(jax.devices()[:devices])
   seen = []
   for b in pipeline.prefetch_to_device(
@@ -99,18 +88,18 @@ def test_eval_covers_every_image_exactly_once(devices, batch):
       sharding.batch_sharding(mesh)):
     assert b["image"].shape[0] == batch and len(b["image"].sharding.device_set) == devices
     mask = np.asarray(b["mask"])
-    seen.extend(_ids(np.asarray(b["image"]))[mask].tolist())
+    seen.extend(image_ids(np.asarray(b["image"]))[mask].tolist())
   assert sorted(seen) == list(range(101))
 
 
 def test_batch_larger_than_data_is_an_error():
-  images, labels = _data(n=5)
+  images, labels = small_arrays(n=5)
   with pytest.raises(ValueError, match="batch_size"):
     pipeline.train_iterator(images, labels, seed=0, global_batch=8, num_epochs=1)
 
 
 def test_augmented_global_batch_does_not_depend_on_process_count():
-  images, labels = _data()
+  images, labels = small_arrays()
   aug = config_lib.base_config().augment
   aug.autoaugment = True
   spe = pipeline.steps_per_epoch(len(labels), 12)

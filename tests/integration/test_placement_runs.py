@@ -9,72 +9,12 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import errors
 from lgla_jax import train
-from lgla_jax.config import validate as validate_lib
-from lgla_jax.data import on_device
-from lgla_jax.data import pipeline
-from lgla_jax.data import split_files
-from lgla_jax.data import splits as data_splits
 from lgla_jax.train import evaluation
 from lgla_jax.train import feed
 from lgla_jax.train import sharding
 from lgla_jax.train import steps as steps_lib
-from test_input_pipeline import _data
-from test_train import FakeGpuMesh, _config
-
-
-def _splits(n=103):
-  images, labels = _data(n)
-  counts = np.bincount(labels, minlength=7)
-  return data_splits.DataSplits(data_splits.ArrayData(images, labels),
-                             data_splits.ArrayData(images[:37], labels[:37]), counts, 7)
-
-
-@pytest.mark.parametrize("devices", [1, 8])
-def test_device_batches_equal_the_host_pipelines(devices):
-  """Same images, same order, same mask, for every step of 2 epochs and after a resume."""
-  splits = _splits()
-  mesh = sharding.make_mesh(jax.devices()[:devices])
-  arrays = on_device.put(splits, mesh)
-  gather = jax.jit(lambda a, b: (a["train_images"][b["index"]], a["train_labels"][b["index"]]))
-  spe = pipeline.steps_per_epoch(103, 8)
-  for start in (0, 13):
-    host = pipeline.train_iterator(splits.train.images, splits.train.labels, seed=3,
-                                         global_batch=8, num_epochs=2, start_step=start)
-    device = on_device.train_index_batches(103, seed=3, global_batch=8, steps_per_epoch=spe,
-                                             start_step=start, total_steps=2 * spe)
-    count = 0
-    for h, d in zip(host, device, strict=True):
-      batch = pipeline.to_global(d, sharding.batch_sharding(mesh))
-      images, labels = jax.device_get(gather(arrays, batch))
-      np.testing.assert_array_equal(images, h["image"])
-      np.testing.assert_array_equal(labels, h["label"])
-      np.testing.assert_array_equal(np.asarray(batch["mask"]), h["mask"])
-      count += 1
-    assert count == 2 * spe - start
-
-
-def test_eval_index_batches_cover_the_test_set_once():
-  seen = []
-  for b in on_device.eval_index_batches(103, 20):
-    seen.extend(b["index"][b["mask"]].tolist())
-  assert seen == list(range(103))
-
-
-def test_chunks_never_cross_an_epoch_and_fill_with_inactive_steps():
-  images, labels = _data()
-  spe = pipeline.steps_per_epoch(103, 10)  # 11
-  batches = list(pipeline.train_iterator(images, labels, seed=1, global_batch=10,
-                                               num_epochs=2))
-  chunks = list(pipeline.chunks(iter(batches), 4, spe, 0))
-  assert [n for n, _ in chunks] == [4, 4, 3, 4, 4, 3]
-  steps = [c["image"][i] for n, c in chunks for i in range(n)]
-  assert all(np.array_equal(a, b["image"]) for a, b in zip(steps, batches, strict=True))
-  assert chunks[2][1]["active"].tolist() == [True, True, True, False]
-  assert chunks[2][1]["mask"][2].sum() == 3  # the epoch's padded last batch keeps its mask
-  resumed = list(pipeline.chunks(iter(batches[5:]), 4, spe, 5))
-  assert [n for n, _ in resumed] == [4, 2, 4, 4, 3]
+from helpers import config_of
 
 
 def _steps_of(config, n):
@@ -109,9 +49,9 @@ def test_a_chunk_of_steps_equals_the_steps_one_by_one(unrolled, on_device, monke
                                   "model.bn_group_size": 8})
   key = tuple(sorted(placement.items()))  # (one step per dispatch: the same in both forms)
   if key not in _ONE_BY_ONE:
-    _ONE_BY_ONE[key] = _steps_of(_config("demo", **placement, steps_per_dispatch=1), 14)
+    _ONE_BY_ONE[key] = _steps_of(config_of("demo", **placement, steps_per_dispatch=1), 14)
   run1, one, m1 = _ONE_BY_ONE[key]
-  run4, four, m4 = _steps_of(_config("demo", **placement, steps_per_dispatch=4), 14)
+  run4, four, m4 = _steps_of(config_of("demo", **placement, steps_per_dispatch=4), 14)
   assert int(one.step) == int(four.step) == 14
   losses1 = [float(m["loss"]) for _, m in m1]
   losses4 = [float(x) for k, m in m4 for x in m["loss"][:k]]
@@ -161,7 +101,7 @@ def _ops_inside_loops_and_conditionals(hlo: str) -> list[str]:
 
 @pytest.mark.integration
 def test_host_pipeline_compiles_one_step_for_full_and_padded_batches():
-  run, _, seen = _steps_of(_config("demo", **{"dataset.on_device": False}), 14)
+  run, _, seen = _steps_of(config_of("demo", **{"dataset.on_device": False}), 14)
   assert len(seen) == 14 and run.steps.train._cache_size() == 1
 
 
@@ -169,7 +109,7 @@ def test_host_pipeline_compiles_one_step_for_full_and_padded_batches():
 def test_evaluation_on_device_data_equals_the_host_evaluation():
   reports = []
   for on_device in (False, True):
-    config = _config("demo", **{"dataset.on_device": on_device})
+    config = config_of("demo", **{"dataset.on_device": on_device})
     mesh = sharding.make_mesh()
     run = train.setup(config, mesh)
     reports.append(evaluation.run_evaluation(run.steps, run.state, run.splits.test,
@@ -186,7 +126,7 @@ def test_steps_compiled_ahead_compile_nothing_later(on_device, per_dispatch, see
   """``setup(compile_ahead=True)`` compiles the training step (one step or a chunk, single
   or replica run) and the evaluation in background threads: once they are joined, the
   loop's first dispatch and the evaluation find them compiled."""
-  config = _config("demo", **{"dataset.on_device": on_device, "batch_size": 24,
+  config = config_of("demo", **{"dataset.on_device": on_device, "batch_size": 24,
                               "steps_per_dispatch": per_dispatch, "replicas.seeds": seeds})
   mesh = sharding.make_mesh()
   compiles = []  # compiled, or loaded from a persistent cache (the tests share one)
@@ -215,55 +155,9 @@ def test_steps_compiled_ahead_compile_nothing_later(on_device, per_dispatch, see
   assert compiles == [] and report["num_images"] == len(run.splits.test.labels)
 
 
-def test_automatic_choices_are_made_once_and_recorded():
-  splits = _splits()
-  mesh = sharding.make_mesh(jax.devices()[:1])
-  c = train.resolve_placement(_config("demo"), splits, mesh)
-  assert (c.data_on_device, c.augment_on_device, c.steps_per_dispatch) == (True, True, 1)
-  c = train.resolve_placement(_config("demo", **{"augment.on_device": False}), splits, mesh)
-  assert (c.data_on_device, c.augment_on_device) == (False, False)  # host augmentation, host data
-  replica_run = lambda shards: _config("demo", **{"replicas.seeds": (0, 1), "replicas.shards": shards})
-  assert train.resolve_placement(replica_run(1), splits, mesh).replica_mode == "unrolled"
-  assert train.resolve_placement(replica_run(2), splits, mesh).replica_mode == "vmap"
-
-  c = train.resolve_placement(replica_run(1), splits, FakeGpuMesh())  # the accelerators' choices
-  assert (c.data_on_device, c.augment_on_device, c.steps_per_dispatch, c.replica_mode) == (
-      True, True, 8, "vmap")
-  c = train.resolve_placement(_config("imagenet_lt_resnet50"), splits, mesh)  # in-memory arrays
-  assert (c.data_on_device, c.augment_on_device) == (False, False)  # its recipe runs on the host
-  files = splits._replace(train=data_splits.ArrayData(split_files.FileImages(["a.jpg"] * 103),
-                                                   splits.train.labels))
-  c = train.resolve_placement(_config("demo"), files, mesh)
-  assert (c.data_on_device, c.augment_on_device) == (False, False)
-  with pytest.raises(errors.ConfigError, match="dataset.on_device"):
-    train.resolve_placement(_config("demo", **{"dataset.on_device": True}), files, mesh)
-
-
-@pytest.mark.parametrize("fields, message", [
-    ({"dataset.on_device": True, "augment.on_device": False}, "augment.on_device"),
-    ({"steps_per_dispatch": -1}, "steps_per_dispatch"),
-])
-def test_inconsistent_placements_are_refused(fields, message):
-  c = _config("demo")
-  for key, value in fields.items():
-    section, _, field = key.rpartition(".")
-    (c[section] if section else c)[field] = value
-  with pytest.raises(errors.ConfigError, match=message):
-    validate_lib.validate(c)
-
-
-def test_a_batch_of_the_other_placement_is_refused_with_a_hint():
-  mesh = sharding.make_mesh(jax.devices()[:1])
-  run = train.setup(_config("demo", **{"dataset.on_device": True}), mesh)
-  images = {"image": np.zeros((32, 16, 16, 3), np.uint8), "label": np.zeros(32, np.int64),
-            "mask": np.ones(32, bool)}
-  with pytest.raises(ValueError, match="train_batches"):
-    run.steps.train(run.state, pipeline.to_global(images, sharding.batch_sharding(mesh)))
-
-
 @pytest.mark.integration
 def test_a_rerun_takes_its_compiled_steps_from_the_workdirs_cache(tmp_path, monkeypatch):
-  config = _config("demo", num_epochs=1, eval_every_epochs=0)
+  config = config_of("demo", num_epochs=1, eval_every_epochs=0)
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared"))  # JAX's variable
   train.train_and_evaluate(config, str(tmp_path / "other"))  # the process's cache moves on
   assert len(os.listdir(tmp_path / "shared")) >= 2
@@ -290,10 +184,10 @@ def test_a_rerun_takes_its_compiled_steps_from_the_workdirs_cache(tmp_path, monk
   # A configured folder wins over JAX's variable; "" keeps no cache at all (the choice
   # made at the start of every run; that a chosen folder fills is shown above).
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared"))
-  train.set_compilation_cache(_config("demo", compilation_cache_dir=str(tmp_path / "mine")),
+  train.set_compilation_cache(config_of("demo", compilation_cache_dir=str(tmp_path / "mine")),
                                str(tmp_path / "configured"))
   assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
-  train.set_compilation_cache(_config("demo", compilation_cache_dir=""), str(tmp_path / "none"))
+  train.set_compilation_cache(config_of("demo", compilation_cache_dir=""), str(tmp_path / "none"))
   assert jax.config.jax_compilation_cache_dir is None
-  train.set_compilation_cache(_config("demo"), str(tmp_path / "none"))
+  train.set_compilation_cache(config_of("demo"), str(tmp_path / "none"))
   assert jax.config.jax_compilation_cache_dir == str(tmp_path / "shared")

@@ -1,6 +1,3 @@
-import io
-import pickle
-import tarfile
 
 import numpy as np
 import pytest
@@ -13,47 +10,14 @@ from lgla_jax.data import readers
 from lgla_jax.data import sources
 from lgla_jax.data import split_files
 from lgla_jax.data import tfds_source
-
-
-def _cifar_batch(n, num_classes, label_key, seed):
-  rng = np.random.RandomState(seed)
-  images = rng.randint(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-  labels = np.arange(n) % num_classes
-  raw = {b"data": images.transpose(0, 3, 1, 2).reshape(n, 3072), label_key: labels.tolist()}
-  return images, labels, pickle.dumps(raw)
-
-
-def make_cifar10_folder(root, per_class=12):
-  folder = root / "cifar-10-batches-py"
-  folder.mkdir(parents=True)
-  all_images, all_labels = [], []
-  for i in range(1, 6):
-    images, labels, raw = _cifar_batch(per_class * 2, 10, b"labels", i)
-    (folder / f"data_batch_{i}").write_bytes(raw)
-    all_images.append(images)
-    all_labels.append(labels)
-  test_images, test_labels, raw = _cifar_batch(30, 10, b"labels", 99)
-  (folder / "test_batch").write_bytes(raw)
-  return np.concatenate(all_images), np.concatenate(all_labels), test_images, test_labels
-
-
-def make_cifar100_tarball(root, n_train=400, n_test=200):
-  tar_path = root / "cifar-100-python.tar.gz"
-  train = _cifar_batch(n_train, 100, b"fine_labels", 1)
-  test = _cifar_batch(n_test, 100, b"fine_labels", 2)
-  with tarfile.open(tar_path, "w:gz") as tar:
-    for name, (_, _, raw) in (("train", train), ("test", test)):
-      info = tarfile.TarInfo(f"cifar-100-python/{name}")
-      info.size = len(raw)
-      tar.addfile(info, io.BytesIO(raw))
-  return train, test
+from helpers import make_cifar10_folder, make_cifar100_tarball, make_tree
 
 
 def _config(name, source, data_dir, max_per_class, factor):
   c = config_lib.base_config().dataset
   c.name, c.source, c.data_dir = name, source, str(data_dir)
   c.max_per_class, c.imbalance_factor = max_per_class, factor
-  c.download = False  # reading only (tests/test_download.py covers downloads)
+  c.download = False  # reading only (tests/data/test_download.py covers downloads)
   return c
 
 
@@ -182,7 +146,6 @@ def test_digits_demo_data():
 
 
 def test_places_classes_are_renumbered_most_images_first(tmp_path):
-  from test_large_benchmarks import make_tree
   root, splits = make_tree(tmp_path, "places_lt")
   train_file = splits / "Places_LT_train.txt"
   extra = [f"train/img_1.jpg {c}" for c in (7, 7, 7, 7, 7, 7, 7, 300, 300, 300, 12)]

@@ -1,9 +1,6 @@
 import json
 import os
-import pathlib
 import signal
-import subprocess
-import sys
 import time
 
 import jax
@@ -16,21 +13,9 @@ from lgla_jax.train import checkpoint
 from lgla_jax.train import feed
 from lgla_jax.train import resume
 from lgla_jax.train import sharding
-from test_datasets import make_cifar10_folder
+from helpers import ROOT, config_of, cli, FakeGpuMesh, make_cifar10_folder
 
 pytestmark = pytest.mark.integration  # Training runs, resume, CLI: minutes in all.
-
-ROOT = pathlib.Path(__file__).parents[1]
-
-
-def _config(name, arg="quick", **overrides):
-  # (the fields are set as a config file would, without overrides.check)
-  from lgla_jax.config import overrides as overrides_lib
-  c = overrides_lib.load(f"{ROOT / 'configs' / name}.py" + (f":{arg}" if arg else ""))
-  for key, value in overrides.items():
-    section, _, field = key.rpartition(".")
-    (c[section] if section else c)[field] = value
-  return c
 
 
 def _run_steps(config, devices, n):
@@ -52,7 +37,7 @@ def test_one_and_eight_devices_agree(on_device):
   # 4e-5 after step 3 at lr 0.01; 2e-3 after step 3 at lr 0.1), so the comparison runs
   # two steps at a small learning rate, where it checks the sharded step is the same
   # computation.
-  config = _config("demo", **{"optim.lr": 0.01, "dataset.on_device": on_device,
+  config = config_of("demo", **{"optim.lr": 0.01, "dataset.on_device": on_device,
                               "augment.on_device": on_device})
   loss1, state1 = _run_steps(config, 1, 2)
   loss8, state8 = _run_steps(config, 8, 2)
@@ -67,7 +52,7 @@ def test_one_and_eight_devices_agree(on_device):
     {"dataset.on_device": False},  # host data and augmentation, one step per dispatch
     {"dataset.on_device": True, "augment.on_device": True, "steps_per_dispatch": 3}])
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, placement):
-  config = lambda **kw: _config("demo", **placement, report_best=True, **kw)
+  config = lambda **kw: config_of("demo", **placement, report_best=True, **kw)
   full = train.train_and_evaluate(config(num_epochs=2), str(tmp_path / "full"))
   # Interrupted at an epoch boundary (a run with fewer epochs), then resumed.
   train.train_and_evaluate(config(num_epochs=1), str(tmp_path / "cut"))
@@ -115,19 +100,13 @@ def test_sigterm_and_sigint_request_a_stop(sig):
   train.STOP.clear()
 
 
-def _cli(*args, timeout=600):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  return subprocess.run([sys.executable, "-m", "lgla_jax.main", *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout)
-
-
 def test_quick_cifar_end_to_end_and_eval_entry(tmp_path):
   make_cifar10_folder(tmp_path / "data", per_class=100)
   workdir = tmp_path / "run"
   common = [f"--config={ROOT / 'configs/cifar10_ir100.py'}:quick",
             "--config.dataset.source=cifar_archive", f"--config.dataset.data_dir={tmp_path / 'data'}",
             "--config.dataset.max_per_class=100", f"--workdir={workdir}"]
-  done = _cli(*common)
+  done = cli(*common)
   assert done.returncode == 0, done.stderr[-3000:]
   assert "test accuracy" in done.stdout and "img/s" in done.stdout
   report = json.loads((workdir / "report.json").read_text())
@@ -147,7 +126,7 @@ def test_quick_cifar_end_to_end_and_eval_entry(tmp_path):
     assert img.std() > 10, name
   assert np.load(workdir / "confusion.npy").sum() == 30
   assert 0 <= final["ece"] <= 1 and sum(final["reliability"]["count"]) == 30
-  evaluated = _cli(*common, "--mode=eval", f"--checkpoint={workdir}")
+  evaluated = cli(*common, "--mode=eval", f"--checkpoint={workdir}")
   assert evaluated.returncode == 0, evaluated.stderr[-3000:]
   again = json.loads((workdir / "eval_report.json").read_text())
   assert again["top1"] == final["top1"] and again["per_class"] == final["per_class"]
@@ -157,17 +136,17 @@ def test_missing_data_fails_fast_with_a_clear_message(tmp_path):
   # The default: download the archive. Here the download goes to a closed loopback port
   # (tests/conftest.py sets LGLA_DATA_MIRROR): one message, no traceback, nothing left.
   t0 = time.time()
-  done = _cli(f"--config={ROOT / 'configs/cifar100_ir100.py'}", f"--workdir={tmp_path / 'w'}",
+  done = cli(f"--config={ROOT / 'configs/cifar100_ir100.py'}", f"--workdir={tmp_path / 'w'}",
               f"--config.dataset.data_dir={tmp_path / 'nothing'}", timeout=120)
   assert done.returncode != 0 and time.time() - t0 < 60
   assert "error: could not download http://127.0.0.1:9/cifar-100-python.tar.gz" in done.stderr
   assert f"{tmp_path / 'nothing' / 'cifar-100-python.tar.gz'}" in done.stderr
   assert "Traceback" not in done.stderr
   assert not list((tmp_path / "nothing").glob("*.gz"))
-  done = _cli(f"--config={ROOT / 'configs/cifar100_ir100.py'}", f"--workdir={tmp_path / 'w'}",
+  done = cli(f"--config={ROOT / 'configs/cifar100_ir100.py'}", f"--workdir={tmp_path / 'w'}",
               "--config.dataset.download=False", f"--config.dataset.data_dir={tmp_path}", timeout=120)
   assert done.returncode != 0 and "cifar-100-python" in done.stderr and "Traceback" not in done.stderr
-  done = _cli(f"--config={ROOT / 'configs/cifar100_ir100.py'}", f"--workdir={tmp_path / 'w'}",
+  done = cli(f"--config={ROOT / 'configs/cifar100_ir100.py'}", f"--workdir={tmp_path / 'w'}",
               "--config.dataset.source=tfds", "--config.dataset.download=False",
               f"--config.dataset.data_dir={tmp_path / 'nothing'}", timeout=120)
   assert done.returncode != 0
@@ -176,7 +155,7 @@ def test_missing_data_fails_fast_with_a_clear_message(tmp_path):
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
-  train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+  train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   step_dir = next(p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   for f in (step_dir / "state").rglob("*"):
     if f.is_file() and f.stat().st_size > 0:
@@ -184,12 +163,12 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
   # (the same config: a changed one is refused from the checkpoint's meta, before the
   # state is read)
   with pytest.raises(checkpoint.CheckpointError, match="delete \\(or move away\\)"):
-    train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+    train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["demo", "fmnist_lt_ir100"])
 def test_quick_configs_train(tmp_path, name):
-  result = train.train_and_evaluate(_config(name), str(tmp_path))
+  result = train.train_and_evaluate(config_of(name), str(tmp_path))
   final = result["final"]
   assert final["epoch"] == 2 and np.isfinite(final["top1"])
   assert final["num_images"] == (400 if name == "demo" else 10000)
@@ -203,24 +182,19 @@ def test_quick_configs_train(tmp_path, name):
 def test_bfloat16_step_stays_close_to_float32():
   losses, params = {}, {}
   for dtype in ("float32", "bfloat16"):
-    loss, state = _run_steps(_config("demo", dtype=dtype), 1, 1)
+    loss, state = _run_steps(config_of("demo", dtype=dtype), 1, 1)
     losses[dtype], params[dtype] = loss[0], state
     leaves = jax.tree.leaves(state.params) + jax.tree.leaves(state.model_state)
     assert all(x.dtype == np.float32 for x in leaves)  # parameters and statistics stay float32
   np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  init = jax.device_get(train.setup(_config("demo"), mesh).state.params)
+  init = jax.device_get(train.setup(config_of("demo"), mesh).state.params)
   flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
   update32 = flat(params["float32"].params) - flat(init)
   update16 = flat(params["bfloat16"].params) - flat(init)
   rel = np.linalg.norm(update16 - update32) / np.linalg.norm(update32)
   cos = update16 @ update32 / (np.linalg.norm(update16) * np.linalg.norm(update32))
   assert rel < 0.1 and cos > 0.99, (rel, cos)
-
-
-class FakeGpuMesh:
-  """A mesh whose first device says it is a GPU: the backend choices consult only that."""
-  devices = np.asarray([type("Device", (), {"platform": "gpu"})()])
 
 
 def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
@@ -232,7 +206,7 @@ def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
   assert sharding.init_compiler_options(FakeGpuMesh()) is None  # (CPU: LLVM optimisation off)
   assert sharding.init_compiler_options(mesh) == {"xla_backend_optimization_level": 0}
   # lr 0.01: float32 noise from the other fusion grows less than at 0.1 (see above)
-  runs = {flag: _run_steps(_config("demo", xla_cpu_fast_elementwise=flag, **{"optim.lr": 0.01}), 1, 2)
+  runs = {flag: _run_steps(config_of("demo", xla_cpu_fast_elementwise=flag, **{"optim.lr": 0.01}), 1, 2)
           for flag in (True, False)}
   np.testing.assert_allclose(runs[True][0], runs[False][0], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(runs[True][1].params), jax.tree.leaves(runs[False][1].params)):
@@ -240,7 +214,7 @@ def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
 
 
 def test_padded_last_batch_step_equals_a_step_on_its_valid_images():
-  config = _config("demo", **{"dataset.on_device": False})  # batches of images, built here
+  config = config_of("demo", **{"dataset.on_device": False})  # batches of images, built here
   mesh = sharding.make_mesh(jax.devices()[:1])
   run = train.setup(config, mesh)
   splits, spe, state, steps = run.splits, run.steps_per_epoch, run.state, run.steps
@@ -261,6 +235,6 @@ def test_padded_last_batch_step_equals_a_step_on_its_valid_images():
 
 
 def test_resuming_with_another_drop_last_batch_is_refused(tmp_path):
-  train.train_and_evaluate(_config("demo", num_epochs=1), str(tmp_path))
+  train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   with pytest.raises(checkpoint.CheckpointError, match="drop_last_batch"):
-    train.train_and_evaluate(_config("demo", num_epochs=2, drop_last_batch=True), str(tmp_path))
+    train.train_and_evaluate(config_of("demo", num_epochs=2, drop_last_batch=True), str(tmp_path))

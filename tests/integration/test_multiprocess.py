@@ -3,17 +3,16 @@ against one process x 8 devices: the same global batches, the same losses."""
 
 import json
 import os
-import pathlib
 import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+from helpers import ROOT
 
 pytestmark = pytest.mark.integration  # Two processes with jax.distributed.
 
-ROOT = pathlib.Path(__file__).parents[1]
 # lr 0.01: early LGLA training amplifies float32 reduction-order noise ~5x per step (see
 # test_train.test_one_and_eight_devices_agree); one epoch of the demo is 14 steps, the
 # last one a padded incomplete batch.

@@ -1,0 +1,172 @@
+"""What many tests share: the repository root, a config by name, the command line, generated
+data (small arrays, CIFAR files) and a fake accelerator mesh. Importable from every test
+folder (tests/conftest.py puts this folder on sys.path)."""
+
+import http.server
+import io
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import tarfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+from PIL import Image
+
+from lgla_jax.augment import recipes
+from lgla_jax.config import overrides as overrides_lib
+from lgla_jax.data.catalog import DATASETS
+from lgla_jax.train import sharding
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def config_of(name, arg="quick", **overrides):
+  """``configs/NAME.py:ARG`` with ``overrides`` ({"section.field": value}) set as a config
+  file would set them (without ``overrides.check``)."""
+  c = overrides_lib.load(f"{ROOT / 'configs' / name}.py" + (f":{arg}" if arg else ""))
+  for key, value in overrides.items():
+    section, _, field = key.rpartition(".")
+    (c[section] if section else c)[field] = value
+  return c
+
+def parse_config(argv):
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True,
+                                  sys_argv=["prog"] + argv)
+  fv(["prog"] + argv)
+  return fv.config
+
+def cli(*args, timeout=600):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  return subprocess.run([sys.executable, "-m", "lgla_jax.main", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+class FakeGpuMesh:
+  """A mesh whose first device says it is a GPU: the backend choices consult only that."""
+  devices = np.asarray([type("Device", (), {"platform": "gpu"})()])
+
+def small_arrays(n=103, num_classes=7):
+  rng = np.random.RandomState(0)
+  images = rng.randint(0, 256, (n, 8, 8, 3)).astype(np.uint8)
+  images[:, 0, 0, 0] = np.arange(n) % 256  # a fingerprint of the example
+  images[:, 0, 0, 1] = np.arange(n) // 256
+  return images, (np.arange(n) % num_classes).astype(np.int64)
+
+def image_ids(images):
+  return images[:, 0, 0, 0].astype(int) + 256 * images[:, 0, 0, 1].astype(int)
+
+def cifar_batch(n, num_classes, label_key, seed):
+  rng = np.random.RandomState(seed)
+  images = rng.randint(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+  labels = np.arange(n) % num_classes
+  raw = {b"data": images.transpose(0, 3, 1, 2).reshape(n, 3072), label_key: labels.tolist()}
+  return images, labels, pickle.dumps(raw)
+
+def make_cifar10_folder(root, per_class=12):
+  folder = root / "cifar-10-batches-py"
+  folder.mkdir(parents=True)
+  all_images, all_labels = [], []
+  for i in range(1, 6):
+    images, labels, raw = cifar_batch(per_class * 2, 10, b"labels", i)
+    (folder / f"data_batch_{i}").write_bytes(raw)
+    all_images.append(images)
+    all_labels.append(labels)
+  test_images, test_labels, raw = cifar_batch(30, 10, b"labels", 99)
+  (folder / "test_batch").write_bytes(raw)
+  return np.concatenate(all_images), np.concatenate(all_labels), test_images, test_labels
+
+def make_cifar100_tarball(root, n_train=400, n_test=200):
+  tar_path = root / "cifar-100-python.tar.gz"
+  train = cifar_batch(n_train, 100, b"fine_labels", 1)
+  test = cifar_batch(n_test, 100, b"fine_labels", 2)
+  with tarfile.open(tar_path, "w:gz") as tar:
+    for name, (_, _, raw) in (("train", train), ("test", test)):
+      info = tarfile.TarInfo(f"cifar-100-python/{name}")
+      info.size = len(raw)
+      tar.addfile(info, io.BytesIO(raw))
+  return train, test
+
+def cifar10_archive(tmp_path) -> bytes:
+  make_cifar10_folder(tmp_path / "src", per_class=100)
+  buf = io.BytesIO()
+  with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+  return buf.getvalue()
+
+class FileHandler(http.server.BaseHTTPRequestHandler):
+  files: dict = {}  # path -> bytes
+  mode: dict = {}  # path -> "truncate" | "hang"
+  requests: list = []
+
+  def do_GET(self):  # noqa: N802 - http.server's name
+    type(self).requests.append(self.path)
+    body = self.files.get(self.path)
+    if body is None:
+      self.send_error(404)
+      return
+    if self.mode.get(self.path) == "hang":
+      time.sleep(5)
+      return
+    self.send_response(200)
+    self.send_header("Content-Length", str(len(body)))
+    self.end_headers()
+    if self.mode.get(self.path) == "truncate":
+      self.wfile.write(body[: len(body) // 2])
+      self.wfile.flush()
+      self.close_connection = True
+      return
+    for i in range(0, len(body), 1 << 16):
+      self.wfile.write(body[i:i + (1 << 16)])
+      time.sleep(0.01)  # slow enough for concurrent fetches to overlap
+
+  def log_message(self, *args):
+    pass
+
+
+def assert_same_on_one_and_eight_devices(batch, augment_config):
+  """The configured recipe's device program (``recipes.device_augment``) on ``batch``
+  sharded over 1 and over 8 devices: identical images, and different from the input."""
+
+  def run(mesh):
+    data = sharding.batch_sharding(mesh)
+
+    @jax.jit
+    def f(x):
+      positions = jax.lax.with_sharding_constraint(jnp.arange(len(batch)), data)
+      return recipes.device_augment(x, recipes.image_keys(5, 11, positions), augment_config)
+
+    return np.asarray(f(jax.device_put(batch, data)))
+
+  one = run(sharding.make_mesh(jax.devices()[:1]))
+  np.testing.assert_array_equal(one, run(sharding.make_mesh(jax.devices()[:8])))
+  assert not np.array_equal(one, batch)
+
+
+def make_tree(tmp_path, name, num_test=10):
+  """A few JPEGs, and split files naming every class (paths may repeat)."""
+  (train_file, test_file), num_classes = (DATASETS[name].split_files,
+                                          DATASETS[name].num_classes)
+  root, splits = tmp_path / "images", tmp_path / "splits"
+  (root / "train").mkdir(parents=True)
+  splits.mkdir()
+  rng = np.random.RandomState(0)
+  files = []
+  for k in range(12):
+    size = (int(rng.randint(40, 90)), int(rng.randint(40, 90)))
+    path = f"train/img_{k}.jpg"
+    Image.fromarray(rng.randint(0, 256, size + (3,), dtype=np.uint8)).save(root / path)
+    files.append(path)
+  lines = [f"{files[c % 12]} {c}" for c in range(num_classes)] + [f"{files[0]} 0"] * 5
+  (splits / train_file).write_text("\n".join(lines) + "\n")
+  (splits / test_file).write_text("\n".join(f"{files[k % 12]} {k}" for k in range(num_test)) + "\n")
+  if DATASETS[name].val_file:  # a validation split of other images than the test's
+    (splits / DATASETS[name].val_file).write_text(
+        "\n".join(f"{files[(k + 5) % 12]} {k}" for k in range(num_test)) + "\n")
+  return root, splits

@@ -1,0 +1,35 @@
+"""The package's layering, measured on its import graph (tools/import_graph.py)."""
+
+import importlib.util
+
+from helpers import ROOT
+
+_spec = importlib.util.spec_from_file_location("import_graph", ROOT / "tools" / "import_graph.py")
+import_graph = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(import_graph)
+
+
+def test_no_cycles_no_upward_or_deferred_imports_and_a_small_root():
+  out = import_graph.report(ROOT / "lgla_jax", "lgla_jax")
+  assert out["cycles"] == []
+  assert out["upward"] == []
+  assert out["deferred"] == []
+  assert len(out["root_files"]) <= 8, out["root_files"]
+  assert len(out["modules"]) > 40  # the whole package was read
+
+
+def test_the_tool_finds_what_it_must(tmp_path):
+  pkg = tmp_path / "pkg"
+  (pkg / "train").mkdir(parents=True)
+  (pkg / "data").mkdir()
+  (pkg / "__init__.py").write_text("")
+  (pkg / "train" / "__init__.py").write_text("")
+  (pkg / "data" / "__init__.py").write_text("")
+  (pkg / "data" / "a.py").write_text("from pkg.train import b\n")  # up: data -> train
+  (pkg / "train" / "b.py").write_text("from pkg.data import a\n")  # and a cycle
+  (pkg / "train" / "c.py").write_text("def f():\n  from pkg.data import a\n")  # deferred
+  out = import_graph.report(pkg, "pkg")
+  assert out["cycles"] == [["pkg.data.a", "pkg.train.b"]]
+  assert out["upward"] == [("pkg.data.a", "pkg.train.b")]
+  assert [(a, b) for a, b, _ in out["deferred"]] == [("pkg.train.c", "pkg.data.a")]
+  assert import_graph.main(["--package", "lgla_jax"]) == 0
