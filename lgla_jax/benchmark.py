@@ -23,6 +23,7 @@ The output also has the device's peak memory (``peak_device_memory_bytes``, GPU/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -46,6 +47,8 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed dispatches first (the first
 _EPOCHS = flags.DEFINE_integer("epochs", 0, "Also time a real run of this many epochs (0: no).")
 _SYNTHETIC = flags.DEFINE_bool("synthetic", False, "Random images instead of the data set.")
 _SYNTHETIC_TEST = flags.DEFINE_integer("synthetic_test", 10_000, "Test images with --synthetic.")
+_PROFILE = flags.DEFINE_string("profile", None, "Record a jax.profiler trace of the step-alone "
+                                "dispatches into this folder (tools/trace_summary.py reads it).")
 _JPEG = flags.DEFINE_integer("synthetic_jpeg", 0, "With --synthetic and an image-file data set "
                              "(ImageNet-size): this many distinct JPEG files (500x375) that the "
                              "images cycle through, decoded by the real pipeline (0: arrays).")
@@ -106,8 +109,9 @@ def _rate(n_images, seconds):
   return round(n_images / seconds, 2) if seconds > 0 else None
 
 
-def parts(config, steps: int, warmup: int, splits=None) -> dict:
-  """Steady-state rates of the batch source, the loop, the step alone and evaluation."""
+def parts(config, steps: int, warmup: int, splits=None, profile_dir: str | None = None) -> dict:
+  """Steady-state rates of the batch source, the loop, the step alone and evaluation
+  (``profile_dir``: a ``jax.profiler`` trace of the step-alone dispatches is written there)."""
   run = run_lib.setup(config, splits=splits)
   config, state, fns = run.config, run.state, run.steps
   k = run.placement.steps_per_dispatch
@@ -140,11 +144,12 @@ def parts(config, steps: int, warmup: int, splits=None) -> dict:
   jax.block_until_ready(metrics)
   loop_rate = _rate(steps * per_dispatch, time.perf_counter() - t0)
 
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step_fn(state, batch)
-  jax.block_until_ready(metrics)
-  step_rate = _rate(steps * per_dispatch, time.perf_counter() - t0)
+  with _maybe_trace(profile_dir):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = step_fn(state, batch)
+    jax.block_until_ready(metrics)
+    step_rate = _rate(steps * per_dispatch, time.perf_counter() - t0)
 
   evaluate = lambda: evaluation.run_evaluation(fns, state, run.splits.test,
                                                run.splits.class_counts, config, run.mesh)
@@ -155,6 +160,13 @@ def parts(config, steps: int, warmup: int, splits=None) -> dict:
   return {"train_images_per_s": loop_rate, "source_images_per_s": source_rate,
           "train_step_only_images_per_s": step_rate, "eval_images_per_s": eval_rate,
           "compile_s": round(compile_s, 2), **_context(config)}
+
+
+def _maybe_trace(profile_dir):
+  """A ``jax.profiler`` trace (with its Perfetto JSON) into ``profile_dir``, or nothing."""
+  if not profile_dir:
+    return contextlib.nullcontext()
+  return jax.profiler.trace(profile_dir, create_perfetto_trace=True)
 
 
 def epochs(config, num_epochs: int, splits=None) -> dict:
@@ -218,7 +230,7 @@ def main(argv):
     elif _SYNTHETIC.value:
       make = lambda: synthetic_splits(config, num_train, num_test=_SYNTHETIC_TEST.value)
     if _STEPS.value > 0:
-      out["parts"] = parts(config, _STEPS.value, max(_WARMUP.value, 1), make())
+      out["parts"] = parts(config, _STEPS.value, max(_WARMUP.value, 1), make(), _PROFILE.value)
     if _EPOCHS.value > 0:
       out["run"] = epochs(config, _EPOCHS.value, make())
   out["peak_device_memory_bytes"] = peak_memory_bytes()

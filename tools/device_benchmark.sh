@@ -25,7 +25,10 @@
 #             fmnist_aa_host.log and fmnist_aa_device.log end with their mean +- std;
 #   convs     the parts again (no real run) with model.conv_impl=split, float32 and
 #             bfloat16, next to bench's auto (= grouped off CPU): which convolution
-#             form the accelerators' default should be (benchmark.jsonl).
+#             form the accelerators' default should be (benchmark.jsonl);
+#   profile   where the step's time goes: a jax.profiler trace of 10 step-alone dispatches
+#             at batch 128 (float32, bfloat16) and of 5 vmapped replicas, summed by
+#             operation (tools/trace_summary.py): profile_<name>.txt.
 # Dry run on a CPU: CONFIG=configs/cifar100_ir100.py:quick STEPS=2 EPOCHS=1
 #   FMNIST_CONFIG=configs/fmnist_lt_ir100.py:quick AA_CONFIG=configs/fmnist_lt_ir100.py:quick,autoaugment,seeds5
 #   PARTS=fmnist,bench,replicas,convs,aa OUT=/tmp/out tools/device_benchmark.sh  (official: torch, GPU)
@@ -86,6 +89,16 @@ fi
 if part convs; then  # the experts' convolutions as one per expert (bench ran them grouped)
   bench --config.dtype=float32 --config.model.conv_impl=split --epochs=0
   bench --config.dtype=bfloat16 --config.model.conv_impl=split --epochs=0
+fi
+
+if part profile; then  # the goals' misses (docs/performance.md): which kernels take the step
+  for variant in "f32 --config.dtype=float32" "bf16 --config.dtype=bfloat16" \
+                 "replicas5 --config.dtype=float32 --config.replicas.seeds=(0,1,2,3,4)"; do
+    name=${variant%% *}
+    "$PYTHON" -m lgla_jax.benchmark --config="$CONFIG" --synthetic --steps=10 --epochs=0 \
+      --synthetic_test=1000 --profile="/tmp/profile_$name" ${variant#* } | grep '^{' >> "$OUT/benchmark.jsonl"
+    "$PYTHON" tools/trace_summary.py "/tmp/profile_$name" --top=40 > "$OUT/profile_$name.txt"
+  done
 fi
 
 if part aa && [[ -d .fmnist ]]; then

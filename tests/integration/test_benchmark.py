@@ -47,11 +47,17 @@ def test_benchmark_parts_and_a_real_run_of_two_epochs():
   assert wall_parts["first_dispatch"] > 0 and sum(wall_parts.values()) < run["wall_s"]
 
 
-def test_benchmark_host_pipeline():
+def test_benchmark_host_pipeline(tmp_path):
   result = _bench("configs/cifar100_ir100.py:quick", "--steps=3", "--config.augment.on_device=False",
-                  "--synthetic_test=256")
+                  "--synthetic_test=256", f"--profile={tmp_path / 'prof'}")
   assert not result["parts"]["data_on_device"] and not result["parts"]["augment_on_device"]
   assert "run" not in result
+  # The profile of the step alone, summed by operation (tools/trace_summary.py).
+  sys.path.insert(0, str(ROOT / "tools"))
+  import trace_summary
+  summary = trace_summary.summarise(trace_summary.load(str(tmp_path / "prof")))
+  busy = max(s["busy_us"] for s in summary.values())
+  assert busy > 0 and any(s["top"] for s in summary.values())
 
 
 @pytest.mark.slow
