@@ -55,8 +55,17 @@ class TrainingDiverged(RunError, RuntimeError):
   """The loss or the gradient norm stopped being finite."""
 
 
+class ExportError(RunError, OSError):
+  """``export --out`` names a place the file cannot be written to, or the write failed."""
+
+
 class WeightsError(RunError, ValueError):
   """A weights file that does not fit the configured network."""
+
+
+class WeightsFileError(WeightsError):
+  """A weights file (``.npz``, ``.safetensors``, a folder given as one) that cannot be read:
+  malformed, or stating more than ``interop.torch_file.Limits`` allow; the message names it."""
 
 
 class TorchFileError(RunError, ValueError):

@@ -12,7 +12,9 @@ checkpoint.
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 
 import jax
 import numpy as np
@@ -21,6 +23,7 @@ from ml_collections import ConfigDict
 from safetensors.numpy import save_file
 
 from lgla_jax import errors
+from lgla_jax.errors import ExportError
 from lgla_jax.config import replicas
 from lgla_jax.data.catalog import DATASETS
 from lgla_jax.interop import convert
@@ -64,14 +67,53 @@ def official_state_dict(variables: dict, step: int) -> dict[str, np.ndarray]:
   return convert.torch_from_variables(variables, prefix="backbone.", num_batches_tracked=step)
 
 
+def _umask() -> int:
+  try:
+    with open("/proc/self/status") as f:
+      return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+  except (OSError, StopIteration, ValueError):
+    mask = os.umask(0o22)  # (no other way to read it; set back at once)
+    os.umask(mask)
+    return mask
+
+
+def check_out(out: str) -> str:
+  """The folder ``out`` goes to, checked before any work: ``out`` must not be a folder, and
+  its folder must exist and take a file (tried, not guessed from permission bits)."""
+  if os.path.isdir(out):
+    raise ExportError(f"--out={out} is a folder: give the name of the .safetensors file to write")
+  folder = os.path.dirname(os.path.abspath(out))
+  if not os.path.isdir(folder):
+    raise ExportError(f"--out={out}: the folder {folder} does not exist")
+  try:
+    probe, name = tempfile.mkstemp(dir=folder, prefix=".lgla-export-", suffix=".tmp")
+  except OSError as e:
+    raise ExportError(f"--out={out}: cannot write to {folder} ({e.strerror or e})") from None
+  os.close(probe)
+  os.remove(name)
+  return folder
+
+
 def export(path: str, out: str, replica: int = 0) -> dict[str, np.ndarray]:
-  """Write the checkpoint at ``path`` to ``out`` (.safetensors); returns what was written."""
+  """Write the checkpoint at ``path`` to ``out`` (.safetensors); returns what was written.
+  ``out`` is checked first (``check_out``); the file appears whole (written under a
+  temporary name, then renamed), readable as the user's umask allows."""
+  folder = check_out(out)
   variables, meta, config = restore_variables(path, replica)
   tensors = {k: np.array(v, order="C") for k, v in  # (ascontiguousarray makes 0-d 1-d)
              official_state_dict(variables, int(meta["step"])).items()}
-  save_file(tensors, out, metadata={"format": "pt", "source": "lgla-jax",
-                                    "model": str(config.model.name),
-                                    "epoch": str(meta["epoch"]), "step": str(meta["step"])})
+  tmp = os.path.join(folder, f".{os.path.basename(out)}.{os.getpid()}.tmp")
+  try:
+    save_file(tensors, tmp, metadata={"format": "pt", "source": "lgla-jax",
+                                      "model": str(config.model.name),
+                                      "epoch": str(meta["epoch"]), "step": str(meta["step"])})
+    os.chmod(tmp, 0o666 & ~_umask())  # (safetensors writes 0600, private to the user)
+    os.replace(tmp, out)
+  except Exception as e:  # noqa: BLE001 - safetensors' own error type, or the file system's
+    raise ExportError(f"writing {out} failed ({type(e).__name__}: {e})") from None
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return tensors
 
 

@@ -9,6 +9,8 @@ models, the losses, the schedules (``optim.problems``) and the replica fields
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from lgla_jax import losses, models, optim
@@ -23,6 +25,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   """Raise ``ConfigError`` naming the first unknown or inconsistent field (``num_devices``:
   also check what must divide over the devices)."""
   _check_keys(c, base_config(), "")
+  _check_finite(c, "")
   found = sources.problems(c.dataset) + _data_rules(c) + recipes.problems(c.augment)
   if not found:  # (the recipe is known)
     found += _augment_rules(c)
@@ -92,6 +95,18 @@ def _device_rules(c, num_devices) -> list[tuple[str, str]]:
   return [(field, f"{c[field]} is not divisible by the {per_group} devices "
            f"{'of each replica group' if groups > 1 else ''}".rstrip())
           for field in ("batch_size", "eval_batch_size") if c[field] % per_group]
+
+
+def _check_finite(c, prefix):
+  """Every number of the config is finite: ``inf`` is refused as ``nan`` is (neither is a
+  rate, a strength or a size)."""
+  for key in c.keys():
+    value = c[key]
+    if isinstance(value, ml_collections.ConfigDict):
+      _check_finite(value, prefix + key + ".")
+    elif any(isinstance(v, float) and not math.isfinite(v)
+             for v in (value if isinstance(value, (tuple, list)) else (value,))):
+      fail(prefix + key, f"must be a finite number, got {value}")
 
 
 def _check_keys(c, reference, prefix):

@@ -7,17 +7,25 @@ temporary name, checked against its MD5 and only then renamed into place, so an
 interrupted or corrupt download never leaves a file that looks complete. One process per
 file downloads (a lock next to it); the others wait and reuse its file. Offline or
 unreachable, it fails within ``TIMEOUT_S`` seconds (no retry loops) with a message that
-says where to put the file by hand.
+says where to put the file by hand; a server that sends too slowly (``MIN_RATE`` over
+``RATE_WINDOW_S``) or for too long (``DEADLINE_S``) is left with a message naming the URL
+and the rate seen. The partial file is removed on every exit path, SIGTERM and SIGINT
+included.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import fcntl
+import glob
 import hashlib
 import http.client
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +55,14 @@ FILES: dict[str, tuple[Remote, ...]] = {  # data set -> the files of its source
 }
 DEFAULT_DIR = os.path.join("~", ".cache", "lgla_jax")  # where downloads go without a data_dir
 TIMEOUT_S = 10.0  # connect and per-read timeout: an unreachable host fails in seconds
+# A transfer slower than MIN_RATE bytes/s over the last RATE_WINDOW_S seconds, or longer
+# than DEADLINE_S in all, is abandoned (a mirror that trickles bytes would otherwise hold a
+# run forever: each read gets data before TIMEOUT_S). The environment variables of the same
+# names (LGLA_DOWNLOAD_MIN_RATE, LGLA_DOWNLOAD_RATE_WINDOW_S, LGLA_DOWNLOAD_DEADLINE_S)
+# override them.
+MIN_RATE = 10_000.0  # bytes/s: CIFAR-100's 169 MB then take at most 4.7 hours
+RATE_WINDOW_S = 60.0
+DEADLINE_S = 6 * 3600.0
 
 
 def _manual(remote: Remote, path: str) -> str:
@@ -61,30 +77,153 @@ def url_of(remote: Remote) -> str:
   return f"{mirror.rstrip('/')}/{remote.filename}" if mirror else remote.url
 
 
+def pace() -> tuple[float, float, float]:
+  """``(min_rate, window_s, deadline_s)``: the module's values or their environment
+  variables (``LGLA_DOWNLOAD_MIN_RATE``, ``..._RATE_WINDOW_S``, ``..._DEADLINE_S``)."""
+  out = []
+  for name, default in (("MIN_RATE", MIN_RATE), ("RATE_WINDOW_S", RATE_WINDOW_S),
+                        ("DEADLINE_S", DEADLINE_S)):
+    value = os.environ.get(f"LGLA_DOWNLOAD_{name}")
+    try:
+      out.append(float(value) if value else float(default))
+    except ValueError:
+      raise DownloadError(f"LGLA_DOWNLOAD_{name}={value!r} is not a number") from None
+  return tuple(out)
+
+
+class _Watchdog:
+  """Watches one transfer from a thread: when it is slower than the minimum rate over the
+  window, or past the deadline, it records why and shuts the connection's socket, so the
+  read blocked in it returns at once (headers that trickle in are caught too)."""
+
+  def __init__(self):
+    self.min_rate, self.window_s, self.deadline_s = pace()
+    self.received, self.reason, self._connections = 0, None, []
+    self._done = threading.Event()
+    self._thread = threading.Thread(target=self._watch, daemon=True)
+
+  def connection(self, cls):
+    """A connection factory for urllib: ``cls``'s connections, watched."""
+    def make(*args, **kwargs):
+      connection = cls(*args, **kwargs)
+      self._connections.append(connection)
+      return connection
+    return make
+
+  def _watch(self):
+    t0 = time.monotonic()
+    marks = collections.deque([(t0, 0)])
+    while not self._done.wait(min(0.25, self.window_s / 4)):
+      now, got = time.monotonic(), self.received
+      marks.append((now, got))
+      while len(marks) > 1 and marks[1][0] <= now - self.window_s:
+        marks.popleft()
+      since, before = marks[0]
+      rate = (got - before) / max(now - since, 1e-9)
+      if now - t0 > self.deadline_s:
+        self.reason = (f"it took more than {self.deadline_s:.0f} s (LGLA_DOWNLOAD_DEADLINE_S) at "
+                       f"{got / (now - t0):,.0f} bytes/s")
+      elif now - since >= self.window_s and rate < self.min_rate:
+        self.reason = (f"{got - before:,} bytes came in the last {now - since:.0f} s ("
+                       f"{rate:,.1f} bytes/s, below the minimum of {self.min_rate:,.0f}: "
+                       f"LGLA_DOWNLOAD_MIN_RATE, LGLA_DOWNLOAD_RATE_WINDOW_S)")
+      if self.reason:
+        for connection in self._connections:
+          if connection.sock is not None:
+            try:
+              connection.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+              pass
+        return
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._done.set()
+    self._thread.join()
+
+
+def _open(url: str, watchdog: _Watchdog):
+  """``urlopen(url)`` whose connections the watchdog can cut."""
+  class Http(urllib.request.HTTPHandler):
+    def http_open(self, req):
+      return self.do_open(watchdog.connection(http.client.HTTPConnection), req)
+
+  class Https(urllib.request.HTTPSHandler):
+    def https_open(self, req):
+      return self.do_open(watchdog.connection(http.client.HTTPSConnection), req,
+                          context=self._context)
+
+  return urllib.request.build_opener(Http, Https).open(url, timeout=TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def _removed_on_signals(tmp: str):
+  """SIGTERM, SIGINT or SIGHUP that would end the process first removes ``tmp`` (a
+  ``finally`` does not run when a signal kills the process). Main thread only: signals are
+  delivered there; elsewhere the next download of the file removes what a dead process
+  left (``_remove_stale``)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  ends = (signal.SIG_DFL, signal.default_int_handler)  # handlers that end the process
+  previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+
+  def handler(signum, frame):
+    old = previous[signum]
+    if old in ends and os.path.exists(tmp):
+      os.remove(tmp)
+    if old == signal.SIG_DFL:  # end as the signal would have, now that the file is gone
+      signal.signal(signum, signal.SIG_DFL)
+      os.kill(os.getpid(), signum)
+    elif callable(old):
+      old(signum, frame)
+
+  for s, old in previous.items():
+    if old is not None and old != signal.SIG_IGN:
+      signal.signal(s, handler)
+  try:
+    yield
+  finally:
+    for s, old in previous.items():
+      if old is not None and old != signal.SIG_IGN:
+        signal.signal(s, old)
+
+
 def _stream(remote: Remote, path: str, log) -> None:
   url = url_of(remote)
   tmp = f"{path}.part.{socket.gethostname()}.{os.getpid()}"
   digest, size, t0, last = hashlib.md5(), 0, time.time(), 0.0
   try:
-    try:
-      with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out:
-        total = int(response.headers.get("Content-Length") or 0)
-        while chunk := response.read(1 << 20):
-          out.write(chunk)
-          digest.update(chunk)
-          size += len(chunk)
-          now = time.time()
-          if now - last >= 1.0:
-            of = f" of {total / 1e6:.1f}" if total else ""
-            log(f"downloading {remote.filename}: {size / 1e6:.1f}{of} MB, "
-                f"{size / max(now - t0, 1e-9) / 1e6:.1f} MB/s\n")
-            last = now
-        if total and size != total:
-          raise ConnectionError(f"the connection closed after {size} of {total} bytes")
-    except (OSError, ValueError, http.client.HTTPException) as e:
-      reason = getattr(e, "reason", None) or e
-      raise DownloadError(f"could not download {url} to {path} ({reason}); "
-                          f"{_manual(remote, path)}") from None
+    with _removed_on_signals(tmp), _Watchdog() as watchdog:
+      try:
+        with _open(url, watchdog) as response, open(tmp, "wb") as out:
+          total = int(response.headers.get("Content-Length") or 0)
+          # read1: what has arrived (up to 1 MB), so a trickle cannot hold one read for long
+          while (chunk := response.read1(1 << 20)) and not watchdog.reason:
+            out.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            watchdog.received = size
+            now = time.time()
+            if now - last >= 1.0:
+              of = f" of {total / 1e6:.1f}" if total else ""
+              log(f"downloading {remote.filename}: {size / 1e6:.1f}{of} MB, "
+                  f"{size / max(now - t0, 1e-9) / 1e6:.1f} MB/s\n")
+              last = now
+          if watchdog.reason:
+            raise ConnectionError("too slow")
+          if total and size != total:
+            raise ConnectionError(f"the connection closed after {size} of {total} bytes")
+      except (OSError, ValueError, http.client.HTTPException) as e:
+        if watchdog.reason:
+          raise DownloadError(f"abandoned the download of {url} to {path}: {watchdog.reason}; "
+                              f"{_manual(remote, path)}") from None
+        reason = getattr(e, "reason", None) or e
+        raise DownloadError(f"could not download {url} to {path} ({reason}); "
+                            f"{_manual(remote, path)}") from None
     if digest.hexdigest() != remote.md5:
       raise DownloadError(
           f"{remote.filename} from {url} has MD5 {digest.hexdigest()}, expected {remote.md5}: "
@@ -94,6 +233,22 @@ def _stream(remote: Remote, path: str, log) -> None:
   finally:
     if os.path.exists(tmp):
       os.remove(tmp)
+
+
+def _remove_stale(path: str) -> None:
+  """Remove the partial files of ``path`` that dead processes of this host left (killed
+  with SIGKILL, or by a signal on a thread other than the main one)."""
+  host = socket.gethostname()
+  for part in glob.glob(glob.escape(path) + ".part.*"):
+    owner, _, pid = part[len(path) + len(".part."):].rpartition(".")
+    if owner != host or not pid.isdigit():
+      continue
+    try:
+      os.kill(int(pid), 0)
+    except ProcessLookupError:
+      os.remove(part)
+    except OSError:  # alive, another user's
+      pass
 
 
 def fetch(remote: Remote, data_dir: str, log=None) -> str:
@@ -111,6 +266,7 @@ def fetch(remote: Remote, data_dir: str, log=None) -> str:
   with lock:
     fcntl.flock(lock, fcntl.LOCK_EX)  # another process downloading it: wait for its file
     if not os.path.exists(path):
+      _remove_stale(path)
       _stream(remote, path, log)
   return path
 

@@ -4,9 +4,11 @@ CIFAR python archives and scikit-learn's digits, each registered as a source by 
 from __future__ import annotations
 
 import gzip
+import io
+import math
 import os
-import pickle
 import tarfile
+import zlib
 
 import numpy as np
 
@@ -14,36 +16,46 @@ from lgla_jax import errors
 from lgla_jax.data import download
 from lgla_jax.data.registry import register
 from lgla_jax.data.splits import ArrayData
+from lgla_jax.interop import safe_pickle
 
 # Where the Debian package `dataset-fashion-mnist` installs the original IDX files.
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_FILES = tuple(r.filename for r in download.FILES["fashion_mnist"])
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32,
                0x0D: np.float32, 0x0E: np.float64}
+MAX_FILE_BYTES = 512 << 20  # one CIFAR batch or IDX file (the largest, CIFAR-100 train: 155 MB)
+CIFAR_MAX_OPS = 2_000_000  # pickle opcodes of one CIFAR batch (CIFAR-100 train: ~0.3 million)
 
 
 def read_idx(path: str) -> np.ndarray:
-  """Read an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST."""
+  """Read an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST: the header
+  first, then exactly the bytes it states (at most ``MAX_FILE_BYTES``: a gzip bomb is not
+  inflated past that)."""
   if not os.path.exists(path):
     raise errors.NotFound(f"IDX file {path} does not exist")
   opener = gzip.open if path.endswith(".gz") else open
   try:
     with opener(path, "rb") as f:
-      raw = f.read()
-  except (OSError, EOFError) as e:
+      head = f.read(4)
+      if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+        raise errors.DataError(f"{path} is not an IDX file (bad magic number)")
+      shape = f.read(4 * head[3])
+      dims = [int.from_bytes(shape[4 * i: 4 * i + 4], "big") for i in range(head[3])]
+      dtype = np.dtype(_IDX_DTYPES[head[2]]).newbyteorder(">")
+      expected = math.prod(dims) * dtype.itemsize
+      if len(shape) != 4 * head[3] or expected > MAX_FILE_BYTES:
+        raise errors.DataError(f"{path}: header says {dims} ({expected} bytes), more than an "
+                               f"IDX file of this project holds or than the file has; the file "
+                               f"is corrupt")
+      raw = f.read(expected + 1)
+  except (OSError, EOFError, zlib.error) as e:
     raise errors.DataError(f"cannot read IDX file {path} ({e}); the file is corrupt or "
                            f"truncated") from e
-  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-    raise errors.DataError(f"{path} is not an IDX file (bad magic number)")
-  ndim = raw[3]
-  dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-  dtype = np.dtype(_IDX_DTYPES[raw[2]]).newbyteorder(">")
-  offset = 4 + 4 * ndim
-  expected = int(np.prod(dims)) * dtype.itemsize
-  if len(raw) - offset != expected:
+  if len(raw) != expected:
+    held = f"{len(raw)}" if len(raw) <= expected else "more than that"
     raise errors.DataError(f"{path}: header says {dims} ({expected} bytes) but the file holds "
-                           f"{len(raw) - offset} bytes; the file is corrupt or truncated")
-  return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
+                           f"{held} bytes; the file is corrupt or truncated")
+  return np.frombuffer(raw, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def has_fashion_mnist(folder: str) -> bool:
@@ -141,16 +153,24 @@ def has_cifar_archive(name: str, data_dir: str) -> bool:
 
 
 def _decode_cifar_batch(raw: bytes, where: str, label_key: bytes) -> ArrayData:
-  try:
-    batch = pickle.loads(raw, encoding="bytes")
+  try:  # (a pickle: read with the restricted unpickler, which runs nothing of the file)
+    batch = safe_pickle.load(io.BytesIO(raw), safe_pickle.NUMPY, max_bytes=len(raw),
+                             max_ops=CIFAR_MAX_OPS, encoding="bytes")
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[label_key], dtype=np.int64)
   except Exception as e:  # noqa: BLE001 - any decoding failure means a corrupt file
-    raise errors.DataError(f"{where} is not a readable CIFAR batch ({type(e).__name__}: {e}); "
-                           f"the file is corrupt: download the archive again") from e
+    raise errors.DataError(f"{where} is not a readable CIFAR batch ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200] if str(e) else ''}); the file is "
+                           f"corrupt: download the archive again") from None
   if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
     raise errors.DataError(f"{where}: unexpected CIFAR batch shape {data.shape}; the file is corrupt")
   return ArrayData(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels)
+
+
+def _bounded(size: int, where: str) -> None:
+  if size > MAX_FILE_BYTES:
+    raise errors.DataError(f"{where} states {size:,} bytes, more than any CIFAR batch "
+                           f"({MAX_FILE_BYTES:,}); the file is corrupt: download the archive again")
 
 
 def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, ArrayData]:
@@ -162,6 +182,7 @@ def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, Arra
     if all(os.path.exists(os.path.join(root, f)) for f in train_files + test_files):
       def read(f, root=root):
         path = os.path.join(root, f)
+        _bounded(os.path.getsize(path), path)
         with open(path, "rb") as fh:
           return _decode_cifar_batch(fh.read(), path, label_key)
       break
@@ -179,7 +200,12 @@ def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, Arra
       key = f"{folder}/{f}"
       if key not in members:
         raise errors.DataError(f"{tar_path} has no {key}; is it the {name} python archive?")
-      return _decode_cifar_batch(tar.extractfile(members[key]).read(), f"{tar_path}:{key}", label_key)
+      _bounded(members[key].size, f"{tar_path}:{key}")  # (tar reads at most the stated size)
+      try:
+        raw = tar.extractfile(members[key]).read()
+      except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise errors.DataError(f"{tar_path}:{key} cannot be read ({e}); download it again") from None
+      return _decode_cifar_batch(raw, f"{tar_path}:{key}", label_key)
 
   parts = [read(f) for f in train_files]
   train = ArrayData(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))

@@ -13,14 +13,18 @@ PyTorch names map to Flax paths by joining list indices to their parent with ``_
 
 from __future__ import annotations
 
+import io
+import json
+import math
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 
 from lgla_jax import errors
-from lgla_jax.errors import WeightsError  # noqa: F401 - raised here, named by callers
+from lgla_jax.errors import WeightsError, WeightsFileError  # noqa: F401 - raised here, named by callers
 from lgla_jax.interop import torch_file
 
 _STRIP_PREFIXES = ("module.", "backbone.")
@@ -151,21 +155,122 @@ PRETRAINED_MISSING = (
     "give the ImageNet-pretrained ResNet-152 as a PyTorch .pth (torchvision's resnet152 "
     "weights, say) or an .npz of its state_dict (numpy.savez(path, **{k: v.numpy() for k, v "
     "in state_dict.items()}))")
+SAFETENSORS_HEADER_MAX = 100_000_000  # the format's own limit on its JSON header
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4",
+                       "I16": "<i2", "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4",
+                       "U64": "<u8", "BOOL": "?", "BF16": "bfloat16"}
+
+
+def _safetensors_entry(name, spec):
+  """``(dtype, shape, start, end)`` of one header entry, or ``WeightsFileError``."""
+  ok = (isinstance(spec, dict) and spec.get("dtype") in _SAFETENSORS_DTYPES
+        and isinstance(spec.get("shape"), list) and isinstance(spec.get("data_offsets"), list)
+        and len(spec["data_offsets"]) == 2
+        and all(type(n) is int and n >= 0 for n in spec["shape"] + spec["data_offsets"]))
+  if not ok:
+    raise WeightsFileError(f"tensor {name!r:.80} has a malformed header entry {spec!r:.120}")
+  if spec["dtype"] == "BF16":
+    import ml_dtypes  # a dependency of jax
+    dtype = np.dtype(ml_dtypes.bfloat16)
+  else:
+    dtype = np.dtype(_SAFETENSORS_DTYPES[spec["dtype"]])
+  start, end = spec["data_offsets"]
+  if end - start != math.prod(spec["shape"]) * dtype.itemsize:
+    raise WeightsFileError(f"tensor {name!r:.80} of shape {spec['shape']} ({spec['dtype']}) "
+                           f"states {end - start:,} bytes of data")
+  return dtype, tuple(spec["shape"]), start, end
+
+
+def _read_safetensors(path: str, budget) -> dict[str, np.ndarray]:
+  """A ``.safetensors`` file, its header checked before any tensor is read: the length
+  within the format's limit and the file, JSON, every tensor's bytes consistent with its
+  shape, inside the file and not shared with another tensor."""
+  with open(path, "rb") as f:
+    size = os.fstat(f.fileno()).st_size
+    if size < 8:
+      raise WeightsFileError(f"{size} bytes: too short for a .safetensors file")
+    n = int.from_bytes(f.read(8), "little")
+    if n > SAFETENSORS_HEADER_MAX or 8 + n > size:
+      raise WeightsFileError(f"its header length {n:,} exceeds the format's limit (100 MB) or "
+                             f"the file ({size:,} bytes): not a .safetensors file")
+    try:
+      header = json.loads(f.read(n))
+    except (ValueError, UnicodeDecodeError) as e:
+      raise WeightsFileError(f"its header is not JSON ({e}): not a .safetensors file") from None
+    if not isinstance(header, dict):
+      raise WeightsFileError("its header is not a JSON object: not a .safetensors file")
+    entries = [(*_safetensors_entry(k, v), k) for k, v in header.items() if k != "__metadata__"]
+    data_end, last = size - 8 - n, 0
+    for dtype, shape, start, end, name in sorted(entries, key=lambda e: e[2]):
+      if start < last or end > data_end:
+        raise WeightsFileError(f"tensor {name!r:.80} overlaps another or runs past the end of "
+                               f"the file")
+      last = end
+      budget.take(f"tensor {name!r:.80}", end - start)
+    out = {}
+    for dtype, shape, start, end, name in entries:
+      f.seek(8 + n + start)
+      out[name] = np.empty(shape, dtype)
+      if f.readinto(memoryview(out[name].reshape(-1).view(np.uint8))) != end - start:
+        raise WeightsFileError(f"tensor {name!r:.80} is truncated")
+  return out
+
+
+def _read_npz(path: str, budget) -> dict[str, np.ndarray]:
+  """An ``.npz`` without ``numpy.load``: each member's size is counted before it is read
+  (in bounded chunks, CRC checked), its header must state exactly the bytes it holds, and
+  object arrays are refused (nothing is unpickled)."""
+  from lgla_jax import torch_file
+  from numpy.lib import format as npy
+  count = torch_file.member_count(path)
+  if count is not None and count > torch_file.MAX_MEMBERS:
+    raise WeightsFileError(f"a zip of {count:,} members: refused")
+  out = {}
+  with zipfile.ZipFile(path) as z:
+    for info in z.infolist():
+      if not info.filename.endswith(".npy"):
+        raise WeightsFileError(f"member {info.filename!r:.80} is not an .npy array")
+      budget.take(f"array {info.filename!r:.80}", info.file_size)
+      raw = torch_file.read_member(z, info)
+      head = io.BytesIO(raw[:1 << 16].tobytes())
+      version = npy.read_magic(head)
+      read_header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+      shape, fortran, dtype = read_header(head)
+      if dtype.hasobject or dtype.kind not in "biuf":
+        raise WeightsFileError(f"array {info.filename!r:.80} has dtype {dtype} (Python objects "
+                               f"or records): refused, nothing of it is unpickled")
+      if min(shape, default=0) < 0 or math.prod(shape) * dtype.itemsize != len(raw) - head.tell():
+        raise WeightsFileError(f"array {info.filename!r:.80} states shape {shape} but holds "
+                               f"{len(raw) - head.tell():,} bytes of data")
+      out[info.filename[:-4]] = raw[head.tell():].view(dtype).reshape(
+          shape, order="F" if fortran else "C")
+  return out
 
 
 def read_state_dict(path: str, what: str = "pretrained weights",
-                    hint: str = PRETRAINED_MISSING) -> dict[str, np.ndarray]:
+                    hint: str = PRETRAINED_MISSING, limits=None) -> dict[str, np.ndarray]:
   """PyTorch-named arrays from an ``.npz``, ``.safetensors`` or ``.pth`` (read without
-  torch); a missing file is a ``FileNotFoundError`` naming ``what`` it was and ``hint``."""
+  torch); a missing file is an ``errors.NotFound`` naming ``what`` it was and ``hint``.
+  ``limits`` (``torch_file.Limits``, default ``Limits.default()``): how much the file may
+  make this process hold. A file that cannot be read is one ``WeightsFileError`` (or
+  ``torch_file.TorchFileError``) naming it."""
   if not os.path.exists(path):
     raise errors.NotFound(f"{what} {path} do not exist: {hint}")
-  if path.endswith(".npz"):
-    with np.load(path) as f:
-      return {k: f[k] for k in f.files}
-  if path.endswith(".safetensors"):  # lgla_jax.export's output
-    from safetensors.numpy import load_file
-    return load_file(path)
-  return torch_file.read_state_dict(path)
+  if os.path.isdir(path):
+    raise WeightsFileError(f"{what} {path} is a folder, not a weights file: {hint}")
+  limits = limits or torch_file.Limits.default()
+  readers = {".npz": _read_npz, ".safetensors": _read_safetensors}
+  read = readers.get(os.path.splitext(path)[1])
+  if read is None:
+    return torch_file.read_state_dict(path, limits)
+  try:
+    return read(path, torch_file.Budget(limits))
+  except (WeightsFileError, torch_file.TorchFileError) as e:
+    raise WeightsFileError(f"{path}: {e}") from None
+  except Exception as e:  # noqa: BLE001 - whatever a malformed file provokes, it is one line
+    reason = str(e).splitlines()[0][:200] if str(e) else ""
+    raise WeightsFileError(f"{path} is not a readable {os.path.splitext(path)[1]} file "
+                           f"({type(e).__name__}: {reason})") from None
 
 
 def load_official_model(params, model_state, state_dict, source: str):

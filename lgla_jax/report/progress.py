@@ -48,12 +48,15 @@ def check_finite(metrics: dict, step: int, epoch: int, last_checkpoint: str | No
     if replica_label is not None:
       broken = np.flatnonzero(~np.all([np.isfinite(metrics[k]) for k in bad], axis=0))
       which = f" in replica(s) {', '.join(replica_label(int(k)) for k in broken)}"
-    kept = (f"the last good checkpoint, {last_checkpoint}, is kept" if last_checkpoint
-            else "no checkpoint was saved")
+    if last_checkpoint:
+      kept = (f"the last good checkpoint, {last_checkpoint}, is kept. Lower --config.optim.lr "
+              f"(or check the data) and rerun in a new workdir, or rerun here to resume from "
+              f"that checkpoint")
+    else:
+      kept = ("no checkpoint had been saved yet. Lower --config.optim.lr (or check the data) "
+              "and rerun: here or in a new workdir, it starts from the beginning")
     raise TrainingDiverged(f"training diverged at step {step} (epoch {epoch}){which}: {values}. "
-                           f"Nothing was saved after it; {kept}. Lower --config.optim.lr (or "
-                           f"check the data) and rerun in a new workdir, or rerun here to "
-                           f"resume from that checkpoint")
+                           f"Nothing was saved after it; {kept}")
 
 
 class Logger:

@@ -11,7 +11,9 @@ a checkpoint are found instead of restored; ``save`` surfaces a failed asynchron
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
+import sys
 
 import jax
 import numpy as np
@@ -19,6 +21,31 @@ import orbax.checkpoint as ocp
 
 from lgla_jax import errors
 from lgla_jax.errors import CheckpointError  # noqa: F401 - raised here, named by callers
+
+
+def _reason(e: BaseException) -> str:
+  """``Type: first line`` of an error, without tensorstore's multi-line spec dump."""
+  text = str(e).splitlines()[0] if str(e) else ""
+  return f"{type(e).__name__}: {text.split(' See full TensorStore details')[0][:300].rstrip('. ')}"
+
+
+def _quiet_failed_reads(unraisable) -> None:
+  """``sys.unraisablehook`` while restoring: when orbax's restore fails, tensorstore reads
+  still in flight complete onto the closed event loop and its abandoned coroutines are
+  collected, each printing a traceback ("Event loop is closed", dozens of them) around the
+  one error that says what happened. Those, and only those, are dropped."""
+  exc, obj = unraisable.exc_value, unraisable.object
+  if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+    return
+  if inspect.iscoroutine(obj) and "orbax" in obj.cr_code.co_filename:
+    return
+  _quiet_failed_reads.previous(unraisable)
+
+
+def _quiet_restores() -> None:
+  if sys.unraisablehook is not _quiet_failed_reads:
+    _quiet_failed_reads.previous = sys.unraisablehook
+    sys.unraisablehook = _quiet_failed_reads
 
 
 def digests(state) -> dict:
@@ -109,14 +136,14 @@ class Checkpointer:
     digests saved with it."""
     hint = (f"delete (or move away) {self.directory}/{step} to resume from an older "
             f"checkpoint{self._older(step)}, or start a new workdir")
+    _quiet_restores()
     try:
       restored = self._manager.restore(int(step), args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001 - orbax raises many types for unreadable data
       raise CheckpointError(
-          f"checkpoint {self.directory}/{step} cannot be restored ({type(e).__name__}: "
-          f"{str(e).splitlines()[0][:300] if str(e) else ''}). It is corrupt or from a "
-          f"different model/config: {hint}") from e
+          f"checkpoint {self.directory}/{step} cannot be restored ({_reason(e)}). It is "
+          f"corrupt or from a different model/config: {hint}") from None
     meta = dict(restored.meta)
     saved = meta.pop("digests", None)
     if saved is not None:
@@ -128,6 +155,7 @@ class Checkpointer:
 
   def read_meta(self, step: int) -> dict:
     """The meta saved with ``step`` (without reading the state)."""
+    _quiet_restores()
     try:
       restored = self._manager.restore(int(step), args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001

@@ -1,13 +1,23 @@
-"""Evaluate a saved checkpoint (the official ``test.py -r`` equivalent)."""
+"""Evaluate a saved checkpoint (the official ``test.py -r`` equivalent).
+
+Outputs (``eval_report.json``, ``confusion.npy``, the plots) go to the given workdir or, by
+default, to ``eval/`` beside the checkpoints (or beside the weights file), never into a
+training run's own files. The output folder is locked while the evaluation runs: a second
+evaluation there, or one into the workdir of a running training (``--workdir=RUN``), is
+refused; a new folder that a failed evaluation leaves empty is removed.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 
 import jax
 
-from lgla_jax import errors
+from lgla_jax import errors, models
+from lgla_jax.config.validate import validate
+from lgla_jax.data.catalog import DATASETS
 from lgla_jax.interop import convert, torch_file
 from lgla_jax.models import pretrained
 from lgla_jax.report import metrics, replicas as replica_reports, writer
@@ -27,6 +37,29 @@ def _without_starting_weights(config):
   return config
 
 
+EVAL_FOLDER = "eval"  # the default output folder, beside the checkpoints or the weights file
+
+
+@contextlib.contextmanager
+def _holding(out_dir: str):
+  """Hold ``out_dir``'s lock for the evaluation (process 0); tidy it if it was new and the
+  evaluation failed before writing anything."""
+  if jax.process_index() != 0:
+    yield
+    return
+  with workdir_lib.tidy_if_failed(out_dir), workdir_lib.lock(out_dir):
+    yield
+
+
+def model_limits(config, num_classes: int):
+  """``torch_file.Limits`` for weights files of ``config``'s network (its tensors' shapes,
+  traced without computing anything)."""
+  model = models.build(config.model, num_classes)
+  size = config.dataset.image_size
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), (size, size, 3)))
+  return torch_file.Limits.for_shapes(x.shape for x in jax.tree.leaves(shapes))
+
+
 def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None) -> dict:
   """Restore the checkpoint at ``path`` and evaluate it on the whole test set (a weights
   file under the official names, such as the official trainer's ``model_best.pth``, goes
@@ -34,12 +67,19 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
 
   The checkpoint's data set and network must be those of ``config`` (checked against the
   config saved with it); a replica run's checkpoint is evaluated for every replica
-  (``replicas``, ``replica_mean``, ``replica_std`` next to the first replica's report). The report is written to ``workdir/eval_report.json`` (default:
-  next to the checkpoints).
+  (``replicas``, ``replica_mean``, ``replica_std`` next to the first replica's report). The
+  report is written to ``workdir/eval_report.json`` (default: ``eval/`` beside the
+  checkpoints; the folder is locked meanwhile).
   """
   if os.path.isfile(path) and path.endswith(OFFICIAL_SUFFIXES):
     return evaluate_official(config, path, workdir, mesh)
-  checkpoint.resolve(path)  # a missing path fails before the data is read
+  directory, _ = checkpoint.resolve(path)  # a missing path fails before the data is read
+  out_dir = workdir or os.path.join(os.path.dirname(directory), EVAL_FOLDER)
+  with _holding(out_dir):
+    return _evaluate_checkpoint(config, path, out_dir, mesh)
+
+
+def _evaluate_checkpoint(config, path: str, out_dir: str, mesh) -> dict:
   config = _without_starting_weights(config)
   run = run_lib.setup(config, mesh)
   mesh, splits, state, steps = run.mesh, run.splits, run.state, run.steps
@@ -67,7 +107,6 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
   report = dict(reports[0], checkpoint=os.path.join(directory, str(step)))
   if run.replicas:  # the first replica's report, and every replica's with their mean and std
     report.update(replica_reports.summary(reports, run.replicas))
-  out_dir = workdir or os.path.dirname(directory)
   if jax.process_index() == 0:
     writer.write(report, splits.class_counts, out_dir, "eval_report.json")
     print(metrics.format_table(report))
@@ -82,25 +121,31 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
   """Evaluate an official PyTorch checkpoint (``model_best.pth``: ``state_dict``, ``epoch``,
   ``monitor_best``, ``config``), a plain ``state_dict`` file or ``lgla_jax.export``'s
   output with the network of ``config``, on the whole test set. Every tensor is checked
-  against the network (the error names the mismatching ones). The report goes to
-  ``workdir/eval_report.json`` (default: next to the file). ``splits``: in-memory data
-  instead of ``config.dataset``'s."""
+  against the network (the error names the mismatching ones); the file is read within
+  ``model_limits`` (a file stating larger tensors than the network has is refused before
+  they are read). The report goes to ``workdir/eval_report.json`` (default: ``eval/``
+  beside the file). ``splits``: in-memory data instead of ``config.dataset``'s."""
   if config.replicas.seeds:
     raise errors.ConfigError("config.replicas.seeds: an official checkpoint holds one "
                                 "model; evaluate it with a single-run config")
-  official = (torch_file.read_checkpoint(path) if path.endswith((".pth", ".pt"))
-              else {"state_dict": convert.read_state_dict(path), "epoch": None})
   config = _without_starting_weights(config)
-  run = run_lib.setup(config, mesh, splits)
-  state = run_lib.load_weights(run.state, lambda p, s: convert.load_official_model(
-      p, s, official["state_dict"], path), None)
-  report = dict(evaluation.run_evaluation(run.steps, state, run.splits.test,
-                                          run.splits.class_counts, config, run.mesh),
-                checkpoint=os.path.abspath(path), epoch=official["epoch"])
-  if official.get("monitor_best") is not None:
-    report["official_monitor_best"] = official["monitor_best"]
-  if jax.process_index() == 0:
-    writer.write(report, run.splits.class_counts, workdir or os.path.dirname(
-        os.path.abspath(path)), "eval_report.json")
-    print(metrics.format_table(report))
+  validate(config)  # (before its network is built to size the reading)
+  limits = model_limits(config, splits.num_classes if splits is not None
+                        else DATASETS[config.dataset.name].num_classes)
+  official = (torch_file.read_checkpoint(path, limits) if path.endswith((".pth", ".pt"))
+              else {"state_dict": convert.read_state_dict(path, "the weights file", "", limits),
+                    "epoch": None})
+  out_dir = workdir or os.path.join(os.path.dirname(os.path.abspath(path)), EVAL_FOLDER)
+  with _holding(out_dir):
+    run = run_lib.setup(config, mesh, splits)
+    state = run_lib.load_weights(run.state, lambda p, s: convert.load_official_model(
+        p, s, official["state_dict"], path), None)
+    report = dict(evaluation.run_evaluation(run.steps, state, run.splits.test,
+                                            run.splits.class_counts, config, run.mesh),
+                  checkpoint=os.path.abspath(path), epoch=official["epoch"])
+    if official.get("monitor_best") is not None:
+      report["official_monitor_best"] = official["monitor_best"]
+    if jax.process_index() == 0:
+      writer.write(report, run.splits.class_counts, out_dir, "eval_report.json")
+      print(metrics.format_table(report))
   return report

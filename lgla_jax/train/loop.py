@@ -34,8 +34,18 @@ def train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
   """
   if jax.process_index() != 0:  # one run of several processes: process 0 holds the lock
     return _train_and_evaluate(config, workdir, splits, mesh)
-  with workdir_lib.lock(workdir):
+  # A new workdir that a refused run (bad weights, config, data) leaves is removed.
+  with workdir_lib.tidy_if_failed(workdir, lambda: _forget_cache_in(workdir)), \
+       workdir_lib.lock(workdir):
     return _train_and_evaluate(config, workdir, splits, mesh)
+
+
+def _forget_cache_in(workdir: str) -> None:
+  """Stop using a compilation cache inside ``workdir`` (before the folder is removed)."""
+  path = jax.config.jax_compilation_cache_dir
+  if path and os.path.abspath(path).startswith(os.path.abspath(workdir) + os.sep):
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", None)
 
 
 def set_compilation_cache(config, workdir: str):

@@ -23,7 +23,7 @@ from lgla_jax.config import replicas as replicas_config
 from lgla_jax.config.validate import validate
 from lgla_jax.data import on_device, pipeline, sources
 from lgla_jax.data.splits import DataSplits
-from lgla_jax.interop import convert
+from lgla_jax.interop import convert, torch_file
 from lgla_jax.models import pretrained
 from lgla_jax.train import evaluation, feed, replicas, sharding, state as state_lib
 from lgla_jax.train.steps import ReplicaAxis, Steps, make_steps
@@ -216,7 +216,8 @@ def setup(config, mesh=None, splits=None, compile_ahead: bool = False) -> Run:
 
 
 def _starting_weights(state, config, model, reps):
-  """The initial state with the configured pretrained trunk or whole model loaded."""
+  """The initial state with the configured pretrained trunk or whole model loaded (no
+  tensor larger than the network's is read from ``init_from``)."""
   weights = pretrained.pretrained_file(config.model)
   if weights and not config.model.init_from:
     state = load_weights(state, lambda p, s: model.load_pretrained(p, s, weights), reps)
@@ -224,7 +225,9 @@ def _starting_weights(state, config, model, reps):
     whole = convert.read_state_dict(
         config.model.init_from, "config.model.init_from: the weights",
         "give an official checkpoint (model_best.pth), a state_dict .pth/.npz or an "
-        "lgla_jax.export .safetensors file")
+        "lgla_jax.export .safetensors file",
+        torch_file.Limits.for_shapes(np.shape(x) for x in jax.tree.leaves(
+            (state.params, state.model_state))))
     state = load_weights(state, lambda p, s: convert.load_official_model(
         p, s, whole, config.model.init_from), reps)
   return state

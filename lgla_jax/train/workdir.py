@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
 import time
 
@@ -61,6 +62,26 @@ def lock(workdir: str):
       yield
     finally:
       fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# What a run leaves in its workdir before it has done anything worth keeping.
+LEFTOVERS = (".lock", "compilation_cache")
+
+
+@contextlib.contextmanager
+def tidy_if_failed(workdir: str, on_removed=None):
+  """A folder that did not exist before and that a failed or refused run leaves holding
+  nothing but ``LEFTOVERS`` is removed (then ``on_removed()``); one with anything else (logs,
+  checkpoints, reports) is kept."""
+  fresh = not os.path.exists(workdir)
+  try:
+    yield
+  except BaseException:
+    if fresh and os.path.isdir(workdir) and set(os.listdir(workdir)) <= set(LEFTOVERS):
+      shutil.rmtree(workdir, ignore_errors=True)
+      if on_removed is not None:
+        on_removed()
+    raise
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

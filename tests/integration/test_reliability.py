@@ -161,7 +161,7 @@ def test_evaluating_with_another_data_sets_config_is_refused(tmp_path):
   done = cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--config.dataset.imbalance_factor=0.1",
               "--mode=eval", f"--checkpoint={tmp_path}")
   assert done.returncode == 1 and "dataset.imbalance_factor: 0.05 -> 0.1" in done.stderr
-  assert not (tmp_path / "eval_report.json").exists()
+  assert not (tmp_path / "eval_report.json").exists() and not (tmp_path / "eval").exists()
 
 
 def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
