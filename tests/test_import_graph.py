@@ -14,6 +14,7 @@ def test_no_cycles_no_upward_or_deferred_imports_and_a_small_root():
   assert out["cycles"] == []
   assert out["upward"] == []
   assert out["deferred"] == []
+  assert out["missing"] == []
   assert len(out["root_files"]) <= 8, out["root_files"]
   assert len(out["modules"]) > 40  # the whole package was read
 
@@ -28,8 +29,10 @@ def test_the_tool_finds_what_it_must(tmp_path):
   (pkg / "data" / "a.py").write_text("from pkg.train import b\n")  # up: data -> train
   (pkg / "train" / "b.py").write_text("from pkg.data import a\n")  # and a cycle
   (pkg / "train" / "c.py").write_text("def f():\n  from pkg.data import a\n")  # deferred
+  (pkg / "train" / "d.py").write_text("def g():\n  from pkg import gone\n")  # no such module
   out = import_graph.report(pkg, "pkg")
   assert out["cycles"] == [["pkg.data.a", "pkg.train.b"]]
   assert out["upward"] == [("pkg.data.a", "pkg.train.b")]
   assert [(a, b) for a, b, _ in out["deferred"]] == [("pkg.train.c", "pkg.data.a")]
+  assert [(a, b) for a, b, _ in out["missing"]] == [("pkg.train.d", "pkg.gone")]
   assert import_graph.main(["--package", "lgla_jax"]) == 0

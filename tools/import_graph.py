@@ -15,8 +15,8 @@ module) or a relative form of those. The layers, top to bottom:
 An import is *upward* when it goes to a higher layer. A package's ``__init__`` that
 re-exports its own modules is part of its folder's layer. Also listed: imports made inside a
 function (``deferred``), which the layering allows only to defer a heavy optional
-dependency, never for a module of the package. Exit status 1 if there is a cycle, an upward
-import or a deferred import of a package module.
+dependency, never for a module of the package, and imports of package modules that do not
+exist (``missing``: found only when the line runs). Exit status 1 if there is any of those.
 """
 
 from __future__ import annotations
@@ -54,9 +54,14 @@ def layer(name: str, package: str) -> int:
   return 0 if parts[0] in LEAVES else ENTRY
 
 
-def _resolve(node, current: str, is_package: bool, known) -> list[str]:
-  """The package modules an import node names (relative forms resolved)."""
+def _resolve(node, current: str, is_package: bool, known, package: str = "lgla_jax",
+             missing: list | None = None) -> list[str]:
+  """The package modules an import node names (relative forms resolved); names of the
+  package that are no module of it go to ``missing``."""
+  missing = [] if missing is None else missing
   if isinstance(node, ast.Import):
+    missing += [a.name for a in node.names
+                if a.name.startswith(package + ".") and a.name not in known]
     return [a.name for a in node.names if a.name in known]
   base = node.module or ""
   if node.level:
@@ -71,13 +76,26 @@ def _resolve(node, current: str, is_package: bool, known) -> list[str]:
       out.append(full)
     elif base in known:
       out.append(base)
+    elif base == package and alias.name not in known.get(f"{package}.__init__", ()):
+      missing.append(full)  # (a name the package's own __init__ does not define)
+    elif base.startswith(package + ".") and base not in known:
+      missing.append(full)
   return sorted(set(out))
 
 
-def edges(found: dict[str, pathlib.Path]) -> tuple[dict[str, set], list[tuple[str, str, int]]]:
-  """``(imports, deferred)``: each module's package imports at module level, and the
-  ``(module, imported, line)`` of package imports made inside a function."""
-  imports, deferred = {}, []
+def edges(found: dict[str, pathlib.Path]) -> tuple[dict[str, set], list, list]:
+  """``(imports, deferred, missing)``: each module's package imports at module level, the
+  ``(module, imported, line)`` of package imports made inside a function, and the
+  ``(module, name, line)`` of imports of package modules that do not exist."""
+  imports, deferred, missing = {}, [], []
+  root = next((n for n in found if n.endswith(".__init__") and n.count(".") == 1), None)
+  if root is not None:  # the names the package's __init__ defines, for ``from pkg import x``
+    tree = ast.parse(found[root].read_text())
+    defined = {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets
+               if isinstance(t, ast.Name)} | {
+        a.asname or a.name for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names}
+    found = _Known(found, {root: defined})
   for name, path in found.items():
     tree = ast.parse(path.read_text(), str(path))
     is_package = path.name == "__init__.py"
@@ -85,12 +103,27 @@ def edges(found: dict[str, pathlib.Path]) -> tuple[dict[str, set], list[tuple[st
     for node in ast.walk(tree):
       if not isinstance(node, (ast.Import, ast.ImportFrom)):
         continue
-      targets = [t for t in _resolve(node, name, is_package, found) if t != name]
+      gone = []
+      targets = [t for t in _resolve(node, name, is_package, found, name.split(".")[0], gone)
+                 if t != name]
+      missing += [(name, g, node.lineno) for g in gone]
       if _inside_function(tree, node):
         deferred += [(name, t, node.lineno) for t in targets]
       else:
         imports[name].update(targets)
-  return imports, deferred
+  return imports, deferred, missing
+
+
+class _Known(dict):
+  """The modules found, plus ``get(root __init__)``: the names that __init__ defines."""
+
+  def __init__(self, found, defined):
+    super().__init__(found)
+    self._defined = defined
+
+  def get(self, key, default=None):
+    """The names ``key`` (the root __init__) defines, else ``default``."""
+    return self._defined.get(key, default)
 
 
 def _inside_function(tree, target) -> bool:
@@ -144,11 +177,11 @@ def upward(imports: dict[str, set], package: str) -> list[tuple[str, str]]:
 def report(root: pathlib.Path, package: str) -> dict:
   """Everything the command prints, as data."""
   found = modules(root, package)
-  imports, deferred = edges(found)
+  imports, deferred, missing = edges(found)
   return {"modules": {m: sorted(imports[m]) for m in sorted(found)},
           "root_files": sorted(p.name for p in root.glob("*.py")),
           "cycles": cycles(imports), "upward": upward(imports, package),
-          "deferred": deferred}
+          "deferred": deferred, "missing": missing}
 
 
 def main(argv=None) -> int:
@@ -175,7 +208,10 @@ def main(argv=None) -> int:
     print(f"deferred imports of package modules: {len(out['deferred'])}")
     for a, b, line in out["deferred"]:
       print(f"  {a}:{line} -> {b}")
-  return 1 if out["cycles"] or out["upward"] or out["deferred"] else 0
+    print(f"imports of package modules that do not exist: {len(out['missing'])}")
+    for a, b, line in out["missing"]:
+      print(f"  {a}:{line} -> {b}")
+  return 1 if out["cycles"] or out["upward"] or out["deferred"] or out["missing"] else 0
 
 
 if __name__ == "__main__":

@@ -220,7 +220,6 @@ def _read_npz(path: str, budget) -> dict[str, np.ndarray]:
   """An ``.npz`` without ``numpy.load``: each member's size is counted before it is read
   (in bounded chunks, CRC checked), its header must state exactly the bytes it holds, and
   object arrays are refused (nothing is unpickled)."""
-  from lgla_jax import torch_file
   from numpy.lib import format as npy
   count = torch_file.member_count(path)
   if count is not None and count > torch_file.MAX_MEMBERS:

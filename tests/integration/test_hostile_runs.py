@@ -32,6 +32,9 @@ from lgla_jax.config import validate as validate_lib
 from lgla_jax.data import download
 from lgla_jax.report import progress
 
+from lgla_jax import train
+from lgla_jax.train import workdir as workdir_lib
+from helpers import config_of, make_cifar10_folder
 from hostile import (zero_bytes_mb, cli, data_pkl, DEMO, flip_stored, LEGACY_PARTS, legacy_pth, npy_member, one_line,
                      payloads, REFUSED_NAME, ROOT, safetensors_file, SLACK_MB, T, zip_pth)
 
@@ -160,7 +163,6 @@ def test_a_hostile_file_to_start_from_is_one_line(tmp_path, name, control):
 
 
 def test_a_hostile_cifar_batch_is_one_line(tmp_path, control):
-  from test_datasets import make_cifar10_folder
   make_cifar10_folder(tmp_path / "data", per_class=12)
   marker = tmp_path / "PWNED"
   batch = tmp_path / "data" / "cifar-10-batches-py" / "data_batch_1"
@@ -268,7 +270,7 @@ def test_slow_headers_and_a_deadline_end_a_download(tmp_path, trickle, monkeypat
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_during_a_download_leaves_no_partial_file(tmp_path, trickle, sig):
   code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-          "from lgla_jax import download; download.ensure('cifar10', sys.argv[1])\n")
+          "from lgla_jax.data import download; download.ensure('cifar10', sys.argv[1])\n")
   env = dict(os.environ, LGLA_DATA_MIRROR=trickle("body"), LGLA_DOWNLOAD_RATE_WINDOW_S="600")
   proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env,
                           stderr=subprocess.PIPE, text=True)
@@ -320,7 +322,6 @@ def test_the_divergence_message_is_consistent():
 
 
 def test_a_refused_run_leaves_nothing_in_a_new_workdir(tmp_path):
-  from lgla_jax.train import workdir as workdir_lib
   removed = []
   for name, leave in (("new", [".lock", "compilation_cache/x"]), ("used", [".lock", "metrics.jsonl"])):
     with pytest.raises(RuntimeError):
@@ -344,10 +345,8 @@ def test_a_refused_run_leaves_nothing_in_a_new_workdir(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """A finished one-epoch demo run (checkpoint at step 14, report, confusion.npy, plots)."""
-  from lgla_jax import train
-  from test_train import _config
   run = tmp_path_factory.mktemp("trained") / "run"
-  train.train_and_evaluate(_config("demo", num_epochs=1), str(run))
+  train.train_and_evaluate(config_of("demo", num_epochs=1), str(run))
   return run
 
 
@@ -355,7 +354,6 @@ def trained(tmp_path_factory):
 def test_evaluating_a_running_run_writes_under_eval_and_holds_its_lock(trained, tmp_path):
   """Without --workdir, --mode=eval writes under RUN/eval/ (holding its lock), never over
   the running job's own files; --workdir=RUN waits for no one: it is refused."""
-  from lgla_jax.train import workdir as workdir_lib
   before = {p: (trained / p).read_bytes() for p in ("confusion.npy", "report.json")}
   evaluate = lambda *args: cli("lgla_jax.main", DEMO, "--mode=eval", f"--checkpoint={trained}", *args)
   with workdir_lib.lock(str(trained)):  # the training run, still going
