@@ -36,6 +36,14 @@ class DataSplits(NamedTuple):
   num_classes: int
   val: ArrayData | None = None  # the validation split, where the data set has one (split_files)
   class_ids: np.ndarray | None = None  # the data set's own label of each class (None: the same)
+  class_names: tuple[str, ...] | None = None  # a name per class, index order (None: unknown)
+
+
+def class_names(splits: DataSplits) -> tuple[str, ...]:
+  """The name of each class: the data set's own where known, else its index as text."""
+  if splits.class_names is not None:
+    return tuple(splits.class_names)
+  return tuple(str(c) for c in range(splits.num_classes))
 
 
 def in_memory(splits: DataSplits) -> bool:
