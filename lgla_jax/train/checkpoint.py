@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import logging
 import os
 import sys
 
@@ -30,7 +31,7 @@ def _reason(e: BaseException) -> str:
 
 
 def _quiet_failed_reads(unraisable) -> None:
-  """``sys.unraisablehook`` while restoring: when orbax's restore fails, tensorstore reads
+  """``sys.unraisablehook``: when an orbax restore or save fails, tensorstore reads or writes
   still in flight complete onto the closed event loop and its abandoned coroutines are
   collected, each printing a traceback ("Event loop is closed", dozens of them) around the
   one error that says what happened. Those, and only those, are dropped."""
@@ -42,10 +43,26 @@ def _quiet_failed_reads(unraisable) -> None:
   _quiet_failed_reads.previous(unraisable)
 
 
+class _QuietLostWrites(logging.Filter):
+  """On the ``asyncio`` logger: when one write of an orbax save fails (a full disk), the
+  save's other writes fail the same way, and asyncio logs each of those tasks ("Task
+  exception was never retrieved", with a traceback) when it is collected. The first error
+  is the one reported (``Checkpointer.check``); those records of orbax's tasks are dropped."""
+
+  def filter(self, record):
+    return not ("never retrieved" in str(record.msg) and "orbax" in record.getMessage())
+
+
 def _quiet_restores() -> None:
+  """Install the two quieting hooks above (once per process): the tensorstore reads or
+  writes still in flight when an orbax restore or save fails print nothing after the
+  failure that is reported."""
   if sys.unraisablehook is not _quiet_failed_reads:
     _quiet_failed_reads.previous = sys.unraisablehook
     sys.unraisablehook = _quiet_failed_reads
+  asyncio_log = logging.getLogger("asyncio")
+  if not any(isinstance(f, _QuietLostWrites) for f in asyncio_log.filters):
+    asyncio_log.addFilter(_QuietLostWrites())
 
 
 def digests(state) -> dict:
@@ -80,6 +97,7 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self._keep = keep
     self._unconfirmed = False  # a save was started and its outcome not yet collected
+    _quiet_restores()  # (a failed save leaves writes in flight as a failed restore does)
     self._manager = self._open()
 
   def _open(self):
