@@ -18,7 +18,7 @@ from ml_collections import config_flags
 from lgla_jax import errors
 from lgla_jax.config import overrides
 from lgla_jax.config.defaults import base_config
-from lgla_jax.train import evaluate_checkpoint, loop, resume
+from lgla_jax.train import evaluate_checkpoint, loop, peers, resume
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
                                           lock_config=True)
@@ -35,8 +35,13 @@ def init_distributed(environ=os.environ) -> bool:
 
   Explicit: JAX_COORDINATOR_ADDRESS=host:port, JAX_NUM_PROCESSES, JAX_PROCESS_ID (what
   launch/*.sh set). Detected: SLURM with more than one task, a TPU VM slice with more than
-  one worker. Returns whether a multi-process runtime was started.
+  one worker. Returns whether a multi-process runtime was started; then the processes
+  watch each other (``train.peers``, bound ``LGLA_PEER_TIMEOUT_S``).
   """
+  try:
+    bound_s = peers.timeout_s(environ)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   given = [k for k in MULTI_PROCESS_ENV if environ.get(k)]
   if given:
     missing = [k for k in MULTI_PROCESS_ENV if k not in given]
@@ -47,14 +52,17 @@ def init_distributed(environ=os.environ) -> bool:
         coordinator_address=environ["JAX_COORDINATOR_ADDRESS"],
         num_processes=int(environ["JAX_NUM_PROCESSES"]),
         process_id=int(environ["JAX_PROCESS_ID"]),
-        initialization_timeout=int(environ.get("LGLA_INIT_TIMEOUT_S", "300")))
-    return True
-  slurm_tasks = int(environ.get("SLURM_NTASKS", "1") or 1)
-  tpu_workers = [h for h in environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
-  if slurm_tasks > 1 or len(tpu_workers) > 1:
-    jax.distributed.initialize()  # jax reads the cluster's own environment
-    return True
-  return False
+        initialization_timeout=int(environ.get("LGLA_INIT_TIMEOUT_S", "300")),
+        heartbeat_timeout_seconds=peers.jax_heartbeat_timeout(bound_s))
+  else:
+    slurm_tasks = int(environ.get("SLURM_NTASKS", "1") or 1)
+    tpu_workers = [h for h in environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+    if slurm_tasks <= 1 and len(tpu_workers) <= 1:
+      return False
+    # jax reads the cluster's own environment
+    jax.distributed.initialize(heartbeat_timeout_seconds=peers.jax_heartbeat_timeout(bound_s))
+  peers.start(bound_s)  # a process that dies ends the others within bound_s, with one line
+  return True
 
 
 # Exit statuses: 0 done; 1 the run failed (data, checkpoint, divergence, workdir); 2 a
@@ -124,16 +132,35 @@ def main(argv):
   config = _load_config()
   if config is None:
     _usage_error("--config=configs/NAME.py is required")
-  init_distributed()
+  try:
+    several = init_distributed()
+  except app.UsageError as e:
+    _usage_error(str(e))
   try:
     stopped = _run(config)
   except (errors.UsageError, app.UsageError) as e:
-    _usage_error(str(e))
+    _fail(EXIT_USAGE, e, several)
   except errors.RunError as e:  # a problem with the input or the machine, not a bug: no traceback
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(EXIT_FAILED)
+    _fail(EXIT_FAILED, e, several)
+  except Exception:
+    if several:  # a collective failing because a peer died: the watchdog's line, not this
+      peers.wait_for_verdict()
+    raise
+  peers.finished()
   if stopped:
     sys.exit(resume.STOPPED_EXIT_STATUS)
+
+
+def _fail(status: int, e: Exception, several: bool):
+  """One ``error:`` line and ``status``. On several processes the exit is immediate
+  (``os._exit``): ``sys.exit`` would wait at JAX's shutdown barrier for peers that may go
+  on, then abort with a stack trace; the peers end within their bound (``train.peers``)."""
+  sys.stderr.write(f"error: {e}\n")
+  if several:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+  sys.exit(status)
 
 
 def _run(config) -> bool:

@@ -102,12 +102,16 @@ class Checkpointer:
 
   def _open(self):
     try:
-      return ocp.CheckpointManager(
+      manager = ocp.CheckpointManager(
           self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
           item_names=("state", "meta"))
     except OSError as e:
       raise CheckpointError(f"cannot create the checkpoint folder {self.directory} "
                             f"({e.strerror or e}): choose a writable --workdir") from None
+    # The training loop owns JAX's pre-emption sync point (``resume.StopRequests``): its
+    # counter must see only the loop's steps, not the manager's checks with step numbers.
+    manager.reached_preemption = lambda step: False
+    return manager
 
   def latest_step(self):
     """The newest saved step, or None when the folder holds none."""

@@ -16,7 +16,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from lgla_jax import errors
 from lgla_jax.report import progress, replicas as replica_reports, writer
-from lgla_jax.train import checkpoint, evaluation, feed, resume, selection
+from lgla_jax.train import checkpoint, evaluation, feed, peers, resume, selection
 from lgla_jax.train import workdir as workdir_lib
 from lgla_jax.train.run import Run, join, setup
 
@@ -148,6 +148,8 @@ class Trainer:
     request ended it early, else None."""
     run, spe = self.run, self.run.steps_per_epoch
     t_last = time.time()
+    stops = resume.StopRequests(self.start_step)
+    peers.set_resume_hint(self.last_good)  # (for the line of a run whose peer died)
     with resume.stop_on_signals():
       for n, batch in feed.dispatches(run, self.start_step, self.total_steps):
         if "train" in self.compiling:
@@ -164,10 +166,11 @@ class Trainer:
           self.t_train, self.timed = self.t_train + now - t_last, self.timed + n
         t_last = now
         self.prog.maybe_report(self.step, self.epoch_of(self.step), n)
+        stop = stops.reached(self.step)  # (on every process: before the epoch's collective save)
         if self.step % spe == 0:
           self.end_of_epoch(self.step // spe)
           t_last = time.time()  # evaluation and saving are not training time
-        if resume.STOP.is_set() and self.step < self.total_steps:
+        if (stop or stops.asked_here()) and self.step < self.total_steps:
           return self.stop()
       self.settle()
     resume.STOP.clear()  # (a stop asked during the last evaluations: the run is done anyway)

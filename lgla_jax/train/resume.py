@@ -10,6 +10,7 @@ import signal
 import threading
 
 import jax
+from jax.experimental import multihost_utils
 
 from lgla_jax.train import checkpoint, workdir as workdir_lib
 
@@ -21,31 +22,75 @@ STOP = threading.Event()
 STOPPED_EXIT_STATUS = 75
 
 
+def synced() -> bool:
+  """Whether stop requests go through JAX's pre-emption sync point: a run of several
+  processes (``jax.distributed.initialize`` starts the coordination service's pre-emption
+  sync manager, which catches SIGTERM itself). One process: the ``STOP`` flag."""
+  return jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)
+
+
 def request_stop():
-  """Ask the training loop to stop at its next step, with a checkpoint."""
-  STOP.set()
+  """Ask the training loop to stop at its next step, with a checkpoint (on several
+  processes: a pre-emption notice to this process, which all of them act on together)."""
+  if synced():
+    os.kill(os.getpid(), signal.SIGTERM)
+  else:
+    STOP.set()
 
 
 @contextlib.contextmanager
 def stop_on_signals():
   """SIGTERM (preemption) and a first Ctrl-C ask the loop to stop at the next step with a
-  checkpoint; a second Ctrl-C interrupts at once."""
+  checkpoint; a second Ctrl-C interrupts at once. On several processes SIGTERM stays with
+  JAX's pre-emption notifier and a first Ctrl-C is passed on to it as SIGTERM."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
+  several = synced()
 
   def on_int(*_):
-    STOP.set()
+    request_stop()
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-  previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-  signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+  signals = (signal.SIGINT,) if several else (signal.SIGTERM, signal.SIGINT)
+  previous = {s: signal.getsignal(s) for s in signals}
+  if not several:
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
   signal.signal(signal.SIGINT, on_int)
   try:
     yield
   finally:
     for s, handler in previous.items():
       signal.signal(s, handler)
+
+
+class StopRequests:
+  """Asked after every dispatch whether to stop there. One process: whether ``STOP`` is
+  set. Several: JAX's pre-emption sync point (``multihost_utils.
+  reached_preemption_sync_point``), True on every process at the same step once any one
+  of them got SIGTERM (or a Ctrl-C, passed on as SIGTERM). Its counter must run through
+  every step from the same start on every process: here the steps taken since the loop
+  started (``CheckpointManager.reached_preemption`` is kept from calling it with other
+  numbers: ``checkpoint.Checkpointer``). A dispatch of several steps asks for each of them
+  in turn and stops at its end, the same end on every process."""
+
+  def __init__(self, start_step: int):
+    self.several, self.start, self.asked = synced(), start_step, start_step
+
+  def reached(self, step: int) -> bool:
+    """Whether to stop at ``step`` (call once per dispatch, on every process)."""
+    if not self.several:
+      return STOP.is_set()
+    hit = False
+    for s in range(self.asked + 1, step + 1):
+      hit = multihost_utils.reached_preemption_sync_point(s - self.start) or hit
+    self.asked = step
+    return hit
+
+  def asked_here(self) -> bool:
+    """One process: a request that came during the epoch's save or evaluation (several
+    processes: those wait for the sync point)."""
+    return not self.several and STOP.is_set()
 
 
 def config_json(config) -> dict:
