@@ -1,7 +1,8 @@
 """Training: the run record and its setup (``run``), the loop (``loop``), what feeds it
 (``feed``), the jitted steps (``steps``), the replica axis (``replicas``), the state and
 the mesh (``state``, ``sharding``), checkpoints, resume and the workdir's lock
-(``checkpoint``, ``resume``, ``workdir``), evaluation and epoch selection (``evaluation``,
+(``checkpoint``, ``resume``, ``workdir``), the processes of a multi-process run watching
+each other (``peers``), evaluation and epoch selection (``evaluation``,
 ``selection``) and evaluating a saved checkpoint (``evaluate_checkpoint``).
 
 The names a notebook needs are importable from here: ``train.train_and_evaluate``,

@@ -64,6 +64,7 @@ class Watchdog:
     self._last_change = {p: now for p in range(num_processes) if p != process_id}
     self._values, self._done, self._last_ok = {}, set(), now
     self._finished = threading.Event()
+    self._stopped = threading.Event()  # (ended: the threads return)
     self._count = 0
 
   def start(self) -> "Watchdog":
@@ -80,8 +81,12 @@ class Watchdog:
     except Exception:  # noqa: BLE001 - the store gone: the others judge for themselves
       pass
 
+  def stop(self) -> None:
+    """Stop watching (the threads return; for tests, where ``exit_fn`` does not exit)."""
+    self._stopped.set()
+
   def _beat(self):
-    while True:
+    while not self._stopped.is_set():
       try:
         if not self._finished.is_set():
           self._count += 1
@@ -100,16 +105,17 @@ class Watchdog:
       time.sleep(self.period_s)
 
   def _judge(self):
-    while True:
-      time.sleep(self.period_s)
+    while not self._stopped.wait(self.period_s):
       now = time.monotonic()
       if now - self._last_ok > self.bound_s:
         self._lost(f"the run's coordination service (on process 0) has not answered for "
                    f"{now - self._last_ok:.0f} s: process 0 died or its host is gone")
+        return
       for peer, seen in sorted(self._last_change.items()):
         if peer not in self._done and now - seen > self.bound_s:
           self._lost(f"process {peer} of this run has been silent for {now - seen:.0f} s "
                      f"(> {self.bound_s:g} s, {TIMEOUT_ENV}): it died or its host is gone")
+          return
 
   def _lost(self, what: str):
     try:
@@ -122,6 +128,7 @@ class Watchdog:
     sys.stderr.write(f"error: {what}. Ending process {self.me} too; rerun the same command "
                      f"on every host: {since}\n")
     sys.stderr.flush()
+    self._stopped.set()
     self._exit(1)  # no interpreter shutdown: JAX's would wait at a barrier for the dead peer
 
 
