@@ -29,7 +29,7 @@ from lgla_jax.train import workdir as workdir_lib
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
 
 
-def _without_starting_weights(config):
+def without_starting_weights(config):
   """A copy of ``config`` that reads no pretrained or ``init_from`` weights: what is
   evaluated holds the whole network."""
   config = copy.deepcopy(config)
@@ -80,7 +80,7 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
 
 
 def _evaluate_checkpoint(config, path: str, out_dir: str, mesh) -> dict:
-  config = _without_starting_weights(config)
+  config = without_starting_weights(config)
   run = run_lib.setup(config, mesh)
   mesh, splits, state, steps = run.mesh, run.splits, run.state, run.steps
   ckpt, directory, step = checkpoint.open_step(path)
@@ -128,7 +128,7 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
   if config.replicas.seeds:
     raise errors.ConfigError("config.replicas.seeds: an official checkpoint holds one "
                                 "model; evaluate it with a single-run config")
-  config = _without_starting_weights(config)
+  config = without_starting_weights(config)
   validate(config)  # (before its network is built to size the reading)
   limits = model_limits(config, splits.num_classes if splits is not None
                         else DATASETS[config.dataset.name].num_classes)

@@ -15,7 +15,8 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 from lgla_jax import errors
-from lgla_jax.report import progress, replicas as replica_reports, writer
+from lgla_jax.data import splits as splits_lib
+from lgla_jax.report import data_summary, progress, replicas as replica_reports, writer
 from lgla_jax.train import checkpoint, evaluation, feed, resume, selection
 from lgla_jax.train import workdir as workdir_lib
 from lgla_jax.train.run import Run, join, setup
@@ -130,6 +131,7 @@ class Trainer:
     self.step = self.start_step = int(jax.device_get(self.state.step))
     self.select = (selection.ValSelection(resume.earlier_evaluations(
         self.workdir, self.start_step, "val"), self.size) if run.splits.val is not None else None)
+    self.describe_data()
     self.log.print(progress.run_summary(run, self.select is not None))
     self.prog = progress.Progress(config, self.total_steps, run.lr_table, self.log,
                                   replicas=self.size)
@@ -142,6 +144,17 @@ class Trainer:
       self.times.start()
       self.evaluate_epoch(start // spe, start)
     return changes
+
+  def describe_data(self):
+    """The data summary first (classes, counts, imbalance, shot split); its plot and the class
+    names (``classes.txt``, which predictions and reports read) into the workdir."""
+    splits = self.run.splits
+    summary = data_summary.summarize(splits.class_counts, splits_lib.class_names(splits))
+    for line in data_summary.lines(summary):
+      self.log.print(line)
+    if jax.process_index() == 0:
+      data_summary.write_class_names(summary["names"], self.workdir)
+      data_summary.write_plot(summary, self.workdir)
 
   def loop(self) -> dict | None:
     """Dispatch every step from the restored one on; ``{"stopped_at_step": N}`` when a stop
