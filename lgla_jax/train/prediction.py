@@ -35,9 +35,12 @@ def find_images(inputs) -> list[str]:
   for given in inputs:
     p = path(given)
     if p.is_dir():
-      found += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES
-                      and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                      and f.is_file())
+      files = []
+      for folder, subfolders, names in p.walk():  # (epath refuses rglob: a bucket's many requests)
+        subfolders[:] = [s for s in subfolders if not s.startswith(".")]
+        files += [str(path(folder) / n) for n in names
+                  if not n.startswith(".") and path(n).suffix.lower() in IMAGE_SUFFIXES]
+      found += sorted(files)
     elif p.exists():
       found.append(str(p))
     else:
