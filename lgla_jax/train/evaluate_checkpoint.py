@@ -17,6 +17,7 @@ import jax
 
 from lgla_jax import errors, models
 from lgla_jax.config.validate import validate
+from lgla_jax.data import splits as splits_lib
 from lgla_jax.data.catalog import DATASETS
 from lgla_jax.interop import convert, torch_file
 from lgla_jax.models import pretrained
@@ -108,8 +109,10 @@ def _evaluate_checkpoint(config, path: str, out_dir: str, mesh) -> dict:
   if run.replicas:  # the first replica's report, and every replica's with their mean and std
     report.update(replica_reports.summary(reports, run.replicas))
   if jax.process_index() == 0:
-    writer.write(report, splits.class_counts, out_dir, "eval_report.json")
+    names = splits_lib.class_names(splits)
+    writer.write(report, splits.class_counts, out_dir, "eval_report.json", names=names)
     print(metrics.format_table(report))
+    print(writer.worst_classes(report, splits.class_counts, names))
     if run.replicas:  # the error-bar (and tau-sweep) plots of training, for this checkpoint
       replica_reports.write_plots(reports, run.replicas, splits.class_counts, out_dir)
       print(replica_reports.format_table(reports, run.replicas))
@@ -146,6 +149,8 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
     if official.get("monitor_best") is not None:
       report["official_monitor_best"] = official["monitor_best"]
     if jax.process_index() == 0:
-      writer.write(report, run.splits.class_counts, out_dir, "eval_report.json")
+      names = splits_lib.class_names(run.splits)
+      writer.write(report, run.splits.class_counts, out_dir, "eval_report.json", names=names)
       print(metrics.format_table(report))
+      print(writer.worst_classes(report, run.splits.class_counts, names))
   return report

@@ -289,12 +289,14 @@ class Trainer:
       self.report = replica_reports.record_evaluation(self.reports, config.num_epochs, reps, [])
     result = self._result(changes)
     if jax.process_index() == 0:  # written before the final save is known to have finished
+      names = splits_lib.class_names(run.splits)
       writer.write(result, run.splits.class_counts, self.workdir, "report.json",
-                   evaluation=self.report)
+                   evaluation=self.report, names=names)
       if reps:
         replica_reports.write_plots(self.reports, reps, run.splits.class_counts, self.workdir)
       print(f"final (epoch {self.report['epoch']}) test accuracy:\n"
             f"{replica_reports.console_table(self.reports, reps)}", flush=True)
+      print(writer.worst_classes(self.report, run.splits.class_counts, names), flush=True)
       print(f"wall time {result['wall_time_s']:.1f} s: " + ", ".join(
           f"{k.replace('_', ' ')} {v:.1f}" for k, v in result["wall_time_parts_s"].items()),
             flush=True)
