@@ -16,10 +16,14 @@ from lgla_jax import errors, long_tail
 from lgla_jax.data import sources, splits as splits_lib
 from lgla_jax.report import data_summary
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the plot and classes.txt go (none: print only).")
-_MANY = flags.DEFINE_integer("many_shot_min", long_tail.MANY_SHOT_MIN, "Many-shot: more images than this.")
-_FEW = flags.DEFINE_integer("few_shot_max", long_tail.FEW_SHOT_MAX, "Few-shot: fewer images than this.")
+
+
+def define_flags() -> None:
+  """The command's flags (defined when it runs, not on import, as ``predict``'s)."""
+  config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
+  flags.DEFINE_string("workdir", None, "Where the plot and classes.txt go (none: print only).")
+  flags.DEFINE_integer("many_shot_min", long_tail.MANY_SHOT_MIN, "Many-shot: more images than this.")
+  flags.DEFINE_integer("few_shot_max", long_tail.FEW_SHOT_MAX, "Few-shot: fewer images than this.")
 
 
 def summarize_config(config, workdir=None, many_shot_min: int = long_tail.MANY_SHOT_MIN,
@@ -39,10 +43,11 @@ def main(argv):
   """The command line; bad input ends with one line and a non-zero status."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if _CONFIG.value is None:
+  f = flags.FLAGS
+  if f.config is None:
     raise app.UsageError("--config=configs/NAME.py is required")
   try:
-    summarize_config(_CONFIG.value, _WORKDIR.value, _MANY.value, _FEW.value)
+    summarize_config(f.config, f.workdir, f.many_shot_min, f.few_shot_max)
   except (errors.UsageError, ValueError) as e:
     sys.stderr.write(f"error: {e}\n")
     sys.exit(2)
@@ -52,4 +57,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -25,12 +25,18 @@ from lgla_jax.train.prediction import Predictor, find_images, read_image
 
 __all__ = ["Predictor", "predict_files", "write_csv"]
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A run's workdir (or a checkpoint folder), or an official .pth/.safetensors file with --config.")
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's config file: needed for an official weights file.")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "How many classes to list per image.")
-_OUT = flags.DEFINE_string("out", "predictions.csv", "The CSV file to write.")
-_EXPERTS = flags.DEFINE_boolean("experts", False, "Also list each expert's top classes.")
-_REPLICA = flags.DEFINE_integer("replica", 0, "Which replica of a replica run predicts.")
+
+
+def define_flags() -> None:
+  """The command's flags (defined when it runs, not on import: a notebook or a test that
+  imports this module next to ``lgla_jax.main`` defines none twice)."""
+  flags.DEFINE_string("checkpoint", None, "A run's workdir (or a checkpoint folder), or an "
+                      "official .pth/.safetensors file with --config.")
+  config_flags.DEFINE_config_file("config", None, "The run's config file: needed for an official weights file.")
+  flags.DEFINE_integer("top_k", 5, "How many classes to list per image.")
+  flags.DEFINE_string("out", "predictions.csv", "The CSV file to write.")
+  flags.DEFINE_boolean("experts", False, "Also list each expert's top classes.")
+  flags.DEFINE_integer("replica", 0, "Which replica of a replica run predicts.")
 
 
 def predict_files(predictor: Predictor, inputs, top_k: int = 5, experts: bool = False):
@@ -73,21 +79,21 @@ def write_csv(rows: list[dict], out: str) -> None:
 
 def main(argv):
   """The command line; bad input ends with one line and a non-zero status."""
-  inputs = argv[1:]
+  inputs, f = argv[1:], flags.FLAGS
   try:
-    if not _CHECKPOINT.value:
+    if not f.checkpoint:
       raise errors.UsageError("--checkpoint=WORKDIR is required (a run's workdir)")
     if not inputs:
       raise errors.UsageError("give the images or folders to label after the flags")
     find_images(inputs)  # (a missing input or an empty folder fails before the model loads)
-    predictor = Predictor(_CHECKPOINT.value, _CONFIG.value, _REPLICA.value)
-    rows, unreadable = predict_files(predictor, inputs, _TOP_K.value, _EXPERTS.value)
+    predictor = Predictor(f.checkpoint, f.config, f.replica)
+    rows, unreadable = predict_files(predictor, inputs, f.top_k, f.experts)
     if unreadable:
       print(f"skipped {len(unreadable)} unreadable image(s): {', '.join(unreadable)}", file=sys.stderr)
     if not rows:
       raise errors.DataError("no readable image to label")
-    write_csv(rows, _OUT.value)
-    print(f"{len(rows)} image(s) labelled: {_OUT.value}")
+    write_csv(rows, f.out)
+    print(f"{len(rows)} image(s) labelled: {f.out}")
   except errors.UsageError as e:
     sys.stderr.write(f"error: {e}\n")
     sys.exit(2)
@@ -97,4 +103,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
