@@ -98,3 +98,17 @@ def test_command_line_errors_are_one_line(trained, tmp_path):
   assert done.returncode == 0, done.stderr
   assert f"skipped 1 unreadable image(s): {tmp_path / 'mixed' / 'bad.jpg'}" in done.stderr
   assert "1 image(s) labelled" in done.stdout
+
+
+def test_data_summary_command_prints_what_the_run_printed_first(trained, tmp_path):
+  root, _, _ = trained
+  done = subprocess.run([sys.executable, "-m", "lgla_jax.data_summary", "--config=configs/demo.py",
+                         f"--workdir={tmp_path}", "--few_shot_max=10"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  lines = done.stdout.splitlines()
+  assert lines[0] == ("data: 10 classes, 438 training images, imbalance factor 21.7 "
+                      "(largest / smallest class)")
+  assert "few-shot (< 10 images): 2 class(es)" in lines[3]
+  assert (tmp_path / "class_counts.png").exists() and (root / "run" / "class_counts.png").exists()
+  assert (tmp_path / "classes.txt").read_text() == (root / "run" / "classes.txt").read_text()
