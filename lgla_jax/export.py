@@ -16,18 +16,14 @@ import os
 import sys
 import tempfile
 
-import jax
 import numpy as np
 from absl import app, flags, logging
-from ml_collections import ConfigDict
 from safetensors.numpy import save_file
 
 from lgla_jax import errors
 from lgla_jax.errors import ExportError
-from lgla_jax.config import replicas
-from lgla_jax.data.catalog import DATASETS
 from lgla_jax.interop import convert
-from lgla_jax.train import checkpoint, run, state as state_lib
+from lgla_jax.train import prediction
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A workdir, its checkpoints/ folder or one step folder.")
 _OUT = flags.DEFINE_string("out", None, "The .safetensors file to write.")
@@ -36,29 +32,8 @@ _REPLICA = flags.DEFINE_integer("replica", 0, "Which replica of a replica run to
 
 def restore_variables(path: str, replica: int = 0) -> tuple[dict, dict, object]:
   """``(variables, meta, config)`` of the checkpoint at ``path`` (replica ``replica`` of a
-  replica run), without reading any data: the state is rebuilt from the saved config, as
-  a run of that config starts (``train.run.initial_state``), and restored into."""
-  ckpt, directory, step = checkpoint.open_step(path)
-  try:
-    meta = ckpt.read_meta(step)
-    if "config" not in meta:
-      raise errors.CheckpointError(f"checkpoint {directory}/{step} has no saved config "
-                                   f"(made by an older lgla-jax): evaluate it instead")
-    config = ConfigDict(meta["config"])
-    reps = replicas.of(config)
-    size = reps.size if reps else 1
-    if not 0 <= replica < size:
-      raise errors.FlagError(f"--replica={replica}: the run has "
-                              f"{f'replicas 0..{size - 1}' if reps else 'one replica (0)'}")
-    config.batch_size, config.drop_last_batch = meta["batch_size"], meta["drop_last_batch"]
-    state, _ = run.initial_state(config, DATASETS[config.dataset.name].num_classes,
-                                 meta["num_train_images"])
-    state, meta = ckpt.restore(step, checkpoint.abstract(state))
-  finally:
-    ckpt.close()
-  if reps:
-    state = state_lib.replica(state, replica)
-  return jax.device_get(state.variables()), meta, config
+  replica run), without reading any data (``train.prediction.restore_variables``)."""
+  return prediction.restore_variables(path, replica)
 
 
 def official_state_dict(variables: dict, step: int) -> dict[str, np.ndarray]:

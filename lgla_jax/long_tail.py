@@ -212,13 +212,17 @@ def expert_log_priors(class_counts, num_experts: int, tau: float, regions=None) 
   return np.concatenate(rows, axis=0).astype(np.float32)
 
 
-def shot_groups(class_counts) -> dict[str, np.ndarray]:
-  """Boolean class masks of the official many (>100) / medium (20-100) / few (<20) groups."""
+def shot_groups(class_counts, many_shot_min: int = MANY_SHOT_MIN,
+                few_shot_max: int = FEW_SHOT_MAX) -> dict[str, np.ndarray]:
+  """Boolean class masks of the many (> ``many_shot_min``) / medium / few (< ``few_shot_max``)
+  groups; the defaults are the official 100 / 20."""
   counts = _check_counts(class_counts)
+  if few_shot_max > many_shot_min + 1:
+    raise ValueError(f"few-shot threshold {few_shot_max} above the many-shot one {many_shot_min}")
   return {
-      "many": counts > MANY_SHOT_MIN,
-      "medium": (counts >= FEW_SHOT_MAX) & (counts <= MANY_SHOT_MIN),
-      "few": counts < FEW_SHOT_MAX,
+      "many": counts > many_shot_min,
+      "medium": (counts >= few_shot_max) & (counts <= many_shot_min),
+      "few": counts < few_shot_max,
   }
 
 

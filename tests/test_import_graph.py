@@ -15,7 +15,12 @@ def test_no_cycles_no_upward_or_deferred_imports_and_a_small_root():
   assert out["upward"] == []
   assert out["deferred"] == []
   assert out["missing"] == []
-  assert len(out["root_files"]) <= 8, out["root_files"]
+  # The root holds the entry points (main, export, benchmark, data_summary, predict: each a
+  # ``python -m lgla_jax.NAME`` command), the leaf libraries (long_tail, optim, errors) and
+  # __init__; anything else belongs in a folder by its role.
+  assert set(out["root_files"]) <= {"__init__.py", "main.py", "export.py", "benchmark.py",
+                                    "data_summary.py", "predict.py", "long_tail.py", "optim.py",
+                                    "errors.py"}, out["root_files"]
   assert len(out["modules"]) > 40  # the whole package was read
 
 

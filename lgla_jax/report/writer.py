@@ -7,12 +7,15 @@ of the ensemble prediction.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 
 import numpy as np
 
 from lgla_jax import long_tail
+from lgla_jax.storage.paths import path
 
 PLOTS = ("per_class_accuracy.png", "expert_accuracy.png", "rare_confusion.png", "reliability.png")
 _GROUP_COLOURS = {"many": "#dbe9f6", "medium": "#fde9d9", "few": "#e2f0d9"}
@@ -58,9 +61,10 @@ def write_json(path: str, body: dict) -> list[str]:
 
 
 def write(report: dict, class_counts, directory: str, name: str = "report.json",
-          evaluation: dict | None = None) -> None:
+          evaluation: dict | None = None, names=None) -> None:
   """``report`` as strict JSON in ``directory/name`` (``write_json``); the confusion matrix
-  of ``evaluation`` (the accuracy report, default ``report``) as ``confusion.npy`` and the
+  of ``evaluation`` (the accuracy report, default ``report``) as ``confusion.npy``, the
+  per-class table (``per_class.csv``, classes by ``names``: default their index) and the
   plots beside it."""
   os.makedirs(directory, exist_ok=True)
   evaluation = report if evaluation is None else evaluation
@@ -72,11 +76,55 @@ def write(report: dict, class_counts, directory: str, name: str = "report.json",
   write_json(os.path.join(directory, name), body)
   if confusion.size:
     np.save(os.path.join(directory, "confusion.npy"), confusion)
-    write_plots(evaluation, class_counts, directory)
+    write_per_class(evaluation, class_counts, directory, names)
+    write_plots(evaluation, class_counts, directory, names)
 
 
-def write_plots(evaluation: dict, class_counts, directory: str) -> list[str]:
-  """Write an evaluation's plots (``PLOTS``) into ``directory``; their paths."""
+def per_class_rows(evaluation: dict, class_counts, names=None) -> list[dict]:
+  """One row per class: its name, training images, test images and test accuracy (None
+  without test images), in class index order."""
+  counts = np.asarray(class_counts)
+  names = _names(names, len(counts))
+  confusion = np.asarray(evaluation.get("confusion", []))
+  seen = confusion.sum(1) if confusion.size else None
+  return [{"class": names[c], "train_images": int(counts[c]),
+           "test_images": None if seen is None else int(seen[c]),
+           "accuracy": evaluation["per_class"][c]} for c in range(len(counts))]
+
+
+def worst_classes(evaluation: dict, class_counts, names=None, k: int = 5) -> str:
+  """A line naming the ``k`` classes of lowest test accuracy (rarer first among equals)."""
+  rows = [r for r in per_class_rows(evaluation, class_counts, names) if r["accuracy"] is not None]
+  rows.sort(key=lambda r: (r["accuracy"], r["train_images"]))
+  return "worst classes: " + ", ".join(
+      f"{r['class']} {100 * r['accuracy']:.1f}% (n={r['train_images']})" for r in rows[:k])
+
+
+def write_per_class(evaluation: dict, class_counts, directory: str, names=None) -> str:
+  """``per_class.csv`` (``per_class_rows``) in ``directory``; its path."""
+  buf = io.StringIO()
+  table = csv.DictWriter(buf, fieldnames=["class", "train_images", "test_images", "accuracy"])
+  table.writeheader()
+  for row in per_class_rows(evaluation, class_counts, names):
+    table.writerow(dict(row, accuracy="" if row["accuracy"] is None else f"{row['accuracy']:.6f}",
+                        test_images="" if row["test_images"] is None else row["test_images"]))
+  target = path(directory) / "per_class.csv"
+  target.write_text(buf.getvalue())
+  return str(target)
+
+
+def _names(names, num_classes: int) -> list[str]:
+  """The class names to show: ``names``, or each class's index as text."""
+  if names is None:
+    return [str(c) for c in range(num_classes)]
+  if len(names) != num_classes:
+    raise ValueError(f"{len(names)} class names for {num_classes} classes")
+  return [str(n) for n in names]
+
+
+def write_plots(evaluation: dict, class_counts, directory: str, names=None) -> list[str]:
+  """Write an evaluation's plots (``PLOTS``) into ``directory`` (classes shown by ``names``,
+  default their index); their paths."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -124,7 +172,8 @@ def write_plots(evaluation: dict, class_counts, directory: str) -> list[str]:
   rows_norm = confusion[rare][:, order] / np.maximum(confusion[rare].sum(1, keepdims=True), 1)
   fig, ax = plt.subplots(figsize=(8, 0.45 * len(rare) + 1.5))
   im = ax.imshow(100 * rows_norm, aspect="auto", cmap="viridis", vmin=0, vmax=100)
-  ax.set_yticks(np.arange(len(rare)), [f"class {c} (n={counts[c]})" for c in rare], fontsize=7)
+  shown = _names(names, len(counts))
+  ax.set_yticks(np.arange(len(rare)), [f"{shown[c]} (n={counts[c]})" for c in rare], fontsize=7)
   ax.set(xlabel="predicted class, ranked by training count: head (0) to tail",
          title="Confusion of the rarest classes (% of each row)")
   fig.colorbar(im, ax=ax)

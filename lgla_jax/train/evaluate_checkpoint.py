@@ -17,6 +17,7 @@ import jax
 
 from lgla_jax import errors, models
 from lgla_jax.config.validate import validate
+from lgla_jax.data import splits as splits_lib
 from lgla_jax.data.catalog import DATASETS
 from lgla_jax.interop import convert, torch_file
 from lgla_jax.models import pretrained
@@ -29,7 +30,7 @@ from lgla_jax.train import workdir as workdir_lib
 OFFICIAL_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
 
 
-def _without_starting_weights(config):
+def without_starting_weights(config):
   """A copy of ``config`` that reads no pretrained or ``init_from`` weights: what is
   evaluated holds the whole network."""
   config = copy.deepcopy(config)
@@ -80,7 +81,7 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
 
 
 def _evaluate_checkpoint(config, path: str, out_dir: str, mesh) -> dict:
-  config = _without_starting_weights(config)
+  config = without_starting_weights(config)
   run = run_lib.setup(config, mesh)
   mesh, splits, state, steps = run.mesh, run.splits, run.state, run.steps
   ckpt, directory, step = checkpoint.open_step(path)
@@ -108,8 +109,10 @@ def _evaluate_checkpoint(config, path: str, out_dir: str, mesh) -> dict:
   if run.replicas:  # the first replica's report, and every replica's with their mean and std
     report.update(replica_reports.summary(reports, run.replicas))
   if jax.process_index() == 0:
-    writer.write(report, splits.class_counts, out_dir, "eval_report.json")
+    names = splits_lib.class_names(splits)
+    writer.write(report, splits.class_counts, out_dir, "eval_report.json", names=names)
     print(metrics.format_table(report))
+    print(writer.worst_classes(report, splits.class_counts, names))
     if run.replicas:  # the error-bar (and tau-sweep) plots of training, for this checkpoint
       replica_reports.write_plots(reports, run.replicas, splits.class_counts, out_dir)
       print(replica_reports.format_table(reports, run.replicas))
@@ -128,7 +131,7 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
   if config.replicas.seeds:
     raise errors.ConfigError("config.replicas.seeds: an official checkpoint holds one "
                                 "model; evaluate it with a single-run config")
-  config = _without_starting_weights(config)
+  config = without_starting_weights(config)
   validate(config)  # (before its network is built to size the reading)
   limits = model_limits(config, splits.num_classes if splits is not None
                         else DATASETS[config.dataset.name].num_classes)
@@ -146,6 +149,8 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
     if official.get("monitor_best") is not None:
       report["official_monitor_best"] = official["monitor_best"]
     if jax.process_index() == 0:
-      writer.write(report, run.splits.class_counts, out_dir, "eval_report.json")
+      names = splits_lib.class_names(run.splits)
+      writer.write(report, run.splits.class_counts, out_dir, "eval_report.json", names=names)
       print(metrics.format_table(report))
+      print(writer.worst_classes(report, run.splits.class_counts, names))
   return report

@@ -15,7 +15,8 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache
 
 from lgla_jax import errors
-from lgla_jax.report import progress, replicas as replica_reports, writer
+from lgla_jax.data import splits as splits_lib
+from lgla_jax.report import data_summary, progress, replicas as replica_reports, writer
 from lgla_jax.train import checkpoint, evaluation, feed, peers, resume, selection
 from lgla_jax.train import workdir as workdir_lib
 from lgla_jax.train.run import Run, join, setup
@@ -130,6 +131,7 @@ class Trainer:
     self.step = self.start_step = int(jax.device_get(self.state.step))
     self.select = (selection.ValSelection(resume.earlier_evaluations(
         self.workdir, self.start_step, "val"), self.size) if run.splits.val is not None else None)
+    self.describe_data()
     self.log.print(progress.run_summary(run, self.select is not None))
     self.prog = progress.Progress(config, self.total_steps, run.lr_table, self.log,
                                   replicas=self.size)
@@ -142,6 +144,17 @@ class Trainer:
       self.times.start()
       self.evaluate_epoch(start // spe, start)
     return changes
+
+  def describe_data(self):
+    """The data summary first (classes, counts, imbalance, shot split); its plot and the class
+    names (``classes.txt``, which predictions and reports read) into the workdir."""
+    splits = self.run.splits
+    summary = data_summary.summarize(splits.class_counts, splits_lib.class_names(splits))
+    for line in data_summary.lines(summary):
+      self.log.print(line)
+    if jax.process_index() == 0:
+      data_summary.write_class_names(summary["names"], self.workdir)
+      data_summary.write_plot(summary, self.workdir)
 
   def loop(self) -> dict | None:
     """Dispatch every step from the restored one on; ``{"stopped_at_step": N}`` when a stop
@@ -279,12 +292,14 @@ class Trainer:
       self.report = replica_reports.record_evaluation(self.reports, config.num_epochs, reps, [])
     result = self._result(changes)
     if jax.process_index() == 0:  # written before the final save is known to have finished
+      names = splits_lib.class_names(run.splits)
       writer.write(result, run.splits.class_counts, self.workdir, "report.json",
-                   evaluation=self.report)
+                   evaluation=self.report, names=names)
       if reps:
         replica_reports.write_plots(self.reports, reps, run.splits.class_counts, self.workdir)
       print(f"final (epoch {self.report['epoch']}) test accuracy:\n"
             f"{replica_reports.console_table(self.reports, reps)}", flush=True)
+      print(writer.worst_classes(self.report, run.splits.class_counts, names), flush=True)
       print(f"wall time {result['wall_time_s']:.1f} s: " + ", ".join(
           f"{k.replace('_', ' ')} {v:.1f}" for k, v in result["wall_time_parts_s"].items()),
             flush=True)
