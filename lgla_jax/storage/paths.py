@@ -37,3 +37,44 @@ def is_remote(p) -> bool:
 def display(p) -> str:
   """``p`` for messages: the URL of a bucket path, the absolute path of a local one."""
   return str(p) if is_remote(p) else os.path.abspath(os.path.expanduser(str(p)))
+
+
+def write_atomic(p, data: bytes | str) -> None:
+  """Write ``data`` to ``p`` so that a reader sees the old or the new content, never a part:
+  a local file through a temporary file and a rename; a bucket object in one upload (an
+  object write is atomic on GCS)."""
+  p = path(p)
+  raw = data.encode() if isinstance(data, str) else data
+  if is_remote(p):
+    p.write_bytes(raw)
+    return
+  tmp = p.parent / f"{p.name}.tmp.{os.getpid()}"
+  tmp.write_bytes(raw)
+  tmp.replace(p)
+
+
+def create_if_absent(p, data: str) -> bool | None:
+  """Create the object ``p`` holding ``data`` only if it does not exist, atomically; True if
+  this call created it, False if it existed. On ``gs://`` this is a generation precondition
+  (``if_generation_match=0``); None for a store without an atomic create (``s3://``)."""
+  text = str(p)
+  if not text.startswith("gs://"):
+    return None
+  from google.api_core import exceptions as gexc  # noqa: PLC0415 - gs:// only
+  from google.cloud import storage  # noqa: PLC0415 - gs:// only
+  bucket, _, name = text[len("gs://"):].partition("/")
+  client = _gcs_client(storage)
+  try:
+    client.bucket(bucket).blob(name).upload_from_string(data, if_generation_match=0)
+  except gexc.PreconditionFailed:
+    return False
+  return True
+
+
+def _gcs_client(storage):
+  # STORAGE_EMULATOR_HOST (a test server) needs no credentials; a real bucket uses the
+  # application default credentials as gcsfs does.
+  if os.environ.get("STORAGE_EMULATOR_HOST"):
+    from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
+    return storage.Client(project="lgla-jax", credentials=AnonymousCredentials())
+  return storage.Client()
