@@ -9,6 +9,7 @@ other schemes ``fsspec`` knows) is a path of the same type, read and written thr
 
 from __future__ import annotations
 
+import logging
 import os
 
 from etils import epath
@@ -18,6 +19,9 @@ from etils import epath
 os.environ.setdefault("EPATH_USE_TF", "false")
 
 REMOTE_SCHEMES = ("gs://", "s3://")
+# gcsfs warns on every bucket it cannot classify without credentials (a test server, a
+# bucket reached anonymously): noise, not a failure.
+logging.getLogger("gcsfs.extended_gcsfs").setLevel(logging.ERROR)
 
 
 def path(p) -> epath.Path:
@@ -78,3 +82,12 @@ def _gcs_client(storage):
     from google.auth.credentials import AnonymousCredentials  # noqa: PLC0415
     return storage.Client(project="lgla-jax", credentials=AnonymousCredentials())
   return storage.Client()
+
+
+def forget_listings() -> None:
+  """Drop gcsfs's cached bucket listings (another process may have written since)."""
+  from etils.epath import backend  # noqa: PLC0415 - only where a bucket is used
+  try:
+    backend.fsspec_backend.fs("gs://any").invalidate_cache()  # the instance epath uses
+  except ImportError:
+    pass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
 import sys
 
 import jax
@@ -21,6 +20,7 @@ import orbax.checkpoint as ocp
 
 from lgla_jax import errors
 from lgla_jax.errors import CheckpointError  # noqa: F401 - raised here, named by callers
+from lgla_jax.storage import paths
 
 
 def _reason(e: BaseException) -> str:
@@ -77,7 +77,7 @@ class Checkpointer:
   """Saves every few epochs, keeps the last ``keep``; collective on multi-host runs."""
 
   def __init__(self, directory: str, keep: int = 2):
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.display(directory)  # a URL or an absolute path, for messages
     self._keep = keep
     self._unconfirmed = False  # a save was started and its outcome not yet collected
     self._manager = self._open()
@@ -85,7 +85,7 @@ class Checkpointer:
   def _open(self):
     try:
       return ocp.CheckpointManager(
-          self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
+          paths.path(self.directory), options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
           item_names=("state", "meta"))
     except OSError as e:
       raise CheckpointError(f"cannot create the checkpoint folder {self.directory} "
@@ -172,11 +172,11 @@ class Checkpointer:
   def set_aside(self, step: int) -> str:
     """Rename a corrupt step folder out of the manager's sight; returns its new path."""
     self._manager.wait_until_finished()
-    src = os.path.join(self.directory, str(step))
-    dst = os.path.join(self.directory, f"corrupt-{step}")
-    os.replace(src, dst)
+    src = paths.path(self.directory) / str(step)
+    dst = paths.path(self.directory) / f"corrupt-{step}"
+    src.rename(dst)
     self._manager.reload()
-    return dst
+    return str(dst)
 
   def wait(self):
     """Block until the pending saves are written; raise the first write error."""
@@ -197,14 +197,15 @@ class Checkpointer:
 
 def resolve(path: str) -> tuple[str, int | None]:
   """A workdir, a checkpoints folder or one step folder -> (checkpoints folder, step or None)."""
-  path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.exists(path):
-    raise errors.NotFound(f"checkpoint path {path} does not exist")
-  if os.path.isdir(os.path.join(path, "state")) and os.path.basename(path).isdigit():
-    return os.path.dirname(path), int(os.path.basename(path))
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    return os.path.join(path, "checkpoints"), None
-  return path, None
+  shown = paths.display(path)
+  p = paths.path(shown)
+  if not p.exists():
+    raise errors.NotFound(f"checkpoint path {shown} does not exist")
+  if (p / "state").is_dir() and p.name.isdigit():
+    return paths.display(p.parent), int(p.name)
+  if (p / "checkpoints").is_dir():
+    return paths.display(p / "checkpoints"), None
+  return shown, None
 
 
 def open_step(path: str) -> tuple["Checkpointer", str, int]:
