@@ -18,7 +18,8 @@ from ml_collections import config_flags
 from lgla_jax import errors
 from lgla_jax.config import overrides
 from lgla_jax.config.defaults import base_config
-from lgla_jax.train import evaluate_checkpoint, loop, resume
+from lgla_jax.storage import paths
+from lgla_jax.train import checkpoint, evaluate_checkpoint, loop, resume
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
                                           lock_config=True)
@@ -132,8 +133,26 @@ def main(argv):
   except errors.RunError as e:  # a problem with the input or the machine, not a bug: no traceback
     sys.stderr.write(f"error: {e}\n")
     sys.exit(EXIT_FAILED)
+  except Exception as e:  # noqa: BLE001 - a bucket gone mid-run: one line, not a traceback
+    target = _WORKDIR.value or _CHECKPOINT.value or ""
+    cause = paths.store_failure(e) if paths.is_remote(target) else None
+    if cause is None:
+      raise
+    sys.stderr.write(f"error: {_bucket_failure(target, cause)}\n")
+    sys.exit(EXIT_FAILED)
   if stopped:
     sys.exit(resume.STOPPED_EXIT_STATUS)
+
+
+def _bucket_failure(url: str, cause: BaseException) -> str:
+  """One line for a bucket that failed: the URL, why, the last complete checkpoint."""
+  first = str(cause).splitlines()[0][:200] if str(cause) else ""
+  saved = [f"{d}/{s}" for d, s in checkpoint.LAST_COMPLETE.items() if d.startswith(url)]
+  last = (f"the last complete checkpoint is {saved[-1]}" if saved
+          else "no checkpoint of this run was confirmed complete")
+  return (f"the bucket {url} failed ({type(cause).__name__}: {first}); {last}. Check the "
+          f"bucket, the network and the credentials, then rerun the same command: it "
+          f"resumes from there")
 
 
 def _run(config) -> bool:

@@ -91,3 +91,19 @@ def forget_listings() -> None:
     backend.fsspec_backend.fs("gs://any").invalidate_cache()  # the instance epath uses
   except ImportError:
     pass
+
+
+# Where a failed call to a bucket comes from: the HTTP clients and GCS libraries under epath.
+_STORE_MODULES = ("aiohttp", "google.", "gcsfs", "requests", "urllib3", "fsspec")
+
+
+def store_failure(e: BaseException) -> BaseException | None:
+  """The exception in ``e``'s chain that says the store (bucket, server, credentials) failed:
+  a connection error or an error raised by the GCS client libraries; None otherwise."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, ConnectionError) or type(e).__module__.startswith(_STORE_MODULES):
+      return e
+    e = e.__cause__ or e.__context__
+  return None

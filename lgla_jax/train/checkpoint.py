@@ -73,6 +73,11 @@ def _local_whole(leaf) -> np.ndarray:
   return value
 
 
+# checkpoints folder -> the newest step this process saw written completely (restored, or
+# saved and confirmed): what a message names when the store itself can no longer be asked.
+LAST_COMPLETE: dict[str, int] = {}
+
+
 class Checkpointer:
   """Saves every few epochs, keeps the last ``keep``; collective on multi-host runs."""
 
@@ -108,7 +113,7 @@ class Checkpointer:
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     except Exception as e:  # noqa: BLE001 - a failed write, whatever orbax calls it
       raise self._write_error(step, e) from None
-    self._unconfirmed = True
+    self._unconfirmed, self._pending = True, int(step)
 
   def check(self) -> None:
     """Raise ``CheckpointError`` if a finished asynchronous save has failed (cheap, never
@@ -121,6 +126,7 @@ class Checkpointer:
       self._manager.check_for_errors()
     except Exception as e:  # noqa: BLE001
       raise self._write_error(None, e) from None
+    LAST_COMPLETE[self.directory] = self._pending
 
   def _write_error(self, step, e) -> CheckpointError:
     what = f"checkpoint {step}" if step is not None else "a checkpoint"
@@ -151,6 +157,7 @@ class Checkpointer:
       if bad:
         raise CheckpointError(f"checkpoint {self.directory}/{step} is corrupt: {len(bad)} tensor(s) "
                               f"differ from the digests saved with them ({', '.join(bad[:3])}): {hint}")
+    LAST_COMPLETE[self.directory] = int(step)
     return restored.state, meta
 
   def read_meta(self, step: int) -> dict:
@@ -180,11 +187,13 @@ class Checkpointer:
 
   def wait(self):
     """Block until the pending saves are written; raise the first write error."""
-    self._unconfirmed = False
+    pending, self._unconfirmed = self._unconfirmed, False
     try:
       self._manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001
       raise self._write_error(None, e) from None
+    if pending:
+      LAST_COMPLETE[self.directory] = self._pending
     self.check()
 
   def close(self):

@@ -72,6 +72,20 @@ def _holder() -> str:
                      "started": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
+def _dead_here(holder: str) -> bool:
+  """Whether the lock content ``holder`` names a process of this host that no longer runs."""
+  try:
+    entry = json.loads(holder)
+    if entry.get("host") != socket.gethostname():
+      return False
+    os.kill(int(entry["pid"]), 0)
+  except ProcessLookupError:
+    return True
+  except (ValueError, KeyError, TypeError, PermissionError):
+    return False
+  return False
+
+
 @contextlib.contextmanager
 def _bucket_lock(workdir):
   """``workdir/.lock`` as an object created only if absent (a GCS generation precondition),
@@ -95,6 +109,10 @@ def _bucket_lock(workdir):
       holder = obj.read_text().strip()
     except Exception:  # noqa: BLE001 - a lock deleted meanwhile
       holder = "another process"
+    if _dead_here(holder):  # left by a run on this machine whose process is gone: taken over
+      obj.unlink(missing_ok=True)
+      created = paths.create_if_absent(obj, _holder())
+  if not created:
     raise WorkdirError(f"{workdir} is in use by a lgla-jax run ({holder}); wait for it to "
                        f"finish, stop it, or use another --workdir. If that run is dead "
                        f"(its VM gone), delete {obj} and rerun") from None
