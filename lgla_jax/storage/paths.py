@@ -22,6 +22,8 @@ REMOTE_SCHEMES = ("gs://", "s3://")
 # gcsfs warns on every bucket it cannot classify without credentials (a test server, a
 # bucket reached anonymously): noise, not a failure.
 logging.getLogger("gcsfs.extended_gcsfs").setLevel(logging.ERROR)
+# gcsfs logs every exhausted retry with a traceback; the run ends with its own one line.
+logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
 
 def path(p) -> epath.Path:
