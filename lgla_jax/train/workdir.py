@@ -45,7 +45,7 @@ def lock(workdir):
     return
   try:
     paths.path(workdir).mkdir(parents=True, exist_ok=True)
-    f = paths.path(workdir).joinpath(".lock").open("a+")
+    f = open(paths.path(workdir) / ".lock", "a+")  # fcntl needs a local file object
   except OSError as e:
     raise WorkdirError(f"cannot use {workdir} as the workdir ({e.strerror or e}): choose a "
                        f"writable --workdir") from None

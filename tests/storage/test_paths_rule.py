@@ -14,6 +14,7 @@ OS_CALLS = {"makedirs", "mkdir", "remove", "unlink", "replace", "rename", "listd
 ALLOWED = {
     "storage/paths.py": "the path layer itself (expands ~, makes local paths absolute)",
     "train/loop.py": "the XLA compilation cache is a local folder (os.path on its path only)",
+    "train/workdir.py": "the local lock is an fcntl lock on a local file (a bucket uses create_if_absent)",
     "main.py": "derives the default workdir name from the config file's name (string ops)",
     "config/overrides.py": "config files are local Python files that ml_collections imports",
     "benchmark.py": "environment/flag string handling, no file access (to convert: issue 33)",
