@@ -8,6 +8,8 @@
 # Optional: RUNTIME_VERSION (default tpu-ubuntu2204-base), REPO (git URL of lgla-jax,
 # default: copy this checkout with gcloud scp), DATA_DIR (passed as
 # --config.dataset.data_dir; a bucket path or a folder present on every worker).
+# The whole run (checkpoints, reports, plots, TensorBoard events) lands in WORKDIR; a rerun
+# of the same command resumes from it. See docs/buckets.md.
 set -euo pipefail
 
 if [ "$#" -eq 0 ]; then
@@ -45,6 +47,6 @@ args=$(printf '%q ' "$@")
   set -e
   $fetch
   cd lgla-jax
-  python3 -m pip install -q -U 'jax[tpu]' -e .
+  python3 -m pip install -q -U 'jax[tpu]' -e '.[gcs]'
   python3 -m lgla_jax.main $args --workdir=$WORKDIR $data_flag
 "

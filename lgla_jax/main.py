@@ -18,7 +18,8 @@ from ml_collections import config_flags
 from lgla_jax import errors
 from lgla_jax.config import overrides
 from lgla_jax.config.defaults import base_config
-from lgla_jax.train import evaluate_checkpoint, loop, peers, resume
+from lgla_jax.storage import paths
+from lgla_jax.train import checkpoint, evaluate_checkpoint, loop, peers, resume
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).",
                                           lock_config=True)
@@ -142,7 +143,11 @@ def main(argv):
     _fail(EXIT_USAGE, e, several)
   except errors.RunError as e:  # a problem with the input or the machine, not a bug: no traceback
     _fail(EXIT_FAILED, e, several)
-  except Exception:
+  except Exception as e:  # noqa: BLE001 - a bucket gone mid-run: one line, not a traceback
+    target = _WORKDIR.value or _CHECKPOINT.value or ""
+    cause = paths.store_failure(e) if paths.is_remote(target) else None
+    if cause is not None:
+      _fail(EXIT_FAILED, _bucket_failure(target, cause), several)
     if several:  # a collective failing because a peer died: the watchdog's line, not this
       peers.wait_for_verdict()
     raise
@@ -151,7 +156,7 @@ def main(argv):
     sys.exit(resume.STOPPED_EXIT_STATUS)
 
 
-def _fail(status: int, e: Exception, several: bool):
+def _fail(status: int, e, several: bool):
   """One ``error:`` line and ``status``. On several processes the exit is immediate
   (``os._exit``): ``sys.exit`` would wait at JAX's shutdown barrier for peers that may go
   on, then abort with a stack trace; the peers end within their bound (``train.peers``)."""
@@ -161,6 +166,17 @@ def _fail(status: int, e: Exception, several: bool):
     sys.stderr.flush()
     os._exit(status)
   sys.exit(status)
+
+
+def _bucket_failure(url: str, cause: BaseException) -> str:
+  """One line for a bucket that failed: the URL, why, the last complete checkpoint."""
+  first = str(cause).splitlines()[0][:200] if str(cause) else ""
+  saved = [f"{d}/{s}" for d, s in checkpoint.LAST_COMPLETE.items() if d.startswith(url)]
+  last = (f"the last complete checkpoint is {saved[-1]}" if saved
+          else "no checkpoint of this run was confirmed complete")
+  return (f"the bucket {url} failed ({type(cause).__name__}: {first}); {last}. Check the "
+          f"bucket, the network and the credentials, then rerun the same command: it "
+          f"resumes from there")
 
 
 def _run(config) -> bool:

@@ -64,6 +64,32 @@ def pytest_sessionfinish(session):
     shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+  """A fake-gcs-server on loopback for the whole session (``helpers.FakeGcs``); its env is
+  set in this process, so epath/gcsfs, google-cloud-storage and orbax reach it."""
+  from helpers import FakeGcs
+  fake = FakeGcs(tmp_path_factory.mktemp("gcs")).start()
+  old = {k: os.environ.get(k) for k in fake.env}
+  os.environ.update(fake.env)
+  yield fake
+  fake.stop()
+  for k, v in old.items():
+    if v is None:
+      os.environ.pop(k, None)
+    else:
+      os.environ[k] = v
+
+
+@pytest.fixture
+def gcs(gcs_server):
+  """A fresh ``gs://`` folder in the running fake server (started again if a test stopped it)."""
+  if gcs_server.proc is None:
+    gcs_server.start()
+  gcs.count = getattr(gcs, "count", 0) + 1
+  return f"gs://{gcs_server.bucket}/t{gcs.count}"
+
+
 @pytest.fixture
 def server(monkeypatch):
   """A loopback server; ``serve(name, path, body)`` puts a file on it and points the

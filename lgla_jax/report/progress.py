@@ -4,7 +4,7 @@ events, from process 0 only; and the guard that stops a diverging run."""
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 import time
 
 import jax
@@ -12,6 +12,7 @@ import numpy as np
 
 from lgla_jax import losses, optim
 from lgla_jax.report import writer
+from lgla_jax.storage import paths
 from lgla_jax.errors import TrainingDiverged  # noqa: F401 - raised here, named by callers
 
 
@@ -60,16 +61,35 @@ def check_finite(metrics: dict, step: int, epoch: int, last_checkpoint: str | No
 
 
 class Logger:
-  """Console progress, metrics.jsonl and TensorBoard events, from process 0 only."""
+  """Console progress, metrics.jsonl and TensorBoard events, from process 0 only.
 
-  def __init__(self, workdir: str):
+  In a bucket workdir (which takes no appends) both are written locally, in a temporary
+  folder outside the current directory, and uploaded whole at most every
+  ``UPLOAD_EVERY_S`` seconds and on ``close`` (GCS allows about one write per second to
+  an object)."""
+
+  UPLOAD_EVERY_S = 10.0
+
+  def __init__(self, workdir):
     self.active = jax.process_index() == 0
     self._tb = None
-    if self.active:
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-      from tensorboardX import SummaryWriter  # writes event files without TensorFlow
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    if not self.active:
+      return
+    self._workdir = paths.path(workdir)
+    self._remote = paths.is_remote(workdir)
+    local = self._workdir
+    if self._remote:
+      local = paths.path(tempfile.mkdtemp(prefix="lgla-jax-log-"))
+      remote_log = self._workdir / "metrics.jsonl"
+      if remote_log.exists():  # a resumed run's history, appended to
+        (local / "metrics.jsonl").write_bytes(remote_log.read_bytes())
+    else:
+      local.mkdir(parents=True, exist_ok=True)
+    self._local = local
+    self._jsonl = (local / "metrics.jsonl").open("a")
+    from tensorboardX import SummaryWriter  # writes event files without TensorFlow
+    self._tb = SummaryWriter(str(local / "tensorboard"))
+    self._uploaded = time.time()
 
   def print(self, text: str):
     """Print a console line (process 0 only)."""
@@ -86,12 +106,27 @@ class Logger:
     for k, v in values.items():
       if isinstance(v, (int, float)) and v is not None:
         self._tb.add_scalar(f"{kind}/{k}", v, int(step))
+    if self._remote and time.time() - self._uploaded > self.UPLOAD_EVERY_S:
+      self.upload()
+
+  def upload(self):
+    """Copy metrics.jsonl and the event files to a bucket workdir (nothing for a local one)."""
+    if not (self.active and self._remote):
+      return
+    self._tb.flush()
+    paths.write_atomic(self._workdir / "metrics.jsonl", (self._local / "metrics.jsonl").read_bytes())
+    for events in (self._local / "tensorboard").glob("events.*"):
+      paths.write_atomic(self._workdir / "tensorboard" / events.name, events.read_bytes())
+    self._uploaded = time.time()
 
   def close(self):
-    """Close metrics.jsonl and the TensorBoard writer."""
+    """Close metrics.jsonl and the TensorBoard writer (uploading them to a bucket workdir)."""
     if self.active:
       self._jsonl.close()
       self._tb.close()
+      self.upload()
+      if self._remote:
+        self._local.rmtree(missing_ok=True)
 
 
 class Progress:

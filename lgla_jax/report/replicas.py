@@ -4,13 +4,14 @@ sweep)."""
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
 
 from lgla_jax import long_tail
 from lgla_jax.config.replicas import Replicas
 from lgla_jax.report import metrics
+from lgla_jax.storage import paths as storage_paths
 
 # The accuracy metrics the tables and the history show per replica.
 METRICS = ("top1", "many", "medium", "few", "rarest3")
@@ -78,15 +79,17 @@ def write_plots(reports: list[dict], reps: Replicas, class_counts, directory: st
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  os.makedirs(directory, exist_ok=True)
+  storage_paths.path(directory).mkdir(parents=True, exist_ok=True)
   counts, paths = np.asarray(class_counts), []
   ddof = 1 if len(reports) > 1 else 0
   per = lambda entries, key: np.array([[np.nan if x is None else x for x in e[key]] for e in entries])
 
   def save(fig, name):
-    paths.append(os.path.join(directory, name))
-    fig.savefig(paths[-1], dpi=110, bbox_inches="tight")
+    paths.append(str(storage_paths.path(directory) / name))
+    buffer = io.BytesIO()  # rendered in memory, then one write (local or bucket)
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    storage_paths.write_atomic(paths[-1], buffer.getvalue())
 
   acc = 100 * per(reports, "per_class")  # [R, C]
   mean, std = _nan_mean_std(acc, ddof)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 
 import numpy as np
 
 from lgla_jax import long_tail
+from lgla_jax.storage import paths
 from lgla_jax.storage.paths import path
 
 PLOTS = ("per_class_accuracy.png", "expert_accuracy.png", "rare_confusion.png", "reliability.png")
@@ -46,17 +46,14 @@ def write_json(path: str, body: dict) -> list[str]:
   body = strict(body, found=found)
   if found:
     body["non_finite"] = found
-    if os.path.exists(path):
+    path = str(path)
+    if paths.path(path).exists():
       try:
-        with open(path) as f:
-          if "non_finite" not in json.load(f):
-            path = path[:-len(".json")] + ".non_finite.json" if path.endswith(".json") else path + ".non_finite"
+        if "non_finite" not in json.loads(paths.path(path).read_text()):
+          path = path[:-len(".json")] + ".non_finite.json" if path.endswith(".json") else path + ".non_finite"
       except (OSError, ValueError):
         pass
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(body, f, indent=1, allow_nan=False)
-  os.replace(tmp, path)
+  paths.write_atomic(path, json.dumps(body, indent=1, allow_nan=False))
   return found
 
 
@@ -66,16 +63,19 @@ def write(report: dict, class_counts, directory: str, name: str = "report.json",
   of ``evaluation`` (the accuracy report, default ``report``) as ``confusion.npy``, the
   per-class table (``per_class.csv``, classes by ``names``: default their index) and the
   plots beside it."""
-  os.makedirs(directory, exist_ok=True)
+  directory = paths.path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
   evaluation = report if evaluation is None else evaluation
   confusion = np.asarray(evaluation.get("confusion", []))
   strip = lambda d: {k: v for k, v in d.items() if k != "confusion"}
   body = strip(report)
   if "final" in body:
     body["final"] = strip(body["final"])
-  write_json(os.path.join(directory, name), body)
+  write_json(directory / name, body)
   if confusion.size:
-    np.save(os.path.join(directory, "confusion.npy"), confusion)
+    buffer = io.BytesIO()  # np.save into memory, then one write (a bucket takes no seek)
+    np.save(buffer, confusion)
+    paths.write_atomic(directory / "confusion.npy", buffer.getvalue())
     write_per_class(evaluation, class_counts, directory, names)
     write_plots(evaluation, class_counts, directory, names)
 
@@ -130,13 +130,15 @@ def write_plots(evaluation: dict, class_counts, directory: str, names=None) -> l
   import matplotlib.pyplot as plt
 
   counts = np.asarray(class_counts)
-  paths = []
+  written = []
 
   def save(fig, name):
-    path = os.path.join(directory, name)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    path = paths.path(directory) / name
+    buffer = io.BytesIO()  # rendered in memory, then one write (local or bucket)
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    paths.append(path)
+    paths.write_atomic(path, buffer.getvalue())
+    written.append(str(path))
 
   # 1. Per-class accuracy against training count.
   fig, ax = plt.subplots(figsize=(7, 4))
@@ -191,4 +193,4 @@ def write_plots(evaluation: dict, class_counts, directory: str, names=None) -> l
          title=f"Reliability of the ensemble (ECE {100 * evaluation['ece']:.2f}%)")
   ax.legend(loc="upper left", fontsize=8)
   save(fig, PLOTS[3])
-  return paths
+  return written

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 
 from lgla_jax import errors
 from lgla_jax.errors import CheckpointError  # noqa: F401 - raised here, named by callers
+from lgla_jax.storage import paths
 
 
 def _reason(e: BaseException) -> str:
@@ -90,11 +91,16 @@ def _local_whole(leaf) -> np.ndarray:
   return value
 
 
+# checkpoints folder -> the newest step this process saw written completely (restored, or
+# saved and confirmed): what a message names when the store itself can no longer be asked.
+LAST_COMPLETE: dict[str, int] = {}
+
+
 class Checkpointer:
   """Saves every few epochs, keeps the last ``keep``; collective on multi-host runs."""
 
   def __init__(self, directory: str, keep: int = 2):
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.display(directory)  # a URL or an absolute path, for messages
     self._keep = keep
     self._unconfirmed = False  # a save was started and its outcome not yet collected
     _quiet_restores()  # (a failed save leaves writes in flight as a failed restore does)
@@ -103,7 +109,7 @@ class Checkpointer:
   def _open(self):
     try:
       manager = ocp.CheckpointManager(
-          self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
+          paths.path(self.directory), options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
           item_names=("state", "meta"))
     except OSError as e:
       raise CheckpointError(f"cannot create the checkpoint folder {self.directory} "
@@ -130,7 +136,7 @@ class Checkpointer:
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     except Exception as e:  # noqa: BLE001 - a failed write, whatever orbax calls it
       raise self._write_error(step, e) from None
-    self._unconfirmed = True
+    self._unconfirmed, self._pending = True, int(step)
 
   def check(self) -> None:
     """Raise ``CheckpointError`` if a finished asynchronous save has failed (cheap, never
@@ -143,6 +149,7 @@ class Checkpointer:
       self._manager.check_for_errors()
     except Exception as e:  # noqa: BLE001
       raise self._write_error(None, e) from None
+    LAST_COMPLETE[self.directory] = self._pending
 
   def _write_error(self, step, e) -> CheckpointError:
     what = f"checkpoint {step}" if step is not None else "a checkpoint"
@@ -173,6 +180,7 @@ class Checkpointer:
       if bad:
         raise CheckpointError(f"checkpoint {self.directory}/{step} is corrupt: {len(bad)} tensor(s) "
                               f"differ from the digests saved with them ({', '.join(bad[:3])}): {hint}")
+    LAST_COMPLETE[self.directory] = int(step)
     return restored.state, meta
 
   def read_meta(self, step: int) -> dict:
@@ -194,19 +202,21 @@ class Checkpointer:
   def set_aside(self, step: int) -> str:
     """Rename a corrupt step folder out of the manager's sight; returns its new path."""
     self._manager.wait_until_finished()
-    src = os.path.join(self.directory, str(step))
-    dst = os.path.join(self.directory, f"corrupt-{step}")
-    os.replace(src, dst)
+    src = paths.path(self.directory) / str(step)
+    dst = paths.path(self.directory) / f"corrupt-{step}"
+    src.rename(dst)
     self._manager.reload()
-    return dst
+    return str(dst)
 
   def wait(self):
     """Block until the pending saves are written; raise the first write error."""
-    self._unconfirmed = False
+    pending, self._unconfirmed = self._unconfirmed, False
     try:
       self._manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001
       raise self._write_error(None, e) from None
+    if pending:
+      LAST_COMPLETE[self.directory] = self._pending
     self.check()
 
   def close(self):
@@ -219,14 +229,15 @@ class Checkpointer:
 
 def resolve(path: str) -> tuple[str, int | None]:
   """A workdir, a checkpoints folder or one step folder -> (checkpoints folder, step or None)."""
-  path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.exists(path):
-    raise errors.NotFound(f"checkpoint path {path} does not exist")
-  if os.path.isdir(os.path.join(path, "state")) and os.path.basename(path).isdigit():
-    return os.path.dirname(path), int(os.path.basename(path))
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    return os.path.join(path, "checkpoints"), None
-  return path, None
+  shown = paths.display(path)
+  p = paths.path(shown)
+  if not p.exists():
+    raise errors.NotFound(f"checkpoint path {shown} does not exist")
+  if (p / "state").is_dir() and p.name.isdigit():
+    return paths.display(p.parent), int(p.name)
+  if (p / "checkpoints").is_dir():
+    return paths.display(p / "checkpoints"), None
+  return shown, None
 
 
 def open_step(path: str) -> tuple["Checkpointer", str, int]:

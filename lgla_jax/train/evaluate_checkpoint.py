@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 
 import jax
 
@@ -22,6 +21,7 @@ from lgla_jax.data.catalog import DATASETS
 from lgla_jax.interop import convert, torch_file
 from lgla_jax.models import pretrained
 from lgla_jax.report import metrics, replicas as replica_reports, writer
+from lgla_jax.storage import paths
 from lgla_jax.train import checkpoint, evaluation, resume, run as run_lib
 from lgla_jax.train import workdir as workdir_lib
 
@@ -72,10 +72,10 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
   report is written to ``workdir/eval_report.json`` (default: ``eval/`` beside the
   checkpoints; the folder is locked meanwhile).
   """
-  if os.path.isfile(path) and path.endswith(OFFICIAL_SUFFIXES):
+  if str(path).endswith(OFFICIAL_SUFFIXES) and paths.path(path).is_file():
     return evaluate_official(config, path, workdir, mesh)
   directory, _ = checkpoint.resolve(path)  # a missing path fails before the data is read
-  out_dir = workdir or os.path.join(os.path.dirname(directory), EVAL_FOLDER)
+  out_dir = workdir or paths.display(paths.path(directory).parent / EVAL_FOLDER)
   with _holding(out_dir):
     return _evaluate_checkpoint(config, path, out_dir, mesh)
 
@@ -105,7 +105,7 @@ def _evaluate_checkpoint(config, path: str, out_dir: str, mesh) -> dict:
     r["epoch"] = meta.get("epoch")  # completed epochs
     if meta.get("epoch_steps"):  # saved on a stop request, during the next epoch
       r["epoch_steps"] = meta["epoch_steps"]
-  report = dict(reports[0], checkpoint=os.path.join(directory, str(step)))
+  report = dict(reports[0], checkpoint=str(paths.path(directory) / str(step)))
   if run.replicas:  # the first replica's report, and every replica's with their mean and std
     report.update(replica_reports.summary(reports, run.replicas))
   if jax.process_index() == 0:
@@ -138,14 +138,14 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
   official = (torch_file.read_checkpoint(path, limits) if path.endswith((".pth", ".pt"))
               else {"state_dict": convert.read_state_dict(path, "the weights file", "", limits),
                     "epoch": None})
-  out_dir = workdir or os.path.join(os.path.dirname(os.path.abspath(path)), EVAL_FOLDER)
+  out_dir = workdir or paths.display(paths.path(paths.display(path)).parent / EVAL_FOLDER)
   with _holding(out_dir):
     run = run_lib.setup(config, mesh, splits)
     state = run_lib.load_weights(run.state, lambda p, s: convert.load_official_model(
         p, s, official["state_dict"], path), None)
     report = dict(evaluation.run_evaluation(run.steps, state, run.splits.test,
                                             run.splits.class_counts, config, run.mesh),
-                  checkpoint=os.path.abspath(path), epoch=official["epoch"])
+                  checkpoint=paths.display(path), epoch=official["epoch"])
     if official.get("monitor_best") is not None:
       report["official_monitor_best"] = official["monitor_best"]
     if jax.process_index() == 0:

@@ -17,6 +17,7 @@ from jax.experimental.compilation_cache import compilation_cache
 from lgla_jax import errors
 from lgla_jax.data import splits as splits_lib
 from lgla_jax.report import data_summary, progress, replicas as replica_reports, writer
+from lgla_jax.storage import paths
 from lgla_jax.train import checkpoint, evaluation, feed, peers, resume, selection
 from lgla_jax.train import workdir as workdir_lib
 from lgla_jax.train.run import Run, join, setup
@@ -44,7 +45,8 @@ def train_and_evaluate(config, workdir: str, splits=None, mesh=None) -> dict:
 def _forget_cache_in(workdir: str) -> None:
   """Stop using a compilation cache inside ``workdir`` (before the folder is removed)."""
   path = jax.config.jax_compilation_cache_dir
-  if path and os.path.abspath(path).startswith(os.path.abspath(workdir) + os.sep):
+  if path and not paths.is_remote(workdir) and \
+      os.path.abspath(path).startswith(os.path.abspath(workdir) + os.sep):
     compilation_cache.reset_cache()
     jax.config.update("jax_compilation_cache_dir", None)
 
@@ -56,8 +58,10 @@ def set_compilation_cache(config, workdir: str):
   process (a notebook, the tests) moves it to its own folder."""
   path = config.compilation_cache_dir
   if path is None:
-    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(workdir, "compilation_cache")
-  path = os.path.abspath(path) if path else None
+    # A bucket workdir keeps no cache (JAX's cache in a bucket is untested here).
+    inside = None if paths.is_remote(workdir) else str(paths.path(workdir) / "compilation_cache")
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or inside
+  path = str(paths.path(path).absolute()) if path else None
   if path != jax.config.jax_compilation_cache_dir:
     compilation_cache.reset_cache()  # (otherwise the first folder of the process stays in use)
     jax.config.update("jax_compilation_cache_dir", path)
@@ -87,7 +91,7 @@ class Trainer:
     self.chunked = run.placement.steps_per_dispatch > 1
     self.state = run.state
     self.log = progress.Logger(workdir)
-    self.ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+    self.ckpt = checkpoint.Checkpointer(paths.path(workdir) / "checkpoints",
                                         run.config.keep_checkpoints)
     # The training and evaluation steps compile in the background since the setup
     # (``run.compiling``): joined before their first use, their calls find them compiled.

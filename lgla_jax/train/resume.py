@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import threading
 
 import jax
 from jax.experimental import multihost_utils
 
+from lgla_jax.storage import paths
 from lgla_jax.train import checkpoint, workdir as workdir_lib
 
 # Set by SIGTERM / SIGINT or by ``request_stop()``: the loop saves a checkpoint at the
@@ -169,9 +169,9 @@ def earlier_evaluations(workdir: str, upto_step: int, kind: str = "eval") -> lis
   last entry per step, none after the checkpoint resumed from); ``kind``: ``eval`` (test)
   or ``val`` (the validation split)."""
   by_step = {}
-  path = os.path.join(workdir, "metrics.jsonl")
-  if upto_step and os.path.exists(path):
-    with open(path) as f:
+  path = paths.path(workdir) / "metrics.jsonl"
+  if upto_step and path.exists():
+    with path.open() as f:
       for line in f:
         try:
           entry = json.loads(line)
