@@ -49,7 +49,8 @@ def long_tailed(train: ArrayData, test: ArrayData, d) -> DataSplits:
                            f"than some class has ({per_class.tolist()})")
   idx = long_tail.long_tail_indices(train.labels, counts, seed=d.subset_seed)
   lt = ArrayData(train.images[idx], train.labels[idx])
-  return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes)
+  return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes,
+                    class_names=DATASETS[d.name].class_names)
 
 
 def source_fields() -> dict[str, tuple[str, ...]]:
