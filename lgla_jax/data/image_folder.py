@@ -6,13 +6,19 @@ sorted by name (index = position); files whose extension is one PIL reads (jpg, 
 bmp, webp; any case) are images, sorted by name within a class; hidden files (``.name``) and
 other files are skipped and counted in one printed summary line. The training set is used as
 it is (it is the user's long-tailed data): ``imbalance_factor`` must stay 1.0, anything else
-is refused rather than silently ignored. Images stay files (``splits.FileImages``) decoded in
-the input pipeline's workers, as the ImageNet-size split files are.
+is refused rather than silently ignored. Small images (``image_size`` <= 64) are decoded
+once into memory (uint8, resized to ``image_size``) so that the CIFAR recipe and on-device
+data work; larger ones stay files (``splits.FileImages``) decoded in the input pipeline's
+workers, as the ImageNet-size split files are. Grayscale, RGBA, CMYK and 16-bit images are
+converted to 8-bit RGB; unreadable files are skipped and counted (``on_bad_image='skip'``) or
+refused (``'error'``), named either way.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from PIL import Image
 
 from lgla_jax import errors
 from lgla_jax.data.registry import register
@@ -21,6 +27,48 @@ from lgla_jax.storage.paths import path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 SPLITS = ("train", "val", "test")
+IN_MEMORY_MAX_SIZE = 64  # image_size up to this: decoded once into memory (the CIFAR recipe)
+
+
+def in_memory(d) -> bool:
+  """Whether this config's images are decoded into memory (small) rather than kept as files."""
+  return d.image_size <= IN_MEMORY_MAX_SIZE
+
+
+def to_rgb8(img: Image.Image) -> Image.Image:
+  """Any PIL image as 8-bit RGB: 16-bit and 32-bit grey scaled down (not clipped), palette,
+  grey, RGBA (alpha dropped) and CMYK converted."""
+  if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    arr = np.asarray(img, np.float64)
+    top = 65535.0 if arr.max() > 255 else 255.0
+    img = Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8))
+  return img.convert("RGB")
+
+
+def decode(files, size: int, on_bad_image: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """Files -> uint8 ``[N, size, size, 3]``, the indices kept, and the files that failed."""
+  images, kept, bad = [], [], []
+  for i, f in enumerate(files):
+    try:
+      with path(f).open("rb") as fh:
+        img = Image.open(fh)
+        img.load()
+        images.append(np.asarray(to_rgb8(img).resize((size, size), Image.BILINEAR)))
+      kept.append(i)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+      if on_bad_image == "error":
+        raise errors.DataError(f"{f}: not a readable image ({e}); remove or replace it, or set "
+                               f"config.dataset.on_bad_image='skip'") from e
+      bad.append(str(f))
+  arr = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+  return arr, np.asarray(kept, np.int64), bad
+
+
+def to_memory(data: ArrayData, size: int, on_bad_image: str, bad_files: list) -> ArrayData:
+  """A split's files decoded into memory; unreadable ones dropped into ``bad_files``."""
+  images, kept, bad = decode(data.images.paths, size, on_bad_image)
+  bad_files += bad
+  return ArrayData(images, data.labels[kept])
 
 
 def _files(class_dir, skipped: dict) -> list:
@@ -105,10 +153,18 @@ def load(d) -> DataSplits:
   if d.select_on == "val" and "val" not in data:
     raise errors.DataError(f"config.dataset.select_on='val' but {d.data_dir}/val does not "
                            f"exist: add ROOT/val/<class>/* or select on 'test'")
+  if in_memory(d):
+    bad_files: list = []
+    data = {s: to_memory(a, d.image_size, d.on_bad_image, bad_files) for s, a in data.items()}
+    if bad_files:
+      skipped["unreadable"] = len(bad_files)
+      print(f"image_folder: {len(bad_files)} unreadable image(s) skipped, first: "
+            f"{bad_files[0]} (config.dataset.on_bad_image='error' refuses them)", flush=True)
   print(summary_line(d.data_dir, data, classes, skipped), flush=True)
   counts = np.bincount(data["train"].labels, minlength=len(classes)).astype(np.int64)
   return DataSplits(data["train"], data["test"], counts, len(classes), data.get("val"),
                     class_names=tuple(classes))
 
 
-register("image_folder", fields=("data_dir",), long_tail_subset=False, in_memory=False)(load)
+register("image_folder", fields=("data_dir", "on_bad_image"), long_tail_subset=False,
+         in_memory=False)(load)

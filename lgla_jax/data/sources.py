@@ -61,6 +61,8 @@ def source_fields() -> dict[str, tuple[str, ...]]:
 
 def in_memory(dataset_config) -> bool:
   """Whether the configured source gives images as arrays (False: files to decode)."""
+  if dataset_config.source == "image_folder":  # small images are decoded into memory
+    return image_folder.in_memory(dataset_config)
   source = SOURCES.get(dataset_config.source)
   return source is None or source.in_memory
 
@@ -79,8 +81,11 @@ def own_data_problems(d) -> list[tuple[str, str]]:
     found.append(("dataset.mean/std", "need three values each, std positive"))
   if d.select_on not in ("test", "val"):
     found.append(("dataset.select_on", f"must be 'test' or 'val', got {d.select_on!r}"))
-  if d.on_device:
-    found.append(("dataset.on_device", f"{d.source} images are files decoded on the host"))
+  if d.on_bad_image not in ("skip", "error"):
+    found.append(("dataset.on_bad_image", f"must be 'skip' or 'error', got {d.on_bad_image!r}"))
+  if d.on_device and not in_memory(d):
+    found.append(("dataset.on_device", f"{d.source} images larger than "
+                  f"{image_folder.IN_MEMORY_MAX_SIZE} px are files decoded on the host"))
   return found
 
 
