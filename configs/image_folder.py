@@ -3,7 +3,8 @@
   python -m lgla_jax.main --config=configs/image_folder.py \
       --config.dataset.data_dir=ROOT --workdir=workdirs/mine
   python -m lgla_jax.main --config=configs/image_folder.py \
-      --config.dataset.data_dir=ROOT --workdir=workdirs/mine --mode=eval
+      --config.dataset.data_dir=ROOT --workdir=workdirs/mine --mode=eval \
+      --checkpoint=workdirs/mine
 
 Classes are the folder names under ROOT/train, sorted (torchvision's ImageFolder order); the
 training set is used as it is (it is your long-tailed data). This config is the CIFAR recipe

@@ -29,7 +29,7 @@ def _tree(root):
 def _config(root, **kw):
   c = config_lib.base_config().dataset
   c.name, c.source, c.data_dir = "my_photos", "image_folder", str(root)
-  c.imbalance_factor = 1.0
+  c.imbalance_factor, c.image_size = 1.0, 224  # files (no decode) unless a test asks for less
   for k, v in kw.items():
     setattr(c, k, v)
   return c
@@ -94,3 +94,44 @@ def test_known_sets_have_names():
     info = catalog.DATASETS[name]
     assert len(info.class_names) == info.num_classes == len(set(info.class_names))
   assert catalog.CIFAR100_NAMES[:2] == ("apple", "aquarium_fish")
+
+
+def _one_image_tree(root, img, ext="png"):
+  for split in ("train", "test"):
+    for cls in ("a", "b"):
+      (root / split / cls).mkdir(parents=True, exist_ok=True)
+      Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / split / cls / f"0.{ext}")
+  img.save(root / "train" / "a" / f"1.{ext}" if ext != "jpg" else root / "train" / "a" / "1.jpg")
+
+
+@pytest.mark.parametrize("mode, ext, expect", [
+    ("L", "png", 200), ("RGBA", "png", 200), ("CMYK", "jpg", None), ("I;16", "png", 200),
+])
+def test_modes_converted_to_rgb8(tmp_path, mode, ext, expect):
+  if mode == "I;16":
+    img = Image.fromarray(np.full((6, 6), 200 * 257, np.uint16))  # 16-bit grey
+  else:
+    img = Image.new(mode, (6, 6), (200,) * len(mode) if mode != "L" else 200)
+  _one_image_tree(tmp_path, img, ext)
+  s = sources.load(_config(tmp_path, image_size=8))
+  assert s.train.images.shape == (3, 8, 8, 3) and s.train.images.dtype == np.uint8
+  if expect is not None:
+    assert abs(int(s.train.images[1].mean()) - expect) <= 1  # scaled, not clipped to 255
+
+
+def test_bad_image_skipped_or_refused(tmp_path, capsys):
+  _tree(tmp_path)
+  bad = tmp_path / "train" / "ant" / "broken.png"
+  bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+  s = sources.load(_config(tmp_path, image_size=8))
+  assert s.class_counts.tolist() == [6, 3, 2]  # the broken file is not counted
+  out = capsys.readouterr().out
+  assert "1 unreadable image(s) skipped" in out and "broken.png" in out
+  with pytest.raises(errors.DataError, match="broken.png: not a readable image"):
+    sources.load(_config(tmp_path, image_size=8, on_bad_image="error"))
+
+
+def test_large_images_stay_files(tmp_path):
+  _tree(tmp_path)
+  s = sources.load(_config(tmp_path, image_size=224))
+  assert not splits_lib.in_memory(s) and len(s.train.images) == 11
