@@ -166,5 +166,6 @@ def load(d) -> DataSplits:
                     class_names=tuple(classes))
 
 
-register("image_folder", fields=("data_dir", "on_bad_image"), long_tail_subset=False,
+register("image_folder", fields=("data_dir", "on_bad_image", "imbalance_factor"),
+         long_tail_subset=False,
          in_memory=False)(load)
