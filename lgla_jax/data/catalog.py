@@ -33,15 +33,37 @@ class DatasetInfo(NamedTuple):
   mean: tuple[float, float, float] = CIFAR_MEAN  # the official loader's normalisation
   std: tuple[float, float, float] = CIFAR_STD
   recipe: str = "cifar"  # the official training augmentation (a name in lgla_jax.augment)
+  class_names: tuple[str, ...] | None = None  # a name per class in label order (None: unknown)
 
+
+# Class names in label order, as the data sets' own metadata gives them (CIFAR's
+# batches.meta / meta files, Fashion-MNIST's README); digits are their own names.
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck")
+CIFAR100_NAMES = tuple("""
+apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly
+camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile
+cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp
+lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree
+orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine possum
+rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake spider
+squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor train
+trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split())
+FASHION_MNIST_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                       "Sneaker", "Bag", "Ankle boot")
+DIGITS_NAMES = tuple(str(d) for d in range(10))
 
 _IMAGENET = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, recipe="imagenet")
 
 DATASETS = {  # config.dataset.name -> DatasetInfo: the one table of data sets
-    "cifar10": DatasetInfo(10, ("tfds", "cifar_archive"), train_per_class=5000),
-    "cifar100": DatasetInfo(100, ("tfds", "cifar_archive"), train_per_class=500),
-    "fashion_mnist": DatasetInfo(10, ("idx", "tfds"), train_per_class=6000),
-    "digits": DatasetInfo(10, ("sklearn",), train_per_class=143),  # (its largest class)
+    "cifar10": DatasetInfo(10, ("tfds", "cifar_archive"), train_per_class=5000,
+                           class_names=CIFAR10_NAMES),
+    "cifar100": DatasetInfo(100, ("tfds", "cifar_archive"), train_per_class=500,
+                            class_names=CIFAR100_NAMES),
+    "fashion_mnist": DatasetInfo(10, ("idx", "tfds"), train_per_class=6000,
+                                 class_names=FASHION_MNIST_NAMES),
+    "digits": DatasetInfo(10, ("sklearn",), train_per_class=143,
+                          class_names=DIGITS_NAMES),  # (its largest class)
     "imagenet_lt": DatasetInfo(1000, ("split_files",),
                                ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
                                "ImageNet_LT_val.txt", **_IMAGENET),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from lgla_jax import errors, long_tail
-from lgla_jax.data import readers, split_files, tfds_source  # noqa: F401 - they register sources
+from lgla_jax.data import image_folder, readers, split_files, tfds_source  # noqa: F401 - they register sources
 from lgla_jax.data.catalog import DATASETS
 from lgla_jax.data.registry import SOURCES
 from lgla_jax.data.splits import ArrayData, DataSplits
@@ -49,7 +49,8 @@ def long_tailed(train: ArrayData, test: ArrayData, d) -> DataSplits:
                            f"than some class has ({per_class.tolist()})")
   idx = long_tail.long_tail_indices(train.labels, counts, seed=d.subset_seed)
   lt = ArrayData(train.images[idx], train.labels[idx])
-  return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes)
+  return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes,
+                    class_names=DATASETS[d.name].class_names)
 
 
 def source_fields() -> dict[str, tuple[str, ...]]:
@@ -60,12 +61,38 @@ def source_fields() -> dict[str, tuple[str, ...]]:
 
 def in_memory(dataset_config) -> bool:
   """Whether the configured source gives images as arrays (False: files to decode)."""
+  if dataset_config.source == "image_folder":  # small images are decoded into memory
+    return image_folder.in_memory(dataset_config)
   source = SOURCES.get(dataset_config.source)
   return source is None or source.in_memory
 
 
+# Sources of the user's own data: not in the catalog, counts and names come from the files.
+OWN_DATA_SOURCES = ("image_folder",)
+
+
+def own_data_problems(d) -> list[tuple[str, str]]:
+  """``(field, problem)`` pairs of a ``config.dataset`` section of the user's own data."""
+  found = []
+  if d.imbalance_factor != 1.0:
+    found.append(("dataset.imbalance_factor", f"{d.source} data is used as it is (already "
+                  f"long-tailed): leave it at 1.0, got {d.imbalance_factor}"))
+  if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
+    found.append(("dataset.mean/std", "need three values each, std positive"))
+  if d.select_on not in ("test", "val"):
+    found.append(("dataset.select_on", f"must be 'test' or 'val', got {d.select_on!r}"))
+  if d.on_bad_image not in ("skip", "error"):
+    found.append(("dataset.on_bad_image", f"must be 'skip' or 'error', got {d.on_bad_image!r}"))
+  if d.on_device and not in_memory(d):
+    found.append(("dataset.on_device", f"{d.source} images larger than "
+                  f"{image_folder.IN_MEMORY_MAX_SIZE} px are files decoded on the host"))
+  return found
+
+
 def problems(d) -> list[tuple[str, str]]:
   """``(field, problem)`` pairs of a ``config.dataset`` section; empty when usable."""
+  if d.source in OWN_DATA_SOURCES:  # the user's data: any name, read from the files
+    return own_data_problems(d)
   if d.name not in DATASETS:
     return [("dataset.name", f"{d.name!r} is not one of {sorted(DATASETS)}")]
   found = []
