@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import logging
-import os
 import sys
 
 import jax
