@@ -6,7 +6,7 @@ Prints one JSON object. Two kinds of numbers:
   decode/augment, or index generation when the data is on the devices), the training
   loop over N dispatches (batches prefetched, metrics fetched one dispatch late), the
   jitted step alone on one batch already on the device, evaluation, compile time.
-* ``--epochs=N``: the real thing, ``train.train_and_evaluate`` for N epochs in a fresh
+* ``--epochs=N``: the real thing, ``train.loop.train_and_evaluate`` for N epochs in a fresh
   temporary workdir, with everything a user pays for (compilation, epoch boundaries,
   checkpoints, evaluations as the config schedules them): its wall time and the images/s
   that gives, next to the steady-state training rate the run reports. ``--epochs=0`` skips it.

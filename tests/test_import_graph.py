@@ -37,7 +37,23 @@ def test_the_tool_finds_what_it_must(tmp_path):
   (pkg / "train" / "d.py").write_text("def g():\n  from pkg import gone\n")  # no such module
   out = import_graph.report(pkg, "pkg")
   assert out["cycles"] == [["pkg.data.a", "pkg.train.b"]]
-  assert out["upward"] == [("pkg.data.a", "pkg.train.b")]
-  assert [(a, b) for a, b, _ in out["deferred"]] == [("pkg.train.c", "pkg.data.a")]
+  # (``from pkg.train import b`` imports the package pkg.train too: both point up)
+  assert out["upward"] == [("pkg.data.a", "pkg.train"), ("pkg.data.a", "pkg.train.b")]
+  assert [(a, b) for a, b, _ in out["deferred"]] == [("pkg.train.c", "pkg.data"),
+                                                   ("pkg.train.c", "pkg.data.a")]
   assert [(a, b) for a, b, _ in out["missing"]] == [("pkg.train.d", "pkg.gone")]
   assert import_graph.main(["--package", "lgla_jax"]) == 0
+
+
+def test_a_package_init_that_re_exports_is_in_a_cycle_with_modules_importing_through_it(tmp_path):
+  pkg = tmp_path / "pkg"
+  (pkg / "train").mkdir(parents=True)
+  (pkg / "__init__.py").write_text("")
+  (pkg / "train" / "__init__.py").write_text("from pkg.train.loop import run\n")  # re-export
+  (pkg / "train" / "loop.py").write_text("from pkg.train import state\ndef run():\n  pass\n")
+  (pkg / "train" / "state.py").write_text("")
+  out = import_graph.report(pkg, "pkg")
+  assert out["cycles"] == [["pkg.train", "pkg.train.loop"]]
+  # The same module reaching its sibling directly does not go through the package.
+  (pkg / "train" / "loop.py").write_text("import pkg.train.state\ndef run():\n  pass\n")
+  assert import_graph.report(pkg, "pkg")["cycles"] == []

@@ -12,8 +12,10 @@ module) or a relative form of those. The layers, top to bottom:
   0 leaf libraries at the root (long_tail, optim, errors), storage/ (the path type every file
     goes through) and the package's __init__
 
-An import is *upward* when it goes to a higher layer. A package's ``__init__`` that
-re-exports its own modules is part of its folder's layer. Also listed: imports made inside a
+An import is *upward* when it goes to a higher layer. ``from lgla_jax.x import y`` imports
+the package ``lgla_jax.x`` as well as ``y``, so a package ``__init__`` that re-exports a
+module which reaches its siblings through the package shows up as a cycle; a package's
+``__init__`` is part of its folder's layer. Also listed: imports made inside a
 function (``deferred``), which the layering allows only to defer a heavy optional
 dependency, never for a module of the package, and imports of package modules that do not
 exist (``missing``: found only when the line runs). Exit status 1 if there is any of those.
@@ -104,8 +106,10 @@ def edges(found: dict[str, pathlib.Path]) -> tuple[dict[str, set], list, list]:
       if not isinstance(node, (ast.Import, ast.ImportFrom)):
         continue
       gone = []
-      targets = [t for t in _resolve(node, name, is_package, found, name.split(".")[0], gone)
-                 if t != name]
+      targets = _resolve(node, name, is_package, found, name.split(".")[0], gone)
+      if isinstance(node, ast.ImportFrom) and node.module in found and not node.level:
+        targets = sorted(set(targets) | {node.module})  # ``from pkg import x`` runs pkg first
+      targets = [t for t in targets if t != name]
       missing += [(name, g, node.lineno) for g in gone]
       if _inside_function(tree, node):
         deferred += [(name, t, node.lineno) for t in targets]

@@ -154,7 +154,7 @@ def has_cifar_archive(name: str, data_dir: str) -> bool:
 
 def _decode_cifar_batch(raw: bytes, where: str, label_key: bytes) -> ArrayData:
   try:  # (a pickle: read with the restricted unpickler, which runs nothing of the file)
-    batch = safe_pickle.load(io.BytesIO(raw), safe_pickle.NUMPY, max_bytes=len(raw),
+    batch = safe_pickle.restricted_load(io.BytesIO(raw), safe_pickle.NUMPY, max_bytes=len(raw),
                              max_ops=CIFAR_MAX_OPS, encoding="bytes")
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[label_key], dtype=np.int64)

@@ -141,8 +141,8 @@ class _CallerError(Exception):
   """Carries an error of the caller's ``persistent_load`` through the unpickler."""
 
 
-def load(f, allowed: Mapping, *, persistent_load: Callable | None = None,
-         max_bytes: int, max_ops: int = MAX_OPS, encoding: str = "ASCII"):
+def restricted_load(f, allowed: Mapping, *, persistent_load: Callable | None = None,
+                    max_bytes: int, max_ops: int = MAX_OPS, encoding: str = "ASCII"):
   """The object of the pickle at ``f``'s position (a seekable binary file), built with the
   globals of ``allowed`` (``(module, name) -> callable``; ``NUMPY`` for numpy values) and
   nothing else, after ``scan`` accepted at most ``max_bytes`` of it. ``f`` is left after

@@ -225,7 +225,7 @@ def _read_zip(path: str, allowed, budget: Budget):
       raise TorchFileError(f"its data.pkl states {info.file_size:,} bytes (more than "
                            f"{MAX_PICKLE_BYTES:,} are refused)")
     data = read_member(z, info).tobytes()
-    obj = safe_pickle.load(io.BytesIO(data), allowed, max_bytes=len(data),
+    obj = safe_pickle.restricted_load(io.BytesIO(data), allowed, max_bytes=len(data),
                            persistent_load=lambda pid: _storage_pid(pid, record))
   return _resolve(obj, storages)
 
@@ -233,7 +233,7 @@ def _read_zip(path: str, allowed, budget: Budget):
 def _read_legacy(path: str, allowed, budget: Budget):
   with open(path, "rb") as f:
     size = os.fstat(f.fileno()).st_size
-    header = lambda: safe_pickle.load(f, {}, max_bytes=1 << 16)
+    header = lambda: safe_pickle.restricted_load(f, {}, max_bytes=1 << 16)
     try:
       magic = header()
     except safe_pickle.PickleRefused as e:
@@ -250,9 +250,9 @@ def _read_legacy(path: str, allowed, budget: Budget):
     def record(storage_type, key, numel):
       declared[key] = (storage_type, numel)
 
-    obj = safe_pickle.load(f, allowed, max_bytes=MAX_PICKLE_BYTES,
+    obj = safe_pickle.restricted_load(f, allowed, max_bytes=MAX_PICKLE_BYTES,
                            persistent_load=lambda pid: _storage_pid(pid, record))
-    keys = safe_pickle.load(f, {}, max_bytes=MAX_PICKLE_BYTES)
+    keys = safe_pickle.restricted_load(f, {}, max_bytes=MAX_PICKLE_BYTES)
     if (not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)
         or len(set(keys)) != len(keys)):
       raise TorchFileError("a legacy torch.save file with a malformed storage list")

@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from lgla_jax.interop import convert
-from lgla_jax.models import pretrained
+from lgla_jax.models.pretrained import pretrained_file
 from lgla_jax.models.layers import BatchNorm, ExpertConv, expert_heads, fb_resnet_conv_init
 
 ARCHS = {  # name -> (blocks per stage, groups of the 3x3 conv, width per group)
@@ -131,7 +131,7 @@ def check(model_config) -> list[tuple[str, str]]:
   m, found = model_config, []
   if m.arch not in ARCHS:
     found.append(("model.arch", f"{m.arch!r} is not one of {tuple(ARCHS)}"))
-  if pretrained.pretrained_file(m) and not m.separate_experts:
+  if pretrained_file(m) and not m.separate_experts:
     found.append(("model.pretrained", "pretrained trunks load into the separate-experts ResNet "
                   "(Places-LT): set model.separate_experts=True"))
   return found

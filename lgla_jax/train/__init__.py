@@ -5,14 +5,8 @@ the mesh (``state``, ``sharding``), checkpoints, resume and the workdir's lock
 each other (``peers``), evaluation and epoch selection (``evaluation``,
 ``selection``) and evaluating a saved checkpoint (``evaluate_checkpoint``).
 
-The names a notebook needs are importable from here: ``train.train_and_evaluate``,
-``train.setup``, ``train.request_stop``.
+The package itself imports nothing, so that its modules can import each other without a
+cycle through this file. A notebook imports the module it needs:
+``from lgla_jax.train import loop, run`` gives ``run.setup(config)`` and
+``loop.train_and_evaluate(config, workdir)``; ``resume.request_stop()`` stops a run.
 """
-
-from lgla_jax.train.loop import Trainer, set_compilation_cache, train_and_evaluate
-from lgla_jax.train.resume import STOP, request_stop
-from lgla_jax.train.run import Placement, Run, initial_state, load_weights, resolve_placement, setup
-
-__all__ = ["STOP", "Placement", "Run", "Trainer", "initial_state", "load_weights",
-           "request_stop", "resolve_placement", "set_compilation_cache", "setup",
-           "train_and_evaluate"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lgla_jax import errors
-from lgla_jax import train
+from lgla_jax.train import run as run_lib
 from lgla_jax.config import validate as validate_lib
 from lgla_jax.data import on_device
 from lgla_jax.data import pipeline
@@ -73,25 +73,25 @@ def test_chunks_never_cross_an_epoch_and_fill_with_inactive_steps():
 def test_automatic_choices_are_made_once_and_recorded():
   splits = _splits()
   mesh = sharding.make_mesh(jax.devices()[:1])
-  c = train.resolve_placement(config_of("demo"), splits, mesh)
+  c = run_lib.resolve_placement(config_of("demo"), splits, mesh)
   assert (c.data_on_device, c.augment_on_device, c.steps_per_dispatch) == (True, True, 1)
-  c = train.resolve_placement(config_of("demo", **{"augment.on_device": False}), splits, mesh)
+  c = run_lib.resolve_placement(config_of("demo", **{"augment.on_device": False}), splits, mesh)
   assert (c.data_on_device, c.augment_on_device) == (False, False)  # host augmentation, host data
   replica_run = lambda shards: config_of("demo", **{"replicas.seeds": (0, 1), "replicas.shards": shards})
-  assert train.resolve_placement(replica_run(1), splits, mesh).replica_mode == "unrolled"
-  assert train.resolve_placement(replica_run(2), splits, mesh).replica_mode == "vmap"
+  assert run_lib.resolve_placement(replica_run(1), splits, mesh).replica_mode == "unrolled"
+  assert run_lib.resolve_placement(replica_run(2), splits, mesh).replica_mode == "vmap"
 
-  c = train.resolve_placement(replica_run(1), splits, FakeGpuMesh())  # the accelerators' choices
+  c = run_lib.resolve_placement(replica_run(1), splits, FakeGpuMesh())  # the accelerators' choices
   assert (c.data_on_device, c.augment_on_device, c.steps_per_dispatch, c.replica_mode) == (
       True, True, 8, "vmap")
-  c = train.resolve_placement(config_of("imagenet_lt_resnet50"), splits, mesh)  # in-memory arrays
+  c = run_lib.resolve_placement(config_of("imagenet_lt_resnet50"), splits, mesh)  # in-memory arrays
   assert (c.data_on_device, c.augment_on_device) == (False, False)  # its recipe runs on the host
   files = splits._replace(train=data_splits.ArrayData(split_files.FileImages(["a.jpg"] * 103),
                                                    splits.train.labels))
-  c = train.resolve_placement(config_of("demo"), files, mesh)
+  c = run_lib.resolve_placement(config_of("demo"), files, mesh)
   assert (c.data_on_device, c.augment_on_device) == (False, False)
   with pytest.raises(errors.ConfigError, match="dataset.on_device"):
-    train.resolve_placement(config_of("demo", **{"dataset.on_device": True}), files, mesh)
+    run_lib.resolve_placement(config_of("demo", **{"dataset.on_device": True}), files, mesh)
 
 
 @pytest.mark.parametrize("fields, message", [
@@ -109,7 +109,7 @@ def test_inconsistent_placements_are_refused(fields, message):
 
 def test_a_batch_of_the_other_placement_is_refused_with_a_hint():
   mesh = sharding.make_mesh(jax.devices()[:1])
-  run = train.setup(config_of("demo", **{"dataset.on_device": True}), mesh)
+  run = run_lib.setup(config_of("demo", **{"dataset.on_device": True}), mesh)
   images = {"image": np.zeros((32, 16, 16, 3), np.uint8), "label": np.zeros(32, np.int64),
             "mask": np.ones(32, bool)}
   with pytest.raises(ValueError, match="train_batches"):

@@ -20,7 +20,7 @@ def test_host_and_device_autoaugment_train_to_the_same_accuracy(tmp_path):
   protocol runs instead (tools/device_benchmark.sh)."""
   if not readers.has_fashion_mnist(readers.FASHION_MNIST_DEBIAN_DIR):
     pytest.fail("needs the Debian package dataset-fashion-mnist")
-  from lgla_jax import train
+  from lgla_jax.train import loop
   from lgla_jax.train import sharding
   mesh = sharding.make_mesh(jax.devices()[:1])
   top1 = {}
@@ -29,7 +29,7 @@ def test_host_and_device_autoaugment_train_to_the_same_accuracy(tmp_path):
         "augment.on_device": on_device, "dataset.on_device": on_device,
         "dataset.max_per_class": 1200, "batch_size": 64, "num_epochs": 6,
         "optim.milestones": (4, 5), "log_every_steps": 50})
-    report = train.train_and_evaluate(config, str(tmp_path / str(on_device)), mesh=mesh)
+    report = loop.train_and_evaluate(config, str(tmp_path / str(on_device)), mesh=mesh)
     top1[on_device] = np.array([r["final"]["top1"] for r in report["replicas"]])
   host, device = top1[False], top1[True]
   stderr = np.sqrt(host.var(ddof=1) / len(host) + device.var(ddof=1) / len(device))

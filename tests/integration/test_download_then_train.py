@@ -6,7 +6,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from lgla_jax import train
+from lgla_jax.train import loop
 from lgla_jax.data import download
 from lgla_jax.data import sources
 from helpers import config_of, cifar10_archive
@@ -18,7 +18,7 @@ def test_fresh_download_trains_the_quick_config_and_is_reused_offline(server, tm
   data = tmp_path / "data"
   config = config_of("cifar10_ir100", **{"dataset.data_dir": str(data), "dataset.max_per_class": 100})
   assert config.dataset.source == "cifar_archive" and config.dataset.download  # the defaults
-  result = train.train_and_evaluate(config, str(tmp_path / "run"))
+  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert np.isfinite(result["final"]["top1"])
   assert sorted(p.name for p in data.iterdir()) == ["cifar-10-python.tar.gz", "cifar-10-python.tar.gz.lock"]
   assert hashlib.md5((data / remote.filename).read_bytes()).hexdigest() == remote.md5

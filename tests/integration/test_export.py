@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lgla_jax import export
-from lgla_jax import train
+from lgla_jax.train import run as run_lib
 from lgla_jax.data import splits as data_splits
 from lgla_jax.interop import convert
 from lgla_jax.train import checkpoint
@@ -30,7 +30,7 @@ def _saved_run(tmp_path, name="cifar100_ir100", arg="", **overrides):
   """A run's state with random weights (not its init), saved as a checkpoint of step 7."""
   config = config_of(name, arg, **overrides)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  run = train.setup(config, mesh, _synthetic_splits(100))
+  run = run_lib.setup(config, mesh, _synthetic_splits(100))
   keys = iter(jax.random.split(jax.random.PRNGKey(5), 10_000))
   shake = lambda x: x + 0.1 * jax.random.normal(next(keys), x.shape, x.dtype)
   state = run.state.replace(params=jax.tree.map(shake, run.state.params),
@@ -133,7 +133,7 @@ def test_a_run_starts_from_an_official_checkpoint_or_an_export(tmp_path, golden)
   official_checkpoint.write(path, sd)
   mesh = sharding.make_mesh(jax.devices()[:1])
   config = config_of("cifar100_ir100", "", **{"model.init_from": str(path)})
-  state = train.setup(config, mesh, _synthetic_splits(100)).state
+  state = run_lib.setup(config, mesh, _synthetic_splits(100)).state
   want = convert.variables_from_torch(sd, 3)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(dict(state.variables())), want)
   assert int(state.step) == 0  # a fresh run (optimizer and step), from those weights
@@ -141,7 +141,7 @@ def test_a_run_starts_from_an_official_checkpoint_or_an_export(tmp_path, golden)
   from safetensors.numpy import save_file
   save_file(export.official_state_dict(want, 5), str(out))
   config = config_of("cifar100_ir100", "", **{"model.init_from": str(out)})
-  again = train.setup(config, mesh, _synthetic_splits(100)).state
+  again = run_lib.setup(config, mesh, _synthetic_splits(100)).state
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(dict(again.variables())), want)
 
 

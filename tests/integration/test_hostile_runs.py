@@ -32,7 +32,7 @@ from lgla_jax.config import validate as validate_lib
 from lgla_jax.data import download
 from lgla_jax.report import progress
 
-from lgla_jax import train
+from lgla_jax.train import loop
 from lgla_jax.train import workdir as workdir_lib
 from helpers import config_of, make_cifar10_folder
 from hostile import (zero_bytes_mb, cli, data_pkl, DEMO, flip_stored, LEGACY_PARTS, legacy_pth, npy_member, one_line,
@@ -346,7 +346,7 @@ def test_a_refused_run_leaves_nothing_in_a_new_workdir(tmp_path):
 def trained(tmp_path_factory):
   """A finished one-epoch demo run (checkpoint at step 14, report, confusion.npy, plots)."""
   run = tmp_path_factory.mktemp("trained") / "run"
-  train.train_and_evaluate(config_of("demo", num_epochs=1), str(run))
+  loop.train_and_evaluate(config_of("demo", num_epochs=1), str(run))
   return run
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from lgla_jax import errors
-from lgla_jax import train
+from lgla_jax.train import run as run_lib
 from lgla_jax.augment import imagenet_host
 from lgla_jax.data import catalog
 from lgla_jax.data import pipeline
@@ -50,7 +50,7 @@ def test_quick_config_trains_a_step_and_evaluates(tmp_path, name, augment_on_dev
     fields["model.arch"] = "resnet26"  # bottleneck blocks, separate experts, fewer of them
   config = config_of(name, **fields)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  run = train.setup(config, mesh)
+  run = run_lib.setup(config, mesh)
   data, state, steps = run.splits, run.state, run.steps
   assert data.class_counts[0] == 6 and data.num_classes == catalog.DATASETS[dataset].num_classes
   assert (run.config.augment.on_device, run.config.dataset.on_device) == (augment_on_device, False)
@@ -195,7 +195,7 @@ def test_the_training_step_groups_a_short_last_batch_as_dataparallel():
   config = config_of("demo", "quick", **{"model.bn_group_size": 4, "batch_size": 16,
                                        "dataset.on_device": False, "augment.on_device": False})
   mesh = sharding.make_mesh(jax.devices()[:1])
-  run = train.setup(config, mesh)
+  run = run_lib.setup(config, mesh)
   size = config.dataset.image_size
   images = np.random.default_rng(0).integers(0, 256, (16, size, size, 3), dtype=np.uint8)
   batch = {"image": images, "label": np.arange(16) % 10, "mask": np.arange(16) < 7}
@@ -211,7 +211,7 @@ def test_the_training_step_groups_a_short_last_batch_as_dataparallel():
 
 
 def test_a_run_starts_from_the_pretrained_trunk_in_every_expert(tmp_path):
-  """``--config.model.pretrained=FILE`` through ``train.setup`` (Places-LT, the official
+  """``--config.model.pretrained=FILE`` through ``run_lib.setup`` (Places-LT, the official
   ``init_weights(caffe=True)``): the stem, layer1 and layer2 from the file, each expert's
   layer3 / layer4 a copy of its layer3 / layer4; the classifiers keep their initialisation."""
   import re
@@ -226,7 +226,7 @@ def test_a_run_starts_from_the_pretrained_trunk_in_every_expert(tmp_path):
   trunk = {re.sub(r"^layer([34])s\.0\.", r"layer\1.", k): v for k, v in convert.torch_from_variables(
       {"params": params, **model_state}, prefix="").items() if not k.startswith("linears")}
   np.savez(tmp_path / "resnet26.npz", **trunk)
-  run = train.setup(config_of("places_lt_resnet152", **fields, **{
+  run = run_lib.setup(config_of("places_lt_resnet152", **fields, **{
       "model.pretrained": str(tmp_path / "resnet26.npz")}), sharding.make_mesh(jax.devices()[:1]))
   got = convert.torch_from_variables(jax.device_get({"params": run.state.params,
                                                      **run.state.model_state}), prefix="")
@@ -237,6 +237,6 @@ def test_a_run_starts_from_the_pretrained_trunk_in_every_expert(tmp_path):
       continue
     np.testing.assert_array_equal(value, trunk[re.sub(r"^layer([34])s\.\d+\.", r"layer\1.", name)], name)
   assert sum(n.startswith("layer4s.2.") for n in got) > 0  # the third expert was filled too
-  fresh = train.setup(config_of("places_lt_resnet152", **fields), sharding.make_mesh(jax.devices()[:1]))
+  fresh = run_lib.setup(config_of("places_lt_resnet152", **fields), sharding.make_mesh(jax.devices()[:1]))
   np.testing.assert_array_equal(jax.device_get(run.state.params["linears_2"]["kernel"]),
                                 jax.device_get(fresh.state.params["linears_2"]["kernel"]))

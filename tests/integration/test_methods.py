@@ -13,7 +13,8 @@ import pytest
 
 from lgla_jax import losses
 from lgla_jax import models
-from lgla_jax import train
+from lgla_jax.train import loop
+from lgla_jax.train import run as run_lib
 from lgla_jax.data import pipeline
 from lgla_jax.train import feed
 from lgla_jax.train import sharding
@@ -52,12 +53,12 @@ def registered():
 def test_model_without_batchnorm_trains_checkpoints_and_resumes(registered, tmp_path):
   config = config_of("demo", **{"model.name": "no_norm_net", "loss.name": "ce", "num_epochs": 2,
                               "resume_with_changes": True})
-  run = train.setup(config, sharding.make_mesh(jax.devices()[:1]))
+  run = run_lib.setup(config, sharding.make_mesh(jax.devices()[:1]))
   assert run.state.model_state == {} and run.model.logit_scale == 1.0
-  first = train.train_and_evaluate(config_of("demo", **{"model.name": "no_norm_net",
+  first = loop.train_and_evaluate(config_of("demo", **{"model.name": "no_norm_net",
                                                       "loss.name": "ce", "num_epochs": 1}),
                                    str(tmp_path))
-  result = train.train_and_evaluate(config, str(tmp_path))  # resumes after epoch 1
+  result = loop.train_and_evaluate(config, str(tmp_path))  # resumes after epoch 1
   assert first["final"]["epoch"] == 1 and result["final"]["epoch"] == 2
   assert 0.5 < result["final"]["top1"] <= 1  # a linear model on digit pixels learns
 
@@ -66,7 +67,7 @@ def test_model_without_batchnorm_trains_checkpoints_and_resumes(registered, tmp_
 def test_the_step_gives_the_loss_its_1_based_epoch(registered):
   config = config_of("demo", **{"loss.name": "epoch_probe"})
   mesh = sharding.make_mesh(jax.devices()[:1])
-  run = train.setup(config, mesh)
+  run = run_lib.setup(config, mesh)
   it = feed.train_batches(run, 0, 2 * run.steps_per_epoch)
   state, seen = run.state, []
   for batch in it:
@@ -86,7 +87,7 @@ def test_ride_and_ldam_drw_recipes_train_end_to_end(tmp_path, name):
                             "dataset.data_dir": str(tmp_path / "data"),
                             "dataset.max_per_class": 100})
   assert config.loss.reweight_epoch == 1 and config.num_epochs == 2
-  result = train.train_and_evaluate(config, str(tmp_path / "run"))
+  result = loop.train_and_evaluate(config, str(tmp_path / "run"))
   final = result["final"]
   experts = 3 if "ride" in name else 1
   assert np.isfinite(final["top1"]) and len(final["experts"]) == experts

@@ -4,7 +4,7 @@ import nbclient
 import nbformat
 import pytest
 
-from lgla_jax import train
+from lgla_jax.train import loop
 from helpers import ROOT, config_of
 
 pytestmark = pytest.mark.integration  # Executes the notebook (and trains a demo workdir).
@@ -39,12 +39,12 @@ def test_notebook_runs_top_to_bottom():
 
 
 def test_notebook_on_a_trained_workdir(tmp_path):
-  train.train_and_evaluate(config_of("demo"), str(tmp_path))
+  loop.train_and_evaluate(config_of("demo"), str(tmp_path))
   assert "mean AAW weight per expert on test images" in _text(_execute(tmp_path))
 
 
 def test_notebook_loads_a_replica_run(tmp_path):
-  train.train_and_evaluate(config_of("demo", "quick", **{"replicas.seeds": (0, 1)}), str(tmp_path))
+  loop.train_and_evaluate(config_of("demo", "quick", **{"replicas.seeds": (0, 1)}), str(tmp_path))
   text = _text(_execute(tmp_path))
   assert "mean +- std over 2 replicas" in text and "inspecting replica 0: seed 0" in text
   assert "mean AAW weight per expert on test images" in text

@@ -9,7 +9,9 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import train
+from lgla_jax.train import loop
+from lgla_jax.train import resume
+from lgla_jax.train import run as run_lib
 from lgla_jax.train import evaluation
 from lgla_jax.train import feed
 from lgla_jax.train import sharding
@@ -19,7 +21,7 @@ from helpers import config_of
 
 def _steps_of(config, n):
   mesh = sharding.make_mesh(jax.devices()[:1])
-  run = train.setup(config, mesh)
+  run = run_lib.setup(config, mesh)
   state, seen = run.state, []
   for k, batch in feed.dispatches(run, 0, n):
     state, metrics = (run.steps.train_chunk if k > 1 or "active" in batch else run.steps.train)(state, batch)
@@ -111,7 +113,7 @@ def test_evaluation_on_device_data_equals_the_host_evaluation():
   for on_device in (False, True):
     config = config_of("demo", **{"dataset.on_device": on_device})
     mesh = sharding.make_mesh()
-    run = train.setup(config, mesh)
+    run = run_lib.setup(config, mesh)
     reports.append(evaluation.run_evaluation(run.steps, run.state, run.splits.test,
                                         run.splits.class_counts, run.config, mesh))
   assert reports[0]["num_images"] == reports[1]["num_images"] == len(run.splits.test.labels)
@@ -136,7 +138,7 @@ def test_steps_compiled_ahead_compile_nothing_later(on_device, per_dispatch, see
   jax.monitoring.register_event_duration_secs_listener(listener)
   jax.monitoring.register_event_listener(hit)
   try:
-    run = train.setup(config, mesh, compile_ahead=True)
+    run = run_lib.setup(config, mesh, compile_ahead=True)
     assert sorted(run.compiling) == ["eval", "train"]
     for thread in run.compiling.values():
       thread.join()
@@ -159,11 +161,11 @@ def test_steps_compiled_ahead_compile_nothing_later(on_device, per_dispatch, see
 def test_a_rerun_takes_its_compiled_steps_from_the_workdirs_cache(tmp_path, monkeypatch):
   config = config_of("demo", num_epochs=1, eval_every_epochs=0)
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared"))  # JAX's variable
-  train.train_and_evaluate(config, str(tmp_path / "other"))  # the process's cache moves on
+  loop.train_and_evaluate(config, str(tmp_path / "other"))  # the process's cache moves on
   assert len(os.listdir(tmp_path / "shared")) >= 2
   assert not (tmp_path / "other" / "compilation_cache").exists()
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")  # unset: the workdir's own
-  train.train_and_evaluate(config, str(tmp_path / "run"))
+  loop.train_and_evaluate(config, str(tmp_path / "run"))
   cache = tmp_path / "run" / "compilation_cache"
   assert cache.is_dir() and len(os.listdir(cache)) >= 2  # the train and eval steps at least
   shutil.rmtree(tmp_path / "run" / "checkpoints")  # train again from scratch, same workdir
@@ -171,23 +173,23 @@ def test_a_rerun_takes_its_compiled_steps_from_the_workdirs_cache(tmp_path, monk
   listener = lambda event, **kw: hits.append(event) if event.endswith("/cache_hits") else None
   jax.monitoring.register_event_listener(listener)
   try:
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert len(hits) >= 2
     hits.clear()  # a resume (stopped after its first step) loads them too
     shutil.rmtree(tmp_path / "run" / "checkpoints")
-    train.request_stop()
-    assert train.train_and_evaluate(config, str(tmp_path / "run")) == {"stopped_at_step": 1}
-    train.train_and_evaluate(config, str(tmp_path / "run"))
+    resume.request_stop()
+    assert loop.train_and_evaluate(config, str(tmp_path / "run")) == {"stopped_at_step": 1}
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
     assert len(hits) >= 3  # the first run's train step, then the resumed run's train and eval
   finally:
     jax.monitoring.unregister_event_listener(listener)
   # A configured folder wins over JAX's variable; "" keeps no cache at all (the choice
   # made at the start of every run; that a chosen folder fills is shown above).
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "shared"))
-  train.set_compilation_cache(config_of("demo", compilation_cache_dir=str(tmp_path / "mine")),
+  loop.set_compilation_cache(config_of("demo", compilation_cache_dir=str(tmp_path / "mine")),
                                str(tmp_path / "configured"))
   assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
-  train.set_compilation_cache(config_of("demo", compilation_cache_dir=""), str(tmp_path / "none"))
+  loop.set_compilation_cache(config_of("demo", compilation_cache_dir=""), str(tmp_path / "none"))
   assert jax.config.jax_compilation_cache_dir is None
-  train.set_compilation_cache(config_of("demo"), str(tmp_path / "none"))
+  loop.set_compilation_cache(config_of("demo"), str(tmp_path / "none"))
   assert jax.config.jax_compilation_cache_dir == str(tmp_path / "shared")

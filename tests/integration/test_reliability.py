@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from lgla_jax import errors
-from lgla_jax import train
+from lgla_jax.train import loop
+from lgla_jax.train import run as run_lib
 from lgla_jax.data import sources
 from lgla_jax.data import split_files
 from lgla_jax.report import writer
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 def _restore_latest(workdir, config):
   mesh = sharding.make_mesh()
-  template = train.setup(config, mesh).state
+  template = run_lib.setup(config, mesh).state
   ckpt = checkpoint.Checkpointer(str(pathlib.Path(workdir) / "checkpoints"))
   try:
     step = ckpt.latest_step()
@@ -71,7 +72,7 @@ def test_full_disk_stops_the_run_at_once(tmp_path, monkeypatch):
   _fail_finalize(monkeypatch)
   config = config_of("demo", num_epochs=4, checkpoint_every_epochs=1, eval_every_epochs=0)
   with pytest.raises(checkpoint.CheckpointError, match="No space left on device.*rerun the same command"):
-    train.train_and_evaluate(config, str(tmp_path))
+    loop.train_and_evaluate(config, str(tmp_path))
   trained = [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert max(trained, default=0) < 2 * 14  # stopped in epoch 2, not at the end (56 steps)
 
@@ -97,7 +98,7 @@ def test_a_full_disk_on_the_command_line_is_one_message(tmp_path):
 def test_a_failing_final_save_still_writes_the_report(tmp_path, monkeypatch):
   _fail_finalize(monkeypatch)
   with pytest.raises(checkpoint.CheckpointError, match="No space left"):
-    train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
+    loop.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   report = json.loads((tmp_path / "report.json").read_text())
   assert report["final"]["epoch"] == 1 and 0 <= report["final"]["top1"] <= 1
 
@@ -108,10 +109,10 @@ def test_a_crash_in_evaluation_keeps_the_epochs_training(tmp_path, monkeypatch):
 
   monkeypatch.setattr(evaluation, "evaluate_replicas", broken)  # what the loop evaluates with
   with pytest.raises(errors.DataError):
-    train.train_and_evaluate(config_of("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
+    loop.train_and_evaluate(config_of("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["14"]
   monkeypatch.undo()
-  result = train.train_and_evaluate(config_of("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
+  result = loop.train_and_evaluate(config_of("demo", num_epochs=2, checkpoint_every_epochs=1), str(tmp_path))
   assert result["final"]["epoch"] == 2
   # The resume evaluated epoch 1 again (its evaluation had logged nothing), then went on.
   assert [h["epoch"] for h in result["history"]] == [1, 2]
@@ -121,7 +122,7 @@ def test_a_crash_in_evaluation_keeps_the_epochs_training(tmp_path, monkeypatch):
 
 def test_flipped_bytes_are_found_and_the_previous_checkpoint_is_taken(tmp_path, capsys):
   config = config_of("demo", num_epochs=2, checkpoint_every_epochs=1)
-  train.train_and_evaluate(config, str(tmp_path))
+  loop.train_and_evaluate(config, str(tmp_path))
   chunks = [p for p in (tmp_path / "checkpoints" / "28" / "state").rglob("*")
             if p.is_file() and p.stat().st_size > 4096]
   target = max(chunks, key=lambda p: p.stat().st_size)
@@ -134,7 +135,7 @@ def test_flipped_bytes_are_found_and_the_previous_checkpoint_is_taken(tmp_path, 
   assert done.returncode == 1 and "corrupt" in done.stderr and "checkpoints/14" in done.stderr
   assert "Traceback" not in done.stderr and not (tmp_path / "eval" / "eval_report.json").exists()
   capsys.readouterr()
-  result = train.train_and_evaluate(config_of("demo", num_epochs=2, checkpoint_every_epochs=1),
+  result = loop.train_and_evaluate(config_of("demo", num_epochs=2, checkpoint_every_epochs=1),
                                     str(tmp_path))
   out = capsys.readouterr().out
   assert "corrupt" in out and "resuming from" in out and "/14 " in out
@@ -143,21 +144,21 @@ def test_flipped_bytes_are_found_and_the_previous_checkpoint_is_taken(tmp_path, 
 
 
 def test_resuming_with_a_changed_config_is_refused_unless_asked(tmp_path):
-  train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
+  loop.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   with pytest.raises(checkpoint.CheckpointError, match=r"(?s)loss.tau: 2.0 -> 3.0.*num_epochs: 1 -> 2"):
-    train.train_and_evaluate(config_of("demo", num_epochs=2, **{"loss.tau": 3.0}), str(tmp_path))
+    loop.train_and_evaluate(config_of("demo", num_epochs=2, **{"loss.tau": 3.0}), str(tmp_path))
   # fields that cannot change what is trained may differ
   with pytest.raises(checkpoint.CheckpointError) as e:
-    train.train_and_evaluate(config_of("demo", num_epochs=2, log_every_steps=3), str(tmp_path))
+    loop.train_and_evaluate(config_of("demo", num_epochs=2, log_every_steps=3), str(tmp_path))
   assert "log_every_steps" not in str(e.value)
-  result = train.train_and_evaluate(config_of("demo", num_epochs=2, resume_with_changes=True,
+  result = loop.train_and_evaluate(config_of("demo", num_epochs=2, resume_with_changes=True,
                                             **{"loss.tau": 3.0}), str(tmp_path))
   assert result["config_changes_on_resume"][0]["step"] == 14
   assert "loss.tau: 2.0 -> 3.0" in result["config_changes_on_resume"][0]["changes"]
 
 
 def test_evaluating_with_another_data_sets_config_is_refused(tmp_path):
-  train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
+  loop.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   done = cli(f"--config={ROOT / 'configs/demo.py'}:quick", "--config.dataset.imbalance_factor=0.1",
               "--mode=eval", f"--checkpoint={tmp_path}")
   assert done.returncode == 1 and "dataset.imbalance_factor: 0.05 -> 0.1" in done.stderr
@@ -167,10 +168,10 @@ def test_evaluating_with_another_data_sets_config_is_refused(tmp_path):
 def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
   with workdir_lib.lock(str(tmp_path)):
     with pytest.raises(workdir_lib.WorkdirError, match=f"in use.*pid.*{os.getpid()}"):
-      train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
+      loop.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   # a lock left by a dead process (its content, no lock held) is taken over
   (tmp_path / ".lock").write_text('{"host": "gone", "pid": 999999}')
-  assert train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))["final"]["epoch"] == 1
+  assert loop.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))["final"]["epoch"] == 1
 
 
 def test_ctrl_c_saves_and_exits_with_the_stopped_status(tmp_path):
@@ -267,11 +268,11 @@ def test_a_checkpoint_evaluates_without_the_weights_its_run_started_from(tmp_pat
   from lgla_jax.interop import convert
   from lgla_jax.train import evaluate_checkpoint
   start = tmp_path / "start.safetensors"
-  variables = jax.device_get(dict(train.setup(config_of("demo")).state.variables()))
+  variables = jax.device_get(dict(run_lib.setup(config_of("demo")).state.variables()))
   save_file({k: np.ascontiguousarray(v) for k, v in convert.torch_from_variables(variables).items()},
             str(start))
   config = config_of("demo", num_epochs=1, **{"model.init_from": str(start)})
-  report = train.train_and_evaluate(config, str(tmp_path / "wd"))
+  report = loop.train_and_evaluate(config, str(tmp_path / "wd"))
   start.rename(tmp_path / "moved.safetensors")
   evaluated = evaluate_checkpoint.evaluate_checkpoint(config, str(tmp_path / "wd"))
   assert evaluated["top1"] == report["final"]["top1"]
@@ -286,7 +287,7 @@ def test_device_data_with_a_validation_split_and_replicas_on_an_official_file_ar
   config = config_of("demo", **{"dataset.on_device": True})
   splits = sources.load(config.dataset)
   with pytest.raises(errors.ConfigError, match="dataset.on_device"):
-    train.setup(config, splits=splits._replace(val=splits.test))
+    run_lib.setup(config, splits=splits._replace(val=splits.test))
   weights = tmp_path / "model_best.pth"
   weights.write_bytes(b"never read")
   with pytest.raises(errors.ConfigError, match="replicas.seeds"):

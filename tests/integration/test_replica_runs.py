@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lgla_jax import train
+from lgla_jax.train import loop
+from lgla_jax.train import resume
+from lgla_jax.train import run as run_lib
 from lgla_jax.report import replicas as replica_reports
 from lgla_jax.train import checkpoint
 from lgla_jax.train import evaluate_checkpoint
@@ -21,7 +23,7 @@ from helpers import config_of
 def _steps(config, devices, n):
   """``n`` training steps through the loop's own batches and dispatches; per-step losses
   (stacked per replica) and the final state on the host."""
-  run = train.setup(config, sharding.make_mesh(jax.devices()[:devices]))
+  run = run_lib.setup(config, sharding.make_mesh(jax.devices()[:devices]))
   state, losses, chunked = run.state, [], run.config.steps_per_dispatch > 1
   for k, batch in feed.dispatches(run, 0, n):
     state, metrics = (run.steps.train_chunk if chunked else run.steps.train)(state, batch)
@@ -93,7 +95,7 @@ def test_one_learning_rate_for_every_replica_is_the_rate_they_train_with():
   from lgla_jax import optim
   config = config_of("demo", **{"optim.lr": 0.01, "replicas.seeds": (0, 1),
                               "replicas.lr": (0.002, 0.002)})
-  run = train.setup(config, sharding.make_mesh(jax.devices()[:1]))
+  run = run_lib.setup(config, sharding.make_mesh(jax.devices()[:1]))
   config.optim.lr = 0.002
   tx, lr_table = optim.make_optimizer(config.optim, config.num_epochs, run.steps_per_epoch)
   np.testing.assert_allclose(run.lr_table, lr_table)
@@ -122,14 +124,14 @@ def test_replica_run_resumes_exactly_reports_and_evaluates(tmp_path):
   fields = {"replicas.seeds": (0, 1, 2), "replicas.tau": (1.0, 2.0, 2.0), "steps_per_dispatch": 2,
             "num_epochs": 1, "log_every_steps": 4, "compilation_cache_dir": str(tmp_path / "cache")}
   config = lambda **kw: config_of("demo", **{**fields, **kw})
-  full = train.train_and_evaluate(config(), str(tmp_path / "full"), mesh=mesh)
-  train.request_stop()  # stopped after the first dispatch, then resumed
-  assert train.train_and_evaluate(config(), str(tmp_path / "stop"), mesh=mesh) == {"stopped_at_step": 2}
+  full = loop.train_and_evaluate(config(), str(tmp_path / "full"), mesh=mesh)
+  resume.request_stop()  # stopped after the first dispatch, then resumed
+  assert loop.train_and_evaluate(config(), str(tmp_path / "stop"), mesh=mesh) == {"stopped_at_step": 2}
   stopped = evaluate_checkpoint.evaluate_checkpoint(config(), str(tmp_path / "stop" / "checkpoints" / "2"),
                                          str(tmp_path / "eval_stop"), mesh)
   assert (stopped["epoch"], stopped["epoch_steps"]) == (0, 2)  # no epoch done, 2 steps into one
-  resumed = train.train_and_evaluate(config(), str(tmp_path / "stop"), mesh=mesh)
-  template = train.setup(config(), mesh).state
+  resumed = loop.train_and_evaluate(config(), str(tmp_path / "stop"), mesh=mesh)
+  template = run_lib.setup(config(), mesh).state
   states = []
   for name in ("full", "stop"):
     ckpt = checkpoint.Checkpointer(str(tmp_path / name / "checkpoints"))
@@ -163,7 +165,7 @@ def test_replica_run_resumes_exactly_reports_and_evaluates(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="replicas.seeds"):
     evaluate_checkpoint.evaluate_checkpoint(config_of("demo"), str(tmp_path / "full"), mesh=mesh)
   with pytest.raises(checkpoint.CheckpointError, match="replicas.seeds"):  # refused, not set aside
-    train.train_and_evaluate(config(**{"replicas.seeds": (0, 1, 5)}), str(tmp_path / "full"), mesh=mesh)
+    loop.train_and_evaluate(config(**{"replicas.seeds": (0, 1, 5)}), str(tmp_path / "full"), mesh=mesh)
   assert not list((tmp_path / "full" / "checkpoints").glob("corrupt-*"))
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from lgla_jax import train
+from lgla_jax.train import loop
 from lgla_jax.train import evaluate_checkpoint
 from lgla_jax.train import selection
 from helpers import config_of, make_tree
@@ -21,7 +21,7 @@ def test_each_replica_reports_the_test_accuracy_of_its_own_validation_selected_e
       "dataset.image_size": 32, "num_epochs": 3, "keep_checkpoints": 3, "batch_size": 32,
       "model.bn_group_size": 8, "replicas.seeds": (0, 1)})
   assert config.dataset.select_on == "val" and config.eval_every_epochs == 1
-  result = train.train_and_evaluate(config, str(tmp_path / "wd"))
+  result = loop.train_and_evaluate(config, str(tmp_path / "wd"))
   vals = result["val_history"]
   assert [v["epoch"] for v in vals] == [1, 2, 3] and [len(v["replicas"]) for v in vals] == [2, 2, 2]
   tested = [h["epoch"] for h in result["history"]]

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from lgla_jax import train
+from lgla_jax.train import loop
+from lgla_jax.train import run as run_lib
 from lgla_jax.data import pipeline
 from lgla_jax.train import checkpoint
 from lgla_jax.train import feed
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration  # Training runs, resume, CLI: minutes in a
 
 def _run_steps(config, devices, n):
   mesh = sharding.make_mesh(jax.devices()[:devices])
-  run = train.setup(config, mesh)
+  run = run_lib.setup(config, mesh)
   state, steps = run.state, run.steps
   it = feed.train_batches(run, 0, n)
   losses = []
@@ -53,24 +54,24 @@ def test_one_and_eight_devices_agree(on_device):
     {"dataset.on_device": True, "augment.on_device": True, "steps_per_dispatch": 3}])
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, placement):
   config = lambda **kw: config_of("demo", **placement, report_best=True, **kw)
-  full = train.train_and_evaluate(config(num_epochs=2), str(tmp_path / "full"))
+  full = loop.train_and_evaluate(config(num_epochs=2), str(tmp_path / "full"))
   # Interrupted at an epoch boundary (a run with fewer epochs), then resumed.
-  train.train_and_evaluate(config(num_epochs=1), str(tmp_path / "cut"))
+  loop.train_and_evaluate(config(num_epochs=1), str(tmp_path / "cut"))
   # (more epochs than the interrupted run: a change the resume must be told it may make)
-  resumed = train.train_and_evaluate(config(num_epochs=2, resume_with_changes=True),
+  resumed = loop.train_and_evaluate(config(num_epochs=2, resume_with_changes=True),
                                      str(tmp_path / "cut"))
   # Stopped after the first dispatch of epoch 1 (as SIGTERM does), then resumed there.
-  train.request_stop()
+  resume.request_stop()
   k = placement.get("steps_per_dispatch", 1)
-  assert train.train_and_evaluate(config(num_epochs=2), str(tmp_path / "stop")) == {
+  assert loop.train_and_evaluate(config(num_epochs=2), str(tmp_path / "stop")) == {
       "stopped_at_step": k}
   ckpt = checkpoint.Checkpointer(str(tmp_path / "stop" / "checkpoints"))
   meta = ckpt.read_meta(k)  # no epoch completed yet, k steps into the first
   ckpt.close()
   assert (meta["epoch"], meta["epoch_steps"], meta["step"]) == (0, k, k)
-  train.train_and_evaluate(config(num_epochs=2), str(tmp_path / "stop"))
+  loop.train_and_evaluate(config(num_epochs=2), str(tmp_path / "stop"))
   mesh = sharding.make_mesh()
-  template = train.setup(config(num_epochs=2), mesh).state
+  template = run_lib.setup(config(num_epochs=2), mesh).state
   states = []
   for run in ("full", "cut", "stop"):
     ckpt = checkpoint.Checkpointer(str(tmp_path / run / "checkpoints"))
@@ -93,11 +94,11 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, placement):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_request_a_stop(sig):
-  assert not train.STOP.is_set()
+  assert not resume.STOP.is_set()
   with resume.stop_on_signals():
     os.kill(os.getpid(), sig)
-    assert train.STOP.wait(5)
-  train.STOP.clear()
+    assert resume.STOP.wait(5)
+  resume.STOP.clear()
 
 
 def test_quick_cifar_end_to_end_and_eval_entry(tmp_path):
@@ -155,7 +156,7 @@ def test_missing_data_fails_fast_with_a_clear_message(tmp_path):
 
 
 def test_corrupt_checkpoint_is_reported(tmp_path):
-  train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
+  loop.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   step_dir = next(p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   for f in (step_dir / "state").rglob("*"):
     if f.is_file() and f.stat().st_size > 0:
@@ -163,12 +164,12 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
   # (the same config: a changed one is refused from the checkpoint's meta, before the
   # state is read)
   with pytest.raises(checkpoint.CheckpointError, match="delete \\(or move away\\)"):
-    train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
+    loop.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["demo", "fmnist_lt_ir100"])
 def test_quick_configs_train(tmp_path, name):
-  result = train.train_and_evaluate(config_of(name), str(tmp_path))
+  result = loop.train_and_evaluate(config_of(name), str(tmp_path))
   final = result["final"]
   assert final["epoch"] == 2 and np.isfinite(final["top1"])
   assert final["num_images"] == (400 if name == "demo" else 10000)
@@ -188,7 +189,7 @@ def test_bfloat16_step_stays_close_to_float32():
     assert all(x.dtype == np.float32 for x in leaves)  # parameters and statistics stay float32
   np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=2e-2)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  init = jax.device_get(train.setup(config_of("demo"), mesh).state.params)
+  init = jax.device_get(run_lib.setup(config_of("demo"), mesh).state.params)
   flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
   update32 = flat(params["float32"].params) - flat(init)
   update16 = flat(params["bfloat16"].params) - flat(init)
@@ -216,7 +217,7 @@ def test_cpu_fast_elementwise_option_is_cpu_only_and_changes_no_numbers():
 def test_padded_last_batch_step_equals_a_step_on_its_valid_images():
   config = config_of("demo", **{"dataset.on_device": False})  # batches of images, built here
   mesh = sharding.make_mesh(jax.devices()[:1])
-  run = train.setup(config, mesh)
+  run = run_lib.setup(config, mesh)
   splits, spe, state, steps = run.splits, run.steps_per_epoch, run.state, run.steps
   assert spe == -(-len(splits.train.labels) // config.batch_size)  # ceil: the last one kept
   data = sharding.batch_sharding(mesh)
@@ -235,6 +236,6 @@ def test_padded_last_batch_step_equals_a_step_on_its_valid_images():
 
 
 def test_resuming_with_another_drop_last_batch_is_refused(tmp_path):
-  train.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
+  loop.train_and_evaluate(config_of("demo", num_epochs=1), str(tmp_path))
   with pytest.raises(checkpoint.CheckpointError, match="drop_last_batch"):
-    train.train_and_evaluate(config_of("demo", num_epochs=2, drop_last_batch=True), str(tmp_path))
+    loop.train_and_evaluate(config_of("demo", num_epochs=2, drop_last_batch=True), str(tmp_path))

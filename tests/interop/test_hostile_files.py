@@ -101,7 +101,7 @@ def test_no_bare_unpickling_in_the_package():
 ])
 def test_the_scan_refuses_what_would_allocate_or_is_not_needed(raw, message):
   with pytest.raises(safe_pickle.PickleRefused, match=message):
-    safe_pickle.load(io.BytesIO(raw), {}, max_bytes=len(raw), max_ops=5)
+    safe_pickle.restricted_load(io.BytesIO(raw), {}, max_bytes=len(raw), max_ops=5)
 
 
 def test_views_that_reuse_elements_are_refused_and_real_views_read():
