@@ -16,7 +16,7 @@ from lgla_jax.data import download
 from lgla_jax.data.registry import register
 from lgla_jax.data.splits import ArrayData
 from lgla_jax.interop import safe_pickle
-from lgla_jax.storage.paths import path as as_path
+from lgla_jax.storage.paths import is_remote, path as as_path
 
 # Where the Debian package `dataset-fashion-mnist` installs the original IDX files.
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -175,6 +175,16 @@ def _bounded(size: int, where: str) -> None:
                            f"({MAX_FILE_BYTES:,}); the file is corrupt: download the archive again")
 
 
+def _archive_file(tar_path):
+  """``tar_path`` open for reading: a local file, or a bucket object read whole into memory
+  (one request; tar seeks back to each member, and a gzip stream restarts from its first
+  byte on every backward seek)."""
+  if not is_remote(tar_path):
+    return tar_path.open("rb")
+  _bounded(tar_path.stat().length, str(tar_path))
+  return io.BytesIO(tar_path.read_bytes())
+
+
 def load_cifar_archive(name: str, data_dir) -> tuple[ArrayData, ArrayData]:
   """The original CIFAR python version: the extracted folder or the .tar.gz in ``data_dir``
   (a local path or a bucket URL)."""
@@ -191,8 +201,8 @@ def load_cifar_archive(name: str, data_dir) -> tuple[ArrayData, ArrayData]:
     tar_path = as_path(data_dir) / archive
     if not tar_path.exists():
       raise errors.NotFound(f"no CIFAR data found: {_cifar_hint(name, data_dir)}")
-    try:  # (on a bucket, the file object reads ahead in blocks; tar seeks within it)
-      archive_file = tar_path.open("rb")
+    try:
+      archive_file = _archive_file(tar_path)
       tar = tarfile.open(fileobj=archive_file, mode="r:gz")
       members = {m.name: m for m in tar.getmembers()}
     except (tarfile.TarError, OSError, EOFError) as e:

@@ -25,7 +25,7 @@ import numpy as np
 from lgla_jax import errors
 from lgla_jax.errors import WeightsError, WeightsFileError  # noqa: F401 - raised here, named by callers
 from lgla_jax.interop import torch_file
-from lgla_jax.storage.paths import path as as_path
+from lgla_jax.storage.paths import open_binary, path as as_path
 
 _STRIP_PREFIXES = ("module.", "backbone.")
 
@@ -185,7 +185,7 @@ def _read_safetensors(path, budget) -> dict[str, np.ndarray]:
   """A ``.safetensors`` file (local or in a bucket), its header checked before any tensor is
   read: the length within the format's limit and the file, JSON, every tensor's bytes
   consistent with its shape, inside the file and not shared with another tensor."""
-  with as_path(path).open("rb") as f:
+  with open_binary(path) as f:
     size = torch_file.size_of(f)
     if size < 8:
       raise WeightsFileError(f"{size} bytes: too short for a .safetensors file")
@@ -222,7 +222,7 @@ def _read_npz(path, budget) -> dict[str, np.ndarray]:
   the bytes it holds, and object arrays are refused (nothing is unpickled)."""
   from numpy.lib import format as npy
   out = {}
-  with as_path(path).open("rb") as f, zipfile.ZipFile(_few_members(f)) as z:
+  with open_binary(path) as f, zipfile.ZipFile(_few_members(f)) as z:
     for info in z.infolist():
       if not info.filename.endswith(".npy"):
         raise WeightsFileError(f"member {info.filename!r:.80} is not an .npy array")

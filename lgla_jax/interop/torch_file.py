@@ -30,7 +30,7 @@ import numpy as np
 from lgla_jax.errors import TorchFileError  # noqa: F401 - raised here, named by callers
 from lgla_jax.interop import safe_pickle
 from lgla_jax.interop.limits import Budget, Limits  # noqa: F401 - callers size reads with them
-from lgla_jax.storage.paths import path as as_path
+from lgla_jax.storage.paths import open_binary, path as as_path
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGE_DTYPES = {
@@ -167,7 +167,7 @@ def member_count(path) -> int | None:
   if hasattr(path, "seek"):
     end = zipfile._EndRecData(path)  # (the end record: zipfile's own reader, stable since 2.x)
     return end[zipfile._ECD_ENTRIES_TOTAL] if end else None
-  with as_path(path).open("rb") as f:
+  with open_binary(path) as f:
     end = zipfile._EndRecData(f)  # (the end record: zipfile's own reader, stable since 2.x)
   return end[zipfile._ECD_ENTRIES_TOTAL] if end else None
 
@@ -311,7 +311,7 @@ def load(path: str, trainer_checkpoint: bool = False, limits: Limits | None = No
     budget = Budget(limits or Limits.default())
     if as_path(path).is_dir():
       raise TorchFileError("is a folder, not a weights file")
-    with as_path(path).open("rb") as f:  # (a bucket object: gcsfs's file seeks as a local one)
+    with open_binary(path) as f:  # (a bucket object seeks as a local file: open_binary)
       if zipfile.is_zipfile(f):
         f.seek(0)
         return _read_zip(f, allowed, budget)
