@@ -16,7 +16,7 @@ from lgla_jax.data import download
 from lgla_jax.data.registry import register
 from lgla_jax.data.splits import ArrayData
 from lgla_jax.interop import safe_pickle
-from lgla_jax.storage.paths import is_remote, path as as_path
+from lgla_jax.storage.paths import is_remote, open_binary, path as as_path
 
 # Where the Debian package `dataset-fashion-mnist` installs the original IDX files.
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -35,8 +35,10 @@ def read_idx(path) -> np.ndarray:
   if not p.exists():
     raise errors.NotFound(f"IDX file {path} does not exist")
   try:
-    with p.open("rb") as raw_file, (gzip.GzipFile(fileobj=raw_file, mode="rb")
-                                    if p.name.endswith(".gz") else raw_file) as f:
+    # (a bucket object through an 8 MB buffer: gzip's small reads straight from gcsfs take
+    # ten times as long)
+    with open_binary(p, 8 << 20) as raw_file, (
+        gzip.GzipFile(fileobj=raw_file, mode="rb") if p.name.endswith(".gz") else raw_file) as f:
       head = f.read(4)
       if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
         raise errors.DataError(f"{path} is not an IDX file (bad magic number)")
