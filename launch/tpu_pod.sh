@@ -7,8 +7,8 @@
 #   WORKDIR=gs://my-bucket/runs/c100 launch/tpu_pod.sh --config=configs/cifar100_ir100.py
 # Optional: RUNTIME_VERSION (default tpu-ubuntu2204-base), REPO (git URL of lgla-jax,
 # default: copy this checkout with gcloud scp), DATA_DIR (passed as
-# --config.dataset.data_dir; a folder present on every worker: bucket data_dir is not read yet,
-# see docs/buckets.md "Not done yet").
+# --config.dataset.data_dir; a bucket path such as gs://my-bucket/data, or a folder present
+# on every worker; a missing CIFAR/Fashion-MNIST file is downloaded into the bucket).
 # The whole run (checkpoints, reports, plots, TensorBoard events) lands in WORKDIR; a rerun
 # of the same command resumes from it. See docs/buckets.md.
 set -euo pipefail

@@ -39,6 +39,7 @@ from lgla_jax.data.catalog import DATASETS
 from lgla_jax.data.registry import SOURCES
 from lgla_jax.data.splits import ArrayData, DataSplits, FileImages
 from lgla_jax.models.layers import resolve_conv_impl
+from lgla_jax.storage.paths import path as storage_path
 from lgla_jax.train import evaluation, feed, loop, run as run_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
@@ -84,14 +85,13 @@ def synthetic_jpeg_splits(config, folder: str, num_files: int, num_train: int,
   """Image files for an ImageNet-size config: ``num_files`` smooth random 500x375 JPEGs
   (quality 90, about an ImageNet photo's decode cost) in ``folder``, cycled through by
   ``num_train`` training images with the config's class counts and ``num_test`` test ones."""
-  import os
   from PIL import Image
   rng = np.random.default_rng(0)
   paths = []
   for k in range(num_files):
     coarse = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)  # low-frequency content
     image = Image.fromarray(coarse).resize((500, 375), Image.BILINEAR)
-    paths.append(os.path.join(folder, f"img_{k}.jpg"))
+    paths.append(str(storage_path(folder) / f"img_{k}.jpg"))
     image.save(paths[-1], quality=90)
   splits = synthetic_splits(config, num_train, num_test, size=1)
   files = lambda n: FileImages([paths[i % num_files] for i in range(n)])

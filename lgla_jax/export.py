@@ -2,6 +2,8 @@
 
   python -m lgla_jax.export --checkpoint=WORKDIR --out=model.safetensors [--replica=K]
 
+``--checkpoint`` and ``--out`` may be bucket URLs (``gs://...``).
+
 The file (the ``safetensors`` format) holds what the official model's ``state_dict()``
 holds, named as it names them (``backbone.conv1.weight``, ``backbone.layer2s.0.bn1.
 running_var``, ``backbone.linears.2.weight``, ...) in PyTorch's layouts, so
@@ -14,15 +16,15 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 import numpy as np
 from absl import app, flags, logging
-from safetensors.numpy import save_file
+from safetensors.numpy import save as safetensors_bytes
 
 from lgla_jax import errors
 from lgla_jax.errors import ExportError
 from lgla_jax.interop import convert
+from lgla_jax.storage import paths
 from lgla_jax.train import prediction
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "A workdir, its checkpoints/ folder or one step folder.")
@@ -42,53 +44,52 @@ def official_state_dict(variables: dict, step: int) -> dict[str, np.ndarray]:
   return convert.torch_from_variables(variables, prefix="backbone.", num_batches_tracked=step)
 
 
-def _umask() -> int:
-  try:
-    with open("/proc/self/status") as f:
-      return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
-  except (OSError, StopIteration, ValueError):
-    mask = os.umask(0o22)  # (no other way to read it; set back at once)
-    os.umask(mask)
-    return mask
-
-
-def check_out(out: str) -> str:
-  """The folder ``out`` goes to, checked before any work: ``out`` must not be a folder, and
-  its folder must exist and take a file (tried, not guessed from permission bits)."""
-  if os.path.isdir(out):
+def check_out(out: str):
+  """The folder ``out`` goes to (an ``epath.Path``), checked before any work: ``out`` must
+  not be a folder, and its folder must exist and take a file (tried, not guessed from
+  permission bits). In a bucket, folders need not exist: a probe object is written and
+  removed (a missing bucket or no permission shows here)."""
+  target = paths.path(out)
+  if target.is_dir():
     raise ExportError(f"--out={out} is a folder: give the name of the .safetensors file to write")
-  folder = os.path.dirname(os.path.abspath(out))
-  if not os.path.isdir(folder):
+  folder = target.parent if paths.is_remote(target) else paths.path(paths.display(out)).parent
+  if not paths.is_remote(folder) and not folder.is_dir():
     raise ExportError(f"--out={out}: the folder {folder} does not exist")
+  probe = folder / f".lgla-export-{os.getpid()}.tmp"
   try:
-    probe, name = tempfile.mkstemp(dir=folder, prefix=".lgla-export-", suffix=".tmp")
-  except OSError as e:
-    raise ExportError(f"--out={out}: cannot write to {folder} ({e.strerror or e})") from None
-  os.close(probe)
-  os.remove(name)
+    probe.write_bytes(b"")
+    probe.unlink()
+  except Exception as e:  # noqa: BLE001 - the file system's or the bucket's error: one line
+    reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:200]
+    raise ExportError(f"--out={out}: cannot write to {folder} ({reason})") from None
   return folder
 
 
 def export(path: str, out: str, replica: int = 0) -> dict[str, np.ndarray]:
-  """Write the checkpoint at ``path`` to ``out`` (.safetensors); returns what was written.
-  ``out`` is checked first (``check_out``); the file appears whole (written under a
-  temporary name, then renamed), readable as the user's umask allows."""
+  """Write the checkpoint at ``path`` to ``out`` (.safetensors; either may be a bucket URL);
+  returns what was written. ``out`` is checked first (``check_out``); the file appears whole
+  (a local one written under a temporary name, then renamed; a bucket object in one
+  upload), readable as the user's umask allows."""
   folder = check_out(out)
   variables, meta, config = restore_variables(path, replica)
   tensors = {k: np.array(v, order="C") for k, v in  # (ascontiguousarray makes 0-d 1-d)
              official_state_dict(variables, int(meta["step"])).items()}
-  tmp = os.path.join(folder, f".{os.path.basename(out)}.{os.getpid()}.tmp")
+  target = paths.path(out)
+  tmp = folder / f".{target.name}.{os.getpid()}.tmp"
   try:
-    save_file(tensors, tmp, metadata={"format": "pt", "source": "lgla-jax",
-                                      "model": str(config.model.name),
-                                      "epoch": str(meta["epoch"]), "step": str(meta["step"])})
-    os.chmod(tmp, 0o666 & ~_umask())  # (safetensors writes 0600, private to the user)
-    os.replace(tmp, out)
+    data = safetensors_bytes(tensors, metadata={
+        "format": "pt", "source": "lgla-jax", "model": str(config.model.name),
+        "epoch": str(meta["epoch"]), "step": str(meta["step"])})
+    if paths.is_remote(target):
+      target.write_bytes(data)  # (an object appears whole, on GCS as on S3)
+    else:
+      tmp.write_bytes(data)  # (created as open() does: 0666 less the umask)
+      tmp.replace(target)
   except Exception as e:  # noqa: BLE001 - safetensors' own error type, or the file system's
     raise ExportError(f"writing {out} failed ({type(e).__name__}: {e})") from None
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    if not paths.is_remote(target) and tmp.exists():
+      tmp.unlink()
   return tensors
 
 

@@ -233,3 +233,17 @@ class FakeGcs:
       self.proc.terminate()
       self.proc.wait(timeout=10)
       self.proc = None
+
+
+def upload(local, url: str) -> str:
+  """Copy the local file or folder (recursively) ``local`` to the bucket path ``url``;
+  returns ``url``."""
+  from lgla_jax.storage import paths
+  local = pathlib.Path(local)
+  if local.is_file():
+    paths.path(url).write_bytes(local.read_bytes())
+    return url
+  for f in sorted(local.rglob("*")):
+    if f.is_file():
+      paths.path(f"{url}/{f.relative_to(local).as_posix()}").write_bytes(f.read_bytes())
+  return url

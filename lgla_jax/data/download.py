@@ -5,7 +5,10 @@ publish it at and its MD5 (tests point it at a local server). ``ensure(name, dat
 makes sure every file of a data set is in ``data_dir``: a missing one is streamed to a
 temporary name, checked against its MD5 and only then renamed into place, so an
 interrupted or corrupt download never leaves a file that looks complete. One process per
-file downloads (a lock next to it); the others wait and reuse its file. Offline or
+file downloads (a lock next to it); the others wait and reuse its file. A ``data_dir`` in a
+bucket (``gs://...``) gets the file too: it is downloaded and checked in a local temporary
+folder, then uploaded in one object write (a reader sees the whole file or none); there is
+no lock across hosts, so each host that misses it fetches it and writes the same bytes. Offline or
 unreachable, it fails within ``TIMEOUT_S`` seconds (no retry loops) with a message that
 says where to put the file by hand; a server that sends too slowly (``MIN_RATE`` over
 ``RATE_WINDOW_S``) or for too long (``DEADLINE_S``) is left with a message naming the URL
@@ -25,6 +28,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -32,6 +36,8 @@ import urllib.request
 from typing import NamedTuple
 
 from lgla_jax.errors import DownloadError  # noqa: F401 - raised here, named by callers
+from lgla_jax.storage import paths
+from lgla_jax.storage.paths import path as as_path
 
 
 class Remote(NamedTuple):
@@ -53,7 +59,7 @@ FILES: dict[str, tuple[Remote, ...]] = {  # data set -> the files of its source
         ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
         ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"))),
 }
-DEFAULT_DIR = os.path.join("~", ".cache", "lgla_jax")  # where downloads go without a data_dir
+DEFAULT_DIR = "~/.cache/lgla_jax"  # where downloads go without a data_dir
 TIMEOUT_S = 10.0  # connect and per-read timeout: an unreachable host fails in seconds
 # A transfer slower than MIN_RATE bytes/s over the last RATE_WINDOW_S seconds, or longer
 # than DEADLINE_S in all, is abandoned (a mirror that trickles bytes would otherwise hold a
@@ -173,8 +179,8 @@ def _removed_on_signals(tmp: str):
 
   def handler(signum, frame):
     old = previous[signum]
-    if old in ends and os.path.exists(tmp):
-      os.remove(tmp)
+    if old in ends and as_path(tmp).exists():
+      as_path(tmp).unlink()
     if old == signal.SIG_DFL:  # end as the signal would have, now that the file is gone
       signal.signal(signum, signal.SIG_DFL)
       os.kill(os.getpid(), signum)
@@ -192,14 +198,16 @@ def _removed_on_signals(tmp: str):
         signal.signal(s, old)
 
 
-def _stream(remote: Remote, path: str, log) -> None:
-  url = url_of(remote)
-  tmp = f"{path}.part.{socket.gethostname()}.{os.getpid()}"
+def _stream(remote: Remote, path: str, log, target: str | None = None) -> None:
+  """Download ``remote`` to the local file ``path`` (``target``: where it is going in the
+  end, for the messages; default ``path``)."""
+  url, local, path = url_of(remote), path, target or path
+  tmp = f"{local}.part.{socket.gethostname()}.{os.getpid()}"
   digest, size, t0, last = hashlib.md5(), 0, time.time(), 0.0
   try:
     with _removed_on_signals(tmp), _Watchdog() as watchdog:
       try:
-        with _open(url, watchdog) as response, open(tmp, "wb") as out:
+        with _open(url, watchdog) as response, as_path(tmp).open("wb") as out:
           total = int(response.headers.get("Content-Length") or 0)
           # read1: what has arrived (up to 1 MB), so a trickle cannot hold one read for long
           while (chunk := response.read1(1 << 20)) and not watchdog.reason:
@@ -228,25 +236,26 @@ def _stream(remote: Remote, path: str, log) -> None:
       raise DownloadError(
           f"{remote.filename} from {url} has MD5 {digest.hexdigest()}, expected {remote.md5}: "
           f"the download was deleted. Try again, or {_manual(remote, path)}")
-    os.replace(tmp, path)  # atomic: the name appears only for a complete, checked file
-    log(f"downloaded {remote.filename} ({size / 1e6:.1f} MB, MD5 checked) to {path}\n")
+    as_path(tmp).replace(local)  # atomic: the name appears only for a complete, checked file
+    if local == path:
+      log(f"downloaded {remote.filename} ({size / 1e6:.1f} MB, MD5 checked) to {path}\n")
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    if as_path(tmp).exists():
+      as_path(tmp).unlink()
 
 
 def _remove_stale(path: str) -> None:
   """Remove the partial files of ``path`` that dead processes of this host left (killed
   with SIGKILL, or by a signal on a thread other than the main one)."""
-  host = socket.gethostname()
-  for part in glob.glob(glob.escape(path) + ".part.*"):
-    owner, _, pid = part[len(path) + len(".part."):].rpartition(".")
+  host, name = socket.gethostname(), as_path(path).name
+  for part in as_path(path).parent.glob(glob.escape(name) + ".part.*"):
+    owner, _, pid = part.name[len(name) + len(".part."):].rpartition(".")
     if owner != host or not pid.isdigit():
       continue
     try:
       os.kill(int(pid), 0)
     except ProcessLookupError:
-      os.remove(part)
+      part.unlink()
     except OSError:  # alive, another user's
       pass
 
@@ -254,27 +263,47 @@ def _remove_stale(path: str) -> None:
 def fetch(remote: Remote, data_dir: str, log=None) -> str:
   """The path of ``remote`` in ``data_dir``, downloaded first if it is not there yet."""
   log = log or (lambda text: (sys.stderr.write(text), sys.stderr.flush()))
-  data_dir = os.path.expanduser(data_dir)
-  path = os.path.join(data_dir, remote.filename)
-  if os.path.exists(path):
-    return path
+  data_dir = as_path(data_dir)
+  path = data_dir / remote.filename
+  if path.exists():
+    return str(path)
+  if paths.is_remote(data_dir):
+    return _fetch_into_bucket(remote, str(path), log)
   try:
-    os.makedirs(data_dir, exist_ok=True)
-    lock = open(path + ".lock", "w")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = as_path(f"{path}.lock").open("w")
   except OSError as e:
     raise DownloadError(f"cannot write to {data_dir} ({e.strerror}): {_manual(remote, path)}") from None
   with lock:
     fcntl.flock(lock, fcntl.LOCK_EX)  # another process downloading it: wait for its file
-    if not os.path.exists(path):
-      _remove_stale(path)
-      _stream(remote, path, log)
-  return path
+    if not path.exists():
+      _remove_stale(str(path))
+      _stream(remote, str(path), log)
+  return str(path)
+
+
+def _fetch_into_bucket(remote: Remote, url: str, log) -> str:
+  """Download ``remote`` into a local temporary folder (outside the current directory),
+  check it, then upload it to the bucket object ``url`` in one write."""
+  with tempfile.TemporaryDirectory(prefix="lgla-download-") as tmp:
+    local = str(as_path(tmp) / remote.filename)
+    _stream(remote, local, log, target=url)
+    try:
+      data = as_path(local).read_bytes()
+      paths.write_atomic(url, data)
+    except Exception as e:  # noqa: BLE001 - gcsfs/aiohttp raise many types: one line
+      reason = str(e).splitlines()[0][:200] if str(e) else ""
+      raise DownloadError(f"downloaded {remote.filename} but could not upload it to {url} "
+                          f"({type(e).__name__}: {reason}); check the bucket, or "
+                          f"{_manual(remote, url)}") from None
+  log(f"downloaded {remote.filename} ({len(data) / 1e6:.1f} MB, MD5 checked) to {url}\n")
+  return url
 
 
 def ensure(name: str, data_dir: str | None, log=None) -> str:
   """Make sure every file of data set ``name`` is in ``data_dir`` (default ``DEFAULT_DIR``);
   returns the folder."""
-  folder = os.path.expanduser(data_dir or DEFAULT_DIR)
+  folder = str(as_path(data_dir or DEFAULT_DIR))
   for remote in FILES[name]:
     fetch(remote, folder, log)
   return folder

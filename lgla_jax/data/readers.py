@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import io
 import math
-import os
 import tarfile
 import zlib
 
@@ -17,6 +16,7 @@ from lgla_jax.data import download
 from lgla_jax.data.registry import register
 from lgla_jax.data.splits import ArrayData
 from lgla_jax.interop import safe_pickle
+from lgla_jax.storage.paths import is_remote, open_binary, path as as_path
 
 # Where the Debian package `dataset-fashion-mnist` installs the original IDX files.
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -27,15 +27,18 @@ MAX_FILE_BYTES = 512 << 20  # one CIFAR batch or IDX file (the largest, CIFAR-10
 CIFAR_MAX_OPS = 2_000_000  # pickle opcodes of one CIFAR batch (CIFAR-100 train: ~0.3 million)
 
 
-def read_idx(path: str) -> np.ndarray:
-  """Read an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST: the header
-  first, then exactly the bytes it states (at most ``MAX_FILE_BYTES``: a gzip bomb is not
-  inflated past that)."""
-  if not os.path.exists(path):
+def read_idx(path) -> np.ndarray:
+  """Read an IDX file (optionally gzipped; a local path or a bucket URL), the format of MNIST
+  and Fashion-MNIST: the header first, then exactly the bytes it states (at most
+  ``MAX_FILE_BYTES``: a gzip bomb is not inflated past that)."""
+  p = as_path(path)
+  if not p.exists():
     raise errors.NotFound(f"IDX file {path} does not exist")
-  opener = gzip.open if path.endswith(".gz") else open
   try:
-    with opener(path, "rb") as f:
+    # (a bucket object through an 8 MB buffer: gzip's small reads straight from gcsfs take
+    # ten times as long)
+    with open_binary(p, 8 << 20) as raw_file, (
+        gzip.GzipFile(fileobj=raw_file, mode="rb") if p.name.endswith(".gz") else raw_file) as f:
       head = f.read(4)
       if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
         raise errors.DataError(f"{path} is not an IDX file (bad magic number)")
@@ -58,17 +61,17 @@ def read_idx(path: str) -> np.ndarray:
   return np.frombuffer(raw, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def has_fashion_mnist(folder: str) -> bool:
-  """Whether ``folder`` holds the four IDX files."""
-  return all(os.path.exists(os.path.join(folder, f)) for f in FASHION_MNIST_FILES)
+def has_fashion_mnist(folder) -> bool:
+  """Whether ``folder`` (a local path or a bucket URL) holds the four IDX files."""
+  return all((as_path(folder) / f).exists() for f in FASHION_MNIST_FILES)
 
 
 def fashion_mnist_dir(data_dir: str | None = None) -> str:
   """The folder holding Fashion-MNIST's four IDX files, or a clear error saying how to get them."""
   candidates = [data_dir] if data_dir else [FASHION_MNIST_DEBIAN_DIR]
   for d in candidates:
-    if d and has_fashion_mnist(os.path.expanduser(d)):
-      return os.path.expanduser(d)
+    if d and has_fashion_mnist(d):
+      return str(as_path(d))
   hint = ("install the Debian package `dataset-fashion-mnist` (apt-get install "
           "dataset-fashion-mnist), let lgla-jax download the four *-ubyte.gz files published "
           "by the dataset's authors (--config.dataset.download=True), or put them into a "
@@ -85,7 +88,7 @@ def fashion_mnist_to_rgb32(images: np.ndarray) -> np.ndarray:
 def load_fashion_mnist(data_dir: str | None) -> tuple[ArrayData, ArrayData]:
   """Fashion-MNIST's train and test sets from its IDX files, as 32x32 RGB (``fashion_mnist_to_rgb32``)."""
   root = fashion_mnist_dir(data_dir)
-  read = lambda name: read_idx(os.path.join(root, name))
+  read = lambda name: read_idx(as_path(root) / name)
   train = ArrayData(fashion_mnist_to_rgb32(read("train-images-idx3-ubyte.gz")),
                     read("train-labels-idx1-ubyte.gz").astype(np.int64))
   test = ArrayData(fashion_mnist_to_rgb32(read("t10k-images-idx3-ubyte.gz")),
@@ -143,13 +146,14 @@ def _cifar_hint(name: str, data_dir) -> str:
           f"prepared tfds data (see docs/data.md)")
 
 
-def has_cifar_archive(name: str, data_dir: str) -> bool:
-  """Whether ``data_dir`` holds the extracted CIFAR folder (or its files) or the archive."""
+def has_cifar_archive(name: str, data_dir) -> bool:
+  """Whether ``data_dir`` (a local path or a bucket URL) holds the extracted CIFAR folder
+  (or its files) or the archive."""
   folder, archive, train_files, test_files, _ = CIFAR_ARCHIVES[name]
-  data_dir = os.path.expanduser(data_dir)
-  return os.path.exists(os.path.join(data_dir, archive)) or any(
-      all(os.path.exists(os.path.join(root, f)) for f in train_files + test_files)
-      for root in (os.path.join(data_dir, folder), data_dir))
+  data_dir = as_path(data_dir)
+  return (data_dir / archive).exists() or any(
+      all((root / f).exists() for f in train_files + test_files)
+      for root in (data_dir / folder, data_dir))
 
 
 def _decode_cifar_batch(raw: bytes, where: str, label_key: bytes) -> ArrayData:
@@ -173,25 +177,35 @@ def _bounded(size: int, where: str) -> None:
                            f"({MAX_FILE_BYTES:,}); the file is corrupt: download the archive again")
 
 
-def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, ArrayData]:
-  """The original CIFAR python version: the extracted folder or the .tar.gz in ``data_dir``."""
+def _archive_file(tar_path):
+  """``tar_path`` open for reading: a local file, or a bucket object read whole into memory
+  (one request; tar seeks back to each member, and a gzip stream restarts from its first
+  byte on every backward seek)."""
+  if not is_remote(tar_path):
+    return tar_path.open("rb")
+  _bounded(tar_path.stat().length, str(tar_path))
+  return io.BytesIO(tar_path.read_bytes())
+
+
+def load_cifar_archive(name: str, data_dir) -> tuple[ArrayData, ArrayData]:
+  """The original CIFAR python version: the extracted folder or the .tar.gz in ``data_dir``
+  (a local path or a bucket URL)."""
   folder, archive, train_files, test_files, label_key = CIFAR_ARCHIVES[name]
-  data_dir = os.path.expanduser(data_dir)
-  candidates = [os.path.join(data_dir, folder), data_dir]
-  for root in candidates:
-    if all(os.path.exists(os.path.join(root, f)) for f in train_files + test_files):
+  data_dir, archive_file = str(as_path(data_dir)), None
+  for root in (as_path(data_dir) / folder, as_path(data_dir)):
+    if all((root / f).exists() for f in train_files + test_files):
       def read(f, root=root):
-        path = os.path.join(root, f)
-        _bounded(os.path.getsize(path), path)
-        with open(path, "rb") as fh:
-          return _decode_cifar_batch(fh.read(), path, label_key)
+        path = root / f
+        _bounded(path.stat().length, str(path))
+        return _decode_cifar_batch(path.read_bytes(), str(path), label_key)
       break
   else:
-    tar_path = os.path.join(data_dir, archive)
-    if not os.path.exists(tar_path):
+    tar_path = as_path(data_dir) / archive
+    if not tar_path.exists():
       raise errors.NotFound(f"no CIFAR data found: {_cifar_hint(name, data_dir)}")
     try:
-      tar = tarfile.open(tar_path, "r:gz")
+      archive_file = _archive_file(tar_path)
+      tar = tarfile.open(fileobj=archive_file, mode="r:gz")
       members = {m.name: m for m in tar.getmembers()}
     except (tarfile.TarError, OSError, EOFError) as e:
       raise errors.DataError(f"{tar_path} is not a readable .tar.gz ({e}); download it again") from e
@@ -211,6 +225,8 @@ def load_cifar_archive(name: str, data_dir: str | None) -> tuple[ArrayData, Arra
   train = ArrayData(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
   tests = [read(f) for f in test_files]
   test = ArrayData(np.concatenate([p.images for p in tests]), np.concatenate([p.labels for p in tests]))
+  if archive_file is not None:
+    archive_file.close()
   return train, test
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 import zipfile
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ import numpy as np
 from lgla_jax import errors
 from lgla_jax.errors import WeightsError, WeightsFileError  # noqa: F401 - raised here, named by callers
 from lgla_jax.interop import torch_file
+from lgla_jax.storage.paths import open_binary, path as as_path
 
 _STRIP_PREFIXES = ("module.", "backbone.")
 
@@ -181,12 +181,12 @@ def _safetensors_entry(name, spec):
   return dtype, tuple(spec["shape"]), start, end
 
 
-def _read_safetensors(path: str, budget) -> dict[str, np.ndarray]:
-  """A ``.safetensors`` file, its header checked before any tensor is read: the length
-  within the format's limit and the file, JSON, every tensor's bytes consistent with its
-  shape, inside the file and not shared with another tensor."""
-  with open(path, "rb") as f:
-    size = os.fstat(f.fileno()).st_size
+def _read_safetensors(path, budget) -> dict[str, np.ndarray]:
+  """A ``.safetensors`` file (local or in a bucket), its header checked before any tensor is
+  read: the length within the format's limit and the file, JSON, every tensor's bytes
+  consistent with its shape, inside the file and not shared with another tensor."""
+  with open_binary(path) as f:
+    size = torch_file.size_of(f)
     if size < 8:
       raise WeightsFileError(f"{size} bytes: too short for a .safetensors file")
     n = int.from_bytes(f.read(8), "little")
@@ -216,16 +216,13 @@ def _read_safetensors(path: str, budget) -> dict[str, np.ndarray]:
   return out
 
 
-def _read_npz(path: str, budget) -> dict[str, np.ndarray]:
-  """An ``.npz`` without ``numpy.load``: each member's size is counted before it is read
-  (in bounded chunks, CRC checked), its header must state exactly the bytes it holds, and
-  object arrays are refused (nothing is unpickled)."""
+def _read_npz(path, budget) -> dict[str, np.ndarray]:
+  """An ``.npz`` (local or in a bucket) without ``numpy.load``: each member's size is
+  counted before it is read (in bounded chunks, CRC checked), its header must state exactly
+  the bytes it holds, and object arrays are refused (nothing is unpickled)."""
   from numpy.lib import format as npy
-  count = torch_file.member_count(path)
-  if count is not None and count > torch_file.MAX_MEMBERS:
-    raise WeightsFileError(f"a zip of {count:,} members: refused")
   out = {}
-  with zipfile.ZipFile(path) as z:
+  with open_binary(path) as f, zipfile.ZipFile(_few_members(f)) as z:
     for info in z.infolist():
       if not info.filename.endswith(".npy"):
         raise WeightsFileError(f"member {info.filename!r:.80} is not an .npy array")
@@ -246,20 +243,31 @@ def _read_npz(path: str, budget) -> dict[str, np.ndarray]:
   return out
 
 
-def read_state_dict(path: str, what: str = "pretrained weights",
+def _few_members(f):
+  """``f`` (an open zip), after checking that its end record states at most
+  ``torch_file.MAX_MEMBERS`` members."""
+  count = torch_file.member_count(f)
+  if count is not None and count > torch_file.MAX_MEMBERS:
+    raise WeightsFileError(f"a zip of {count:,} members: refused")
+  f.seek(0)
+  return f
+
+
+def read_state_dict(path, what: str = "pretrained weights",
                     hint: str = PRETRAINED_MISSING, limits=None) -> dict[str, np.ndarray]:
   """PyTorch-named arrays from an ``.npz``, ``.safetensors`` or ``.pth`` (read without
   torch); a missing file is an ``errors.NotFound`` naming ``what`` it was and ``hint``.
   ``limits`` (``torch_file.Limits``, default ``Limits.default()``): how much the file may
   make this process hold. A file that cannot be read is one ``WeightsFileError`` (or
-  ``torch_file.TorchFileError``) naming it."""
-  if not os.path.exists(path):
+  ``torch_file.TorchFileError``) naming it. ``path``: a local path or a bucket URL."""
+  p = as_path(path)
+  if not p.exists():
     raise errors.NotFound(f"{what} {path} do not exist: {hint}")
-  if os.path.isdir(path):
+  if p.is_dir():
     raise WeightsFileError(f"{what} {path} is a folder, not a weights file: {hint}")
   limits = limits or torch_file.Limits.default()
   readers = {".npz": _read_npz, ".safetensors": _read_safetensors}
-  read = readers.get(os.path.splitext(path)[1])
+  read = readers.get(p.suffix)
   if read is None:
     return torch_file.read_state_dict(path, limits)
   try:
@@ -268,7 +276,7 @@ def read_state_dict(path: str, what: str = "pretrained weights",
     raise WeightsFileError(f"{path}: {e}") from None
   except Exception as e:  # noqa: BLE001 - whatever a malformed file provokes, it is one line
     reason = str(e).splitlines()[0][:200] if str(e) else ""
-    raise WeightsFileError(f"{path} is not a readable {os.path.splitext(path)[1]} file "
+    raise WeightsFileError(f"{path} is not a readable {p.suffix} file "
                            f"({type(e).__name__}: {reason})") from None
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import zipfile
 
 import numpy as np
@@ -31,6 +30,7 @@ import numpy as np
 from lgla_jax.errors import TorchFileError  # noqa: F401 - raised here, named by callers
 from lgla_jax.interop import safe_pickle
 from lgla_jax.interop.limits import Budget, Limits  # noqa: F401 - callers size reads with them
+from lgla_jax.storage.paths import open_binary, path as as_path
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _STORAGE_DTYPES = {
@@ -161,9 +161,13 @@ def _storage_pid(pid, record):
   return key
 
 
-def member_count(path: str) -> int | None:
-  """How many members a zip file's end record states (None: no end record)."""
-  with open(path, "rb") as f:
+def member_count(path) -> int | None:
+  """How many members a zip file's end record states (None: no end record); ``path``: a
+  local path, a bucket URL or an open binary file (which is left open)."""
+  if hasattr(path, "seek"):
+    end = zipfile._EndRecData(path)  # (the end record: zipfile's own reader, stable since 2.x)
+    return end[zipfile._ECD_ENTRIES_TOTAL] if end else None
+  with open_binary(path) as f:
     end = zipfile._EndRecData(f)  # (the end record: zipfile's own reader, stable since 2.x)
   return end[zipfile._ECD_ENTRIES_TOTAL] if end else None
 
@@ -185,7 +189,7 @@ def read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
   return buf
 
 
-def _read_zip(path: str, allowed, budget: Budget):
+def _read_zip(path, allowed, budget: Budget):
   count = member_count(path)
   if count is not None and count > MAX_MEMBERS:
     raise TorchFileError(f"a zip of {count:,} members (a torch.save file has one per storage; "
@@ -230,47 +234,56 @@ def _read_zip(path: str, allowed, budget: Budget):
   return _resolve(obj, storages)
 
 
-def _read_legacy(path: str, allowed, budget: Budget):
-  with open(path, "rb") as f:
-    size = os.fstat(f.fileno()).st_size
-    header = lambda: safe_pickle.restricted_load(f, {}, max_bytes=1 << 16)
-    try:
-      magic = header()
-    except safe_pickle.PickleRefused as e:
-      raise TorchFileError(f"neither a zip nor a legacy torch.save file ({e})") from None
-    if not isinstance(magic, int) or magic != _LEGACY_MAGIC:
-      raise TorchFileError("not a torch.save file (wrong magic number)")
-    protocol, sys_info = header(), header()
-    if not isinstance(protocol, int) or not isinstance(sys_info, dict):
-      raise TorchFileError("a legacy torch.save file with a malformed header")
-    if not sys_info.get("little_endian", True):
-      raise TorchFileError("written on a big-endian machine: not supported")
-    declared = {}
+def size_of(f) -> int:
+  """The size of the open binary file ``f`` (a local file or a bucket object), its position
+  kept."""
+  here = f.tell()
+  size = f.seek(0, io.SEEK_END)
+  f.seek(here)
+  return size
 
-    def record(storage_type, key, numel):
-      declared[key] = (storage_type, numel)
 
-    obj = safe_pickle.restricted_load(f, allowed, max_bytes=MAX_PICKLE_BYTES,
-                           persistent_load=lambda pid: _storage_pid(pid, record))
-    keys = safe_pickle.restricted_load(f, {}, max_bytes=MAX_PICKLE_BYTES)
-    if (not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)
-        or len(set(keys)) != len(keys)):
-      raise TorchFileError("a legacy torch.save file with a malformed storage list")
-    data = {}
-    for key in keys:
-      if key not in declared:
-        raise TorchFileError(f"storage {key} is not used by any tensor: the file is corrupt")
-      storage_type, numel = declared[key]
-      raw = f.read(8)
-      if len(raw) != 8 or int.from_bytes(raw, "little", signed=True) != numel:
-        raise TorchFileError(f"is truncated or corrupt (storage {key} does not have the "
-                             f"{numel:,} elements its tensors state)")
-      budget.take(f"storage {key}", numel * storage_type.dtype.itemsize)
-      if f.tell() + numel * storage_type.dtype.itemsize > size:
-        raise TorchFileError(f"is truncated (storage {key})")
-      data[key] = np.empty(numel, storage_type.dtype)
-      if f.readinto(memoryview(data[key].view(np.uint8))) != data[key].nbytes:
-        raise TorchFileError(f"is truncated (storage {key})")
+def _read_legacy(f, allowed, budget: Budget):
+  """The legacy format from the open binary file ``f`` (a local file or a bucket object)."""
+  size = size_of(f)
+  header = lambda: safe_pickle.restricted_load(f, {}, max_bytes=1 << 16)
+  try:
+    magic = header()
+  except safe_pickle.PickleRefused as e:
+    raise TorchFileError(f"neither a zip nor a legacy torch.save file ({e})") from None
+  if not isinstance(magic, int) or magic != _LEGACY_MAGIC:
+    raise TorchFileError("not a torch.save file (wrong magic number)")
+  protocol, sys_info = header(), header()
+  if not isinstance(protocol, int) or not isinstance(sys_info, dict):
+    raise TorchFileError("a legacy torch.save file with a malformed header")
+  if not sys_info.get("little_endian", True):
+    raise TorchFileError("written on a big-endian machine: not supported")
+  declared = {}
+
+  def record(storage_type, key, numel):
+    declared[key] = (storage_type, numel)
+
+  obj = safe_pickle.restricted_load(f, allowed, max_bytes=MAX_PICKLE_BYTES,
+                         persistent_load=lambda pid: _storage_pid(pid, record))
+  keys = safe_pickle.restricted_load(f, {}, max_bytes=MAX_PICKLE_BYTES)
+  if (not isinstance(keys, list) or not all(isinstance(k, str) for k in keys)
+      or len(set(keys)) != len(keys)):
+    raise TorchFileError("a legacy torch.save file with a malformed storage list")
+  data = {}
+  for key in keys:
+    if key not in declared:
+      raise TorchFileError(f"storage {key} is not used by any tensor: the file is corrupt")
+    storage_type, numel = declared[key]
+    raw = f.read(8)
+    if len(raw) != 8 or int.from_bytes(raw, "little", signed=True) != numel:
+      raise TorchFileError(f"is truncated or corrupt (storage {key} does not have the "
+                           f"{numel:,} elements its tensors state)")
+    budget.take(f"storage {key}", numel * storage_type.dtype.itemsize)
+    if f.tell() + numel * storage_type.dtype.itemsize > size:
+      raise TorchFileError(f"is truncated (storage {key})")
+    data[key] = np.empty(numel, storage_type.dtype)
+    if f.readinto(memoryview(data[key].view(np.uint8))) != data[key].nbytes:
+      raise TorchFileError(f"is truncated (storage {key})")
   return _resolve(obj, data)
 
 
@@ -296,11 +309,14 @@ def load(path: str, trainer_checkpoint: bool = False, limits: Limits | None = No
   allowed = _TRAINER if trainer_checkpoint else _TENSORS
   try:
     budget = Budget(limits or Limits.default())
-    if os.path.isdir(path):
+    if as_path(path).is_dir():
       raise TorchFileError("is a folder, not a weights file")
-    if zipfile.is_zipfile(path):
-      return _read_zip(path, allowed, budget)
-    return _read_legacy(path, allowed, budget)
+    with open_binary(path) as f:  # (a bucket object seeks as a local file: open_binary)
+      if zipfile.is_zipfile(f):
+        f.seek(0)
+        return _read_zip(f, allowed, budget)
+      f.seek(0)
+      return _read_legacy(f, allowed, budget)
   except (TorchFileError, safe_pickle.PickleRefused) as e:
     raise TorchFileError(f"{path}: {e}") from None
   except Exception as e:  # noqa: BLE001 - whatever a malformed file provokes, it is one line

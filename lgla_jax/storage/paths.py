@@ -9,6 +9,7 @@ other schemes ``fsspec`` knows) is a path of the same type, read and written thr
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 
@@ -109,3 +110,14 @@ def store_failure(e: BaseException) -> BaseException | None:
       return e
     e = e.__cause__ or e.__context__
   return None
+
+
+def open_binary(p, buffer_bytes: int = 1 << 20):
+  """``p`` open for binary reading with the whole ``io.BufferedReader`` interface (``seek``,
+  ``tell``, ``readinto``, ``readline(limit)``, ``peek``) on a bucket object as on a local
+  file: gcsfs's file object lacks some of it (``readline`` takes no limit), so a bucket
+  object is wrapped, read in ``buffer_bytes`` requests."""
+  p = path(p)
+  if not is_remote(p):
+    return p.open("rb")
+  return io.BufferedReader(p.open("rb"), buffer_size=buffer_bytes)

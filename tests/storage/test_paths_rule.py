@@ -17,14 +17,7 @@ ALLOWED = {
     "train/workdir.py": "the local lock is an fcntl lock on a local file (a bucket uses create_if_absent)",
     "main.py": "derives the default workdir name from the config file's name (string ops)",
     "config/overrides.py": "config files are local Python files that ml_collections imports",
-    "benchmark.py": "environment/flag string handling, no file access (to convert: issue 33)",
-    # Not converted yet (issue 33 follow-up): these still take local paths only.
-    "data/download.py": "downloads into a local data_dir: not converted yet",
-    "data/readers.py": "CIFAR/IDX readers: not converted yet",
     "data/split_files.py": "split files: not converted yet (issue 30 edits this file)",
-    "export.py": "export from/to: not converted yet",
-    "interop/convert.py": "official .pth/.safetensors files: not converted yet",
-    "interop/torch_file.py": "official .pth files: not converted yet",
 }
 
 
