@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -218,15 +219,25 @@ def _bucket_lock(workdir):
 
 
 def _unusable(workdir, e: BaseException) -> str:
-  """One line for a bucket workdir that cannot even be locked."""
-  first = str(e).splitlines()[0][:200] if str(e) else ""
+  """One line for a bucket workdir that cannot even be locked: no credentials, no bucket,
+  no permission, or no answer within the deadline."""
+  code = getattr(e, "code", None)
+  said = str(getattr(e, "message", "") or str(e))
+  found = re.search(r'"message": ?"([^"]*)"', said)  # the server's own words, not the URL
+  said = found.group(1) if found else (said.splitlines() or [""])[0][:160]
   if type(e).__name__ == "DefaultCredentialsError":
-    return (f"no credentials for {workdir} ({first[:120]}): run `gcloud auth "
-            f"application-default login` or set GOOGLE_APPLICATION_CREDENTIALS (a TPU VM "
-            f"uses its service account)")
-  return (f"cannot use {workdir} as the workdir ({type(e).__name__}: {first}; retried for "
-          f"up to {paths.deadline_s():g} s, {paths.DEADLINE_ENV}): check the bucket exists, "
-          f"is writable and reachable")
+    return (f"no credentials for {workdir}: run `gcloud auth application-default login` or "
+            f"set GOOGLE_APPLICATION_CREDENTIALS (a TPU VM uses its service account)")
+  if code == 404:
+    bucket = "gs://" + str(workdir)[len("gs://"):].split("/")[0]
+    return (f"the bucket {bucket} does not exist (404 for {workdir}): create it (`gcloud "
+            f"storage buckets create {bucket}`) or fix --workdir")
+  if code in (401, 403):
+    return (f"no permission to write {workdir}/.lock ({code}: {said}): give this account "
+            f"write access to the bucket (roles/storage.objectUser) or use another --workdir")
+  return (f"cannot reach {workdir} ({type(e).__name__}: {said[:120]}) within "
+          f"{paths.deadline_s():g} s ({paths.DEADLINE_ENV}): check the network and the "
+          f"bucket, then rerun the same command")
 
 
 # What a run leaves in its workdir before it has done anything worth keeping.
