@@ -116,6 +116,15 @@ def heartbeat_age_s(holder: str) -> float | None:
     return None
 
 
+def _describe(holder: str) -> str:
+  """``host H, pid P, started T`` of a lock's content (the content itself if not ours)."""
+  try:
+    entry = json.loads(holder)
+    return f"host {entry['host']}, pid {entry['pid']}, started {entry['started']}"
+  except (ValueError, KeyError, TypeError):
+    return holder[:200] or "another process"
+
+
 def _stale_reason(holder: str, stale_s: float) -> str | None:
   """Why the lock ``holder`` may be taken over (its process gone, its heartbeat too old), or
   None."""
@@ -143,11 +152,12 @@ def _acquire(obj, workdir, stale_s: float) -> int:
     if reason is not None:
       gen = paths.write_object(obj, _holder(), if_generation=old_gen)
       if gen is not None:
-        print(f"warning: took over {obj} from a dead run ({holder}): {reason}", flush=True)
+        print(f"warning: took over {obj} from a dead run ({_describe(holder)}): {reason}",
+              flush=True)
   if gen is None:
     age = heartbeat_age_s(holder)
     seen = f", heartbeat {age:.0f} s ago" if age is not None else ""
-    raise WorkdirError(f"{workdir} is in use by a lgla-jax run ({holder}{seen}); wait for it "
+    raise WorkdirError(f"{workdir} is in use by a lgla-jax run ({_describe(holder)}{seen}); wait for it "
                        f"to finish, stop it, or use another --workdir. If that run is dead "
                        f"(its VM gone), its lock is taken over once its heartbeat is older "
                        f"than {stale_s:g} s ({STALE_ENV}), or delete {obj} and rerun")
