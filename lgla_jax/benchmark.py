@@ -9,7 +9,9 @@ Prints one JSON object. Two kinds of numbers:
 * ``--epochs=N``: the real thing, ``train.loop.train_and_evaluate`` for N epochs in a fresh
   temporary workdir, with everything a user pays for (compilation, epoch boundaries,
   checkpoints, evaluations as the config schedules them): its wall time and the images/s
-  that gives, next to the steady-state training rate the run reports. ``--epochs=0`` skips it.
+  that gives, next to the steady-state training rate and median step time the run reports.
+  ``--epochs=0`` skips it. ``--workdir=gs://bucket/folder`` runs it a second time in a new
+  folder there (``run_in_workdir``): the step time with a bucket workdir beside a local one.
 
 A replica run (``--config.replicas.seeds=...``) counts the training images of all its
 replicas; its evaluation rate counts test images (each evaluated by every replica).
@@ -48,6 +50,9 @@ _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed dispatches first (the first
 _EPOCHS = flags.DEFINE_integer("epochs", 0, "Also time a real run of this many epochs (0: no).")
 _SYNTHETIC = flags.DEFINE_bool("synthetic", False, "Random images instead of the data set.")
 _SYNTHETIC_TEST = flags.DEFINE_integer("synthetic_test", 10_000, "Test images with --synthetic.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "With --epochs: also time the run in a fresh "
+                                "folder under this workdir (a bucket, gs://...), beside the "
+                                "local temporary one (``run`` and ``run_in_workdir``).")
 _PROFILE = flags.DEFINE_string("profile", None, "Record a jax.profiler trace of the step-alone "
                                 "dispatches into this folder (tools/trace_summary.py reads it).")
 _JPEG = flags.DEFINE_integer("synthetic_jpeg", 0, "With --synthetic and an image-file data set "
@@ -169,11 +174,17 @@ def _maybe_trace(profile_dir):
   return jax.profiler.trace(profile_dir, create_perfetto_trace=True)
 
 
-def epochs(config, num_epochs: int, splits=None) -> dict:
-  """Wall time of ``train_and_evaluate`` for ``num_epochs`` epochs in a fresh workdir."""
+def epochs(config, num_epochs: int, splits=None, workdir: str | None = None) -> dict:
+  """Wall time of ``train_and_evaluate`` for ``num_epochs`` epochs in a fresh workdir: a
+  temporary local folder, or a new folder under ``workdir`` (a bucket: checkpoints upload
+  while training goes on), with the median steady-state step time."""
   config = config.copy_and_resolve_references()
   config.num_epochs = num_epochs
-  with tempfile.TemporaryDirectory() as workdir:
+  with contextlib.ExitStack() as stack:
+    if workdir is None:
+      workdir = stack.enter_context(tempfile.TemporaryDirectory())
+    else:
+      workdir = f"{str(workdir).rstrip('/')}/benchmark-{time.strftime('%Y%m%d-%H%M%S')}"
     t0 = time.perf_counter()
     result = loop.train_and_evaluate(config, workdir, splits=splits)
     wall = time.perf_counter() - t0
@@ -182,6 +193,7 @@ def epochs(config, num_epochs: int, splits=None) -> dict:
   return {"epochs": num_epochs, "wall_s": round(wall, 2),
           "end_to_end_images_per_s": _rate(num_epochs * num_train * r, wall),
           "steady_train_images_per_s": round(result["train_images_per_s"] or 0, 2),
+          "median_step_s": round(result["median_step_s"] or 0, 5), "workdir": workdir,
           "wall_parts_s": result["wall_time_parts_s"], "final_top1": result["final"]["top1"],
           "num_train": num_train,
           "evaluations": len(result["history"]), **_context(result["config"])}
@@ -233,6 +245,8 @@ def main(argv):
       out["parts"] = parts(config, _STEPS.value, max(_WARMUP.value, 1), make(), _PROFILE.value)
     if _EPOCHS.value > 0:
       out["run"] = epochs(config, _EPOCHS.value, make())
+      if _WORKDIR.value:
+        out["run_in_workdir"] = epochs(config, _EPOCHS.value, make(), _WORKDIR.value)
   out["peak_device_memory_bytes"] = peak_memory_bytes()
   print(json.dumps(out), flush=True)
 

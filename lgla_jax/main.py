@@ -134,9 +134,14 @@ def main(argv):
   if config is None:
     _usage_error("--config=configs/NAME.py is required")
   try:
+    paths.deadline_s()  # a bad LGLA_BUCKET_DEADLINE_S is a usage error before anything runs
+  except ValueError as e:
+    _usage_error(str(e))
+  try:
     several = init_distributed()
   except app.UsageError as e:
     _usage_error(str(e))
+  paths.on_deadline(_on_bucket_deadline)
   try:
     stopped = _run(config)
   except (errors.UsageError, app.UsageError) as e:
@@ -168,15 +173,27 @@ def _fail(status: int, e, several: bool):
   sys.exit(status)
 
 
+def _last_complete(url: str) -> str | None:
+  """The newest checkpoint under ``url`` this process saw complete (restored or saved)."""
+  saved = [f"{d}/{s}" for d, s in checkpoint.LAST_COMPLETE.items() if d.startswith(url)]
+  return saved[-1] if saved else None
+
+
 def _bucket_failure(url: str, cause: BaseException) -> str:
   """One line for a bucket that failed: the URL, why, the last complete checkpoint."""
   first = str(cause).splitlines()[0][:200] if str(cause) else ""
-  saved = [f"{d}/{s}" for d, s in checkpoint.LAST_COMPLETE.items() if d.startswith(url)]
-  last = (f"the last complete checkpoint is {saved[-1]}" if saved
-          else "no checkpoint of this run was confirmed complete")
-  return (f"the bucket {url} failed ({type(cause).__name__}: {first}); {last}. Check the "
-          f"bucket, the network and the credentials, then rerun the same command: it "
-          f"resumes from there")
+  return paths.bucket_failure_message(url, f"{type(cause).__name__}: {first}", _last_complete(url))
+
+
+def _on_bucket_deadline(url: str, what: str, waited_s: float) -> None:
+  """``paths.on_deadline``: a bucket operation of the run passed LGLA_BUCKET_DEADLINE_S (a
+  watchdog thread; the main thread is stuck in it): the one line, exit status 1 at once."""
+  target = _WORKDIR.value or _CHECKPOINT.value or url
+  reason = f"{what}: no answer within {waited_s:g} s, {paths.DEADLINE_ENV}"
+  sys.stdout.flush()
+  sys.stderr.write(f"error: {paths.bucket_failure_message(url, reason, _last_complete(target))}\n")
+  sys.stderr.flush()
+  os._exit(EXIT_FAILED)  # no interpreter shutdown: it would wait for the stuck call
 
 
 def _run(config) -> bool:

@@ -247,3 +247,38 @@ def upload(local, url: str) -> str:
     if f.is_file():
       paths.path(f"{url}/{f.relative_to(local).as_posix()}").write_bytes(f.read_bytes())
   return url
+
+
+class ForbiddingGcs:
+  """A loopback HTTP server that answers every GCS JSON API request with 403 Forbidden, as
+  GCS does for an account without permission on the bucket (fake-gcs-server has no IAM);
+  ``env`` points the clients at it as ``FakeGcs.env`` does."""
+
+  def __init__(self):
+    import json as json_lib
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+      def _deny(self):
+        body = json_lib.dumps({"error": {"code": 403, "message": "lgla@test does not have "
+                                         "storage.objects.create access", "errors": []}}).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+      do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _deny  # noqa: N815 - http.server's names
+
+      def log_message(self, *args):
+        pass
+
+    self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+    self.env = {"STORAGE_EMULATOR_HOST": self.url, "TENSORSTORE_GCS_HTTP_URL": self.url,
+                "EPATH_USE_TF": "false"}
+
+  def stop(self):
+    """Stop answering."""
+    self.httpd.shutdown()

@@ -18,6 +18,7 @@ import sys
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src.serialization import tensorstore_utils as ts_utils
 
 from lgla_jax import errors
 from lgla_jax.errors import CheckpointError  # noqa: F401 - raised here, named by callers
@@ -90,6 +91,26 @@ def _local_whole(leaf) -> np.ndarray:
   return value
 
 
+def bound_tensorstore_retries(deadline_s: float) -> dict:
+  """Bound tensorstore's retries of a bucket request (its default: 32 tries, up to 32 s
+  apart, many minutes against a dead server) to about ``deadline_s`` in all: delays from
+  ``deadline_s / 8`` (at most 1 s) doubling to ``deadline_s / 4`` (at most 32 s). orbax
+  builds every tensorstore context from the two dicts changed here (orbax 0.12.8; another
+  version without them keeps tensorstore's default). Returns the setting."""
+  first = min(1.0, deadline_s / 8)
+  longest = max(first, min(32.0, deadline_s / 4))
+  tries, total, delay = 0, 0.0, first
+  while total + delay <= deadline_s:
+    total, tries, delay = total + delay, tries + 1, min(2 * delay, longest)
+  setting = {"max_retries": max(tries, 1), "initial_delay": f"{first:g}s",
+             "max_delay": f"{longest:g}s"}
+  for name in ("_BASE_TS_CONTEXT", "_DEFAULT_OCDBT_TS_CONTEXT"):
+    context = getattr(ts_utils, name, None)
+    if isinstance(context, dict):
+      context["gcs_request_retries"] = dict(setting)
+  return setting
+
+
 # checkpoints folder -> the newest step this process saw written completely (restored, or
 # saved and confirmed): what a message names when the store itself can no longer be asked.
 LAST_COMPLETE: dict[str, int] = {}
@@ -102,8 +123,12 @@ class Checkpointer:
     self.directory = paths.display(directory)  # a URL or an absolute path, for messages
     self._keep = keep
     self._unconfirmed = False  # a save was started and its outcome not yet collected
+    self._remote = paths.is_remote(self.directory)
+    if self._remote:
+      bound_tensorstore_retries(paths.deadline_s())
     _quiet_restores()  # (a failed save leaves writes in flight as a failed restore does)
-    self._manager = self._open()
+    with paths.bounded(self.directory, "opening the checkpoints folder"):
+      self._manager = self._open()
 
   def _open(self):
     try:
@@ -120,19 +145,22 @@ class Checkpointer:
 
   def latest_step(self):
     """The newest saved step, or None when the folder holds none."""
-    return self._manager.latest_step()
+    with paths.bounded(self.directory, "listing the checkpoints"):
+      return self._manager.latest_step()
 
   def all_steps(self):
     """Every saved step, oldest first."""
-    return sorted(self._manager.all_steps())
+    with paths.bounded(self.directory, "listing the checkpoints"):
+      return sorted(self._manager.all_steps())
 
   def save(self, step: int, state, meta: dict) -> None:
     """Start saving ``step`` (asynchronously); first raise any error of an earlier save."""
     self.check()
     meta = dict(meta, digests=digests(state))
-    try:
-      self._manager.save(int(step), args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+    try:  # (waits for the save before; a bucket that does not answer ends the run)
+      with paths.bounded(self.directory, f"saving checkpoint {step}"):
+        self._manager.save(int(step), args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     except Exception as e:  # noqa: BLE001 - a failed write, whatever orbax calls it
       raise self._write_error(step, e) from None
     self._unconfirmed, self._pending = True, int(step)
@@ -144,8 +172,9 @@ class Checkpointer:
       return  # nothing to collect (the manager is only asked once per save)
     self._unconfirmed = False
     try:
-      self._manager.wait_until_finished()  # returns at once; raises the save's error
-      self._manager.check_for_errors()
+      with paths.bounded(self.directory, f"finishing checkpoint {self._pending}"):
+        self._manager.wait_until_finished()  # returns at once; raises the save's error
+        self._manager.check_for_errors()
     except Exception as e:  # noqa: BLE001
       raise self._write_error(None, e) from None
     LAST_COMPLETE[self.directory] = self._pending
@@ -153,6 +182,11 @@ class Checkpointer:
   def _write_error(self, step, e) -> CheckpointError:
     what = f"checkpoint {step}" if step is not None else "a checkpoint"
     reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+    if self._remote:  # the bucket, not a disk; asking it for its latest step may hang
+      last = LAST_COMPLETE.get(self.directory)
+      return CheckpointError(paths.bucket_failure_message(
+          self.directory, f"writing {what}: {reason}",
+          f"{self.directory}/{last}" if last is not None else None))
     latest = self.latest_step()
     since = f"its last complete checkpoint, step {latest}" if latest is not None else "the start"
     return CheckpointError(f"writing {what} to {self.directory} failed ({reason}). Free space "
@@ -166,8 +200,9 @@ class Checkpointer:
             f"checkpoint{self._older(step)}, or start a new workdir")
     _quiet_restores()
     try:
-      restored = self._manager.restore(int(step), args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      with paths.bounded(self.directory, f"reading checkpoint {step}"):
+        restored = self._manager.restore(int(step), args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001 - orbax raises many types for unreadable data
       raise CheckpointError(
           f"checkpoint {self.directory}/{step} cannot be restored ({_reason(e)}). It is "
@@ -211,7 +246,8 @@ class Checkpointer:
     """Block until the pending saves are written; raise the first write error."""
     pending, self._unconfirmed = self._unconfirmed, False
     try:
-      self._manager.wait_until_finished()
+      with paths.bounded(self.directory, "finishing a checkpoint"):
+        self._manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001
       raise self._write_error(None, e) from None
     if pending:

@@ -9,6 +9,7 @@ write the final report. It knows no method by name: everything is in the ``run.R
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import jax
@@ -101,6 +102,7 @@ class Trainer:
     self.pending = None  # (metrics, last step, steps) of the dispatch not yet fetched
     self.report, self.reports = None, None  # the latest test evaluation (first replica, all)
     self.t_train, self.timed = 0.0, 0  # steady-state training time and its steps
+    self.step_s = []  # each steady-state dispatch's time per step (for the median)
     self.final_save_error = None
 
   # ---- the run --------------------------------------------------------------------------
@@ -181,6 +183,7 @@ class Trainer:
         now = time.time()
         if self.step > self.start_step + n:  # steady state: the first dispatch after a (re)start compiles
           self.t_train, self.timed = self.t_train + now - t_last, self.timed + n
+          self.step_s.append((now - t_last) / n)
         t_last = now
         self.prog.maybe_report(self.step, self.epoch_of(self.step), n)
         stop = stops.reached(self.step)  # (on every process: before the epoch's collective save)
@@ -316,6 +319,7 @@ class Trainer:
     result = {"final": self.report, "history": history,
               "train_images_per_s": (self.timed * config.batch_size * self.size / self.t_train
                                      if self.timed > 0 and self.t_train > 0 else None),
+              "median_step_s": statistics.median(self.step_s) if self.step_s else None,
               "wall_time_s": time.time() - self.t_start,
               "wall_time_parts_s": self.times.parts(),
               "class_counts": run.splits.class_counts.tolist(),

@@ -3,7 +3,8 @@ checkpoint was trained with.
 
 ``lock(workdir)`` takes an exclusive lock (a second run refuses, naming the first one's
 host and pid; the lock of a dead process is released with it, so stale locks are taken
-over). ``config_changes`` lists the fields that differ between the checkpoint's config and
+over; a bucket workdir's lock object carries a heartbeat, and one left by a run whose VM
+is gone is taken over once the heartbeat is older than ``LGLA_LOCK_STALE_S``). ``config_changes`` lists the fields that differ between the checkpoint's config and
 this run's, leaving out those that cannot change what is trained (logging, workers,
 paths, evaluation cadence).
 """
@@ -14,7 +15,10 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import socket
+import sys
+import threading
 import time
 
 from lgla_jax.config.defaults import base_config
@@ -69,7 +73,7 @@ def lock(workdir):
 
 def _holder() -> str:
   return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                     "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+                     "started": time.strftime("%Y-%m-%d %H:%M:%S"), "heartbeat": time.time()})
 
 
 def _dead_here(holder: str) -> bool:
@@ -86,43 +90,164 @@ def _dead_here(holder: str) -> bool:
   return False
 
 
+# A bucket lock's holder rewrites it every LGLA_LOCK_HEARTBEAT_S; one not rewritten for
+# LGLA_LOCK_STALE_S is a dead run's (its VM gone) and is taken over.
+HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S = "LGLA_LOCK_HEARTBEAT_S", 60.0
+STALE_ENV, DEFAULT_STALE_S = "LGLA_LOCK_STALE_S", 600.0
+
+
+def _seconds(name: str, default: float) -> float:
+  raw = os.environ.get(name, "") or str(default)
+  try:
+    value = float(raw)
+  except ValueError:
+    value = -1.0
+  if not value > 0:
+    raise WorkdirError(f"{name}={raw!r}: give a number of seconds > 0")
+  return value
+
+
+def heartbeat_age_s(holder: str) -> float | None:
+  """Seconds since the lock content ``holder`` was last rewritten by its run (its
+  ``heartbeat``, the holder's clock); None for a lock without one."""
+  try:
+    return max(0.0, time.time() - float(json.loads(holder)["heartbeat"]))
+  except (ValueError, KeyError, TypeError):
+    return None
+
+
+def _describe(holder: str) -> str:
+  """``host H, pid P, started T`` of a lock's content (the content itself if not ours)."""
+  try:
+    entry = json.loads(holder)
+    return f"host {entry['host']}, pid {entry['pid']}, started {entry['started']}"
+  except (ValueError, KeyError, TypeError):
+    return holder[:200] or "another process"
+
+
+def _stale_reason(holder: str, stale_s: float) -> str | None:
+  """Why the lock ``holder`` may be taken over (its process gone, its heartbeat too old), or
+  None."""
+  if _dead_here(holder):
+    return "its process is gone"
+  age = heartbeat_age_s(holder)
+  if age is not None and age > stale_s:
+    return f"its heartbeat is {age:.0f} s old, > {STALE_ENV}={stale_s:g} s"
+  return None
+
+
+def _acquire(obj, workdir, stale_s: float) -> int:
+  """Create the lock object, or take over a stale one (a replace with the generation
+  precondition of the stale one: of two runs taking it over, one wins); its generation."""
+  gen = paths.write_object(obj, _holder(), if_generation=0)
+  if gen is not None:
+    return gen
+  found = paths.read_object(obj)
+  if found is None:  # released meanwhile
+    gen = paths.write_object(obj, _holder(), if_generation=0)
+    holder = "another process"
+  else:
+    holder, old_gen = found[0].strip(), found[1]
+    reason = _stale_reason(holder, stale_s)
+    if reason is not None:
+      gen = paths.write_object(obj, _holder(), if_generation=old_gen)
+      if gen is not None:
+        print(f"warning: took over {obj} from a dead run ({_describe(holder)}): {reason}",
+              flush=True)
+  if gen is None:
+    age = heartbeat_age_s(holder)
+    seen = f", heartbeat {age:.0f} s ago" if age is not None else ""
+    raise WorkdirError(f"{workdir} is in use by a lgla-jax run ({_describe(holder)}{seen}); wait for it "
+                       f"to finish, stop it, or use another --workdir. If that run is dead "
+                       f"(its VM gone), its lock is taken over once its heartbeat is older "
+                       f"than {stale_s:g} s ({STALE_ENV}), or delete {obj} and rerun")
+  return gen
+
+
+class _Heartbeat:
+  """Rewrites the lock object every ``period_s`` (with its generation as the precondition:
+  a lock taken over by another run is left to it, with one warning)."""
+
+  def __init__(self, obj, gen: int, period_s: float):
+    self.obj, self.gen, self.period_s = obj, gen, period_s
+    self.stopped = threading.Event()
+    self.thread = threading.Thread(target=self._run, name="lgla-lock-heartbeat", daemon=True)
+    self.thread.start()
+
+  def _run(self):
+    while not self.stopped.wait(self.period_s):
+      try:
+        gen = paths.write_object(self.obj, _holder(), if_generation=self.gen)
+      except Exception:  # noqa: BLE001 - the bucket gone: the run's own writes end it
+        continue
+      if gen is None:
+        print(f"warning: {self.obj} was taken over by another run; this run no longer "
+              f"holds its workdir", file=sys.stderr, flush=True)
+        self.gen = None
+        return
+      self.gen = gen
+
+  def stop(self) -> int | None:
+    """Stop beating; the lock's generation (None if lost)."""
+    self.stopped.set()
+    self.thread.join(timeout=1)
+    return self.gen if not self.thread.is_alive() else None
+
+
 @contextlib.contextmanager
 def _bucket_lock(workdir):
-  """``workdir/.lock`` as an object created only if absent (a GCS generation precondition),
-  deleted on exit. A holder that died leaves it: the message names it and the way out
-  (delete the object). A store without an atomic create (``s3://``) runs unlocked, said in
-  one line."""
+  """``workdir/.lock`` as an object created only if absent (a GCS generation precondition)
+  holding host, pid, start time and a heartbeat rewritten every ``LGLA_LOCK_HEARTBEAT_S``
+  (60 s), deleted on exit. A lock whose process is gone (same host) or whose heartbeat is
+  older than ``LGLA_LOCK_STALE_S`` (600 s) is taken over, with one warning line. A store
+  without an atomic create (``s3://``) runs unlocked, said in one line."""
   obj = paths.path(workdir) / ".lock"
-  try:
-    created = paths.create_if_absent(obj, _holder())
-  except Exception as e:  # noqa: BLE001 - any client error is one line here
-    raise WorkdirError(f"cannot use {workdir} as the workdir ({type(e).__name__}: "
-                       f"{str(e).splitlines()[0] if str(e) else ''}): check the bucket "
-                       f"exists and is writable") from None
-  if created is None:
+  if not str(workdir).startswith("gs://"):
     print(f"{workdir}: this store has no atomic create-if-absent, so the workdir is not "
           f"locked; make sure no other run uses it", flush=True)
     yield
     return
-  if not created:
-    try:
-      holder = obj.read_text().strip()
-    except Exception:  # noqa: BLE001 - a lock deleted meanwhile
-      holder = "another process"
-    if _dead_here(holder):  # left by a run on this machine whose process is gone: taken over
-      obj.unlink(missing_ok=True)
-      created = paths.create_if_absent(obj, _holder())
-  if not created:
-    raise WorkdirError(f"{workdir} is in use by a lgla-jax run ({holder}); wait for it to "
-                       f"finish, stop it, or use another --workdir. If that run is dead "
-                       f"(its VM gone), delete {obj} and rerun") from None
+  stale_s, period_s = _seconds(STALE_ENV, DEFAULT_STALE_S), _seconds(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S)
+  try:
+    gen = _acquire(obj, workdir, stale_s)
+  except WorkdirError:
+    raise
+  except Exception as e:  # noqa: BLE001 - any client error is one line here
+    raise WorkdirError(_unusable(workdir, e)) from None
+  beat = _Heartbeat(obj, gen, period_s)
+  failed = True
   try:
     yield
+    failed = False
   finally:
-    try:
-      obj.unlink()
-    except Exception:  # noqa: BLE001 - the bucket gone: the lock stays, the message says how
+    gen = beat.stop()
+    try:  # a failing run (the bucket gone) tries once, quickly: its one line comes first
+      if gen is not None:
+        paths.delete_object(obj, gen, quick=failed)
+    except Exception:  # noqa: BLE001 - the bucket gone: the lock stays and goes stale
       pass
+
+
+def _unusable(workdir, e: BaseException) -> str:
+  """One line for a bucket workdir that cannot even be locked: no credentials, no bucket,
+  no permission, or no answer within the deadline."""
+  code = getattr(e, "code", None)
+  said = str(getattr(e, "message", "") or str(e))
+  found = re.search(r'"message": ?"([^"]*)"', said)  # the server's own words, not the URL
+  said = found.group(1) if found else (said.splitlines() or [""])[0][:160]
+  if type(e).__name__ == "DefaultCredentialsError":
+    return (f"no credentials for {workdir}: run `gcloud auth application-default login` or "
+            f"set GOOGLE_APPLICATION_CREDENTIALS (a TPU VM uses its service account)")
+  if code == 404:
+    bucket = "gs://" + str(workdir)[len("gs://"):].split("/")[0]
+    return (f"the bucket {bucket} does not exist (404 for {workdir}): create it (`gcloud "
+            f"storage buckets create {bucket}`) or fix --workdir")
+  if code in (401, 403):
+    return (f"no permission to write {workdir}/.lock ({code}: {said}): give this account "
+            f"write access to the bucket (roles/storage.objectUser) or use another --workdir")
+  return (f"cannot reach {workdir} ({type(e).__name__}: {said[:120]}) within "
+          f"{paths.deadline_s():g} s ({paths.DEADLINE_ENV}): check the network and the "
+          f"bucket, then rerun the same command")
 
 
 # What a run leaves in its workdir before it has done anything worth keeping.

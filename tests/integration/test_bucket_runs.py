@@ -62,3 +62,47 @@ def test_ctrl_c_then_rerun_resumes_from_the_bucket(gcs, tmp_path):
   paths.forget_listings()
   assert (paths.path(gcs) / "report.json").exists()
   assert list(cwd.iterdir()) == []
+
+
+def test_two_processes_into_one_bucket_workdir_write_one_report_and_resume(gcs, tmp_path):
+  # what launch/local_multiprocess.sh 2 4 starts: two processes of one run (2 CPU devices
+  # each here, to keep it small), both saving the checkpoints, process 0 the report
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  args = [sys.executable, "-m", "lgla_jax.main", f"--config={ROOT / 'configs/demo.py'}:quick",
+          "--config.num_epochs=2", "--config.eval_every_epochs=2", f"--workdir={gcs}"]
+
+  def run_two(port):
+    procs = []
+    for i in range(2):
+      env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                 JAX_PROCESS_ID=str(i), JAX_PLATFORMS="cpu",
+                 XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                 PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+      procs.append(subprocess.Popen(args, cwd=tmp_path, env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    try:
+      outs = [p.communicate(timeout=300) for p in procs]
+      return [(p.returncode, *o) for p, o in zip(procs, outs)]
+    finally:
+      for p in procs:
+        p.kill()
+
+  (rc0, out0, err0), (rc1, out1, err1) = run_two(port)
+  assert (rc0, rc1) == (0, 0), err0[-2000:] + err1[-2000:]
+  paths.forget_listings()
+  w = paths.path(gcs)
+  names = {p.name for p in w.iterdir()}
+  assert "report.json" in names and ".lock" not in names, names
+  assert [p.name for p in w.glob("report*.json")] == ["report.json"]  # one report
+  assert "final (epoch 2)" in out0 and "final (epoch" not in out1  # process 0 reports
+  steps = sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps, names
+  first = json.loads((w / "report.json").read_text())["final"]["top1"]
+  (rc0, out0, err0), (rc1, _, err1) = run_two(port + 1 if port < 65000 else port - 1)
+  assert (rc0, rc1) == (0, 0), err0[-2000:] + err1[-2000:]
+  assert f"resuming from {gcs}/checkpoints/{steps[-1]} " in out0, out0[-2000:]
+  paths.forget_listings()
+  assert json.loads((w / "report.json").read_text())["final"]["top1"] == first

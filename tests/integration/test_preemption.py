@@ -136,3 +136,23 @@ def test_a_process_killed_outright_ends_the_other_within_the_bound_with_one_line
   assert len(lines) == 1, err[-3000:]
   assert lines[0].startswith("error: process 1 of this run has been silent for")
   assert "LGLA_PEER_TIMEOUT_S" in lines[0] and "rerun the same command" in lines[0]
+
+
+def test_process_0_killed_outright_ends_the_other_at_once_with_jax_abort(tmp_path):
+  # Process 0 hosts JAX's coordination service: when it dies, the other process's client
+  # loses the service and JAX ends it at once with SIGABRT (status 134 from a shell), a
+  # fatal log line and a stack trace (JAX's, before our watchdog can speak): bounded, not
+  # one line (docs/buckets.md says so).
+  procs = _start_two(tmp_path, _free_port(), {"LGLA_PEER_TIMEOUT_S": "30"})
+  try:
+    _wait_for_training(procs[0])
+    procs[0].kill()
+    t0 = time.monotonic()
+    _, err = procs[1].communicate(timeout=120)
+    waited = time.monotonic() - t0
+  finally:
+    for p in procs:
+      p.kill()
+  assert procs[1].returncode == -signal.SIGABRT, err[-3000:]
+  assert waited < 30, waited  # well before our own bound (30 s here)
+  assert "JAX distributed service detected fatal errors" in err
