@@ -21,7 +21,6 @@ ALLOWED = {
     # Not converted yet (issue 33 follow-up): these still take local paths only.
     "data/download.py": "downloads into a local data_dir: not converted yet",
     "data/readers.py": "CIFAR/IDX readers: not converted yet",
-    "data/split_files.py": "split files: not converted yet (issue 30 edits this file)",
     "export.py": "export from/to: not converted yet",
     "interop/convert.py": "official .pth/.safetensors files: not converted yet",
     "interop/torch_file.py": "official .pth files: not converted yet",
