@@ -169,8 +169,8 @@ def feature_keys(features, image_key: str | None, label_key: str | None, name: s
       continue
     found = [k for k, v in features.items() if fits(v, tfds)]
     if len(found) != 1:
-      how = "none" if not found else f"{len(found)} ({', '.join(found)})"
-      raise errors.DataError(f"{name}: {how} {what} features found, need one: set "
+      how = f"{len(found)} {what} features ({', '.join(found)})" if found else f"no {what} feature"
+      raise errors.DataError(f"{name}: {how}, need exactly one: set "
                              f"--config.dataset.{field} to one of its features: "
                              f"{_describe(features)}")
     chosen.append(found[0])
