@@ -23,11 +23,14 @@ from lgla_jax.data import image_folder
 from lgla_jax.data.readers import fashion_mnist_to_rgb32
 from lgla_jax.data.registry import register
 from lgla_jax.data.splits import ArrayData, DataSplits
-from lgla_jax.storage.paths import path
+from lgla_jax.storage.paths import is_remote, path
 
 PREFIX = "tfds:"  # config.dataset.name = "tfds:NAME": any tfds data set by name
 RUN_SPLITS = ("train", "test", "val")
 VAL_NAMES = ("validation", "val")  # a tfds split taken as the run's val split by default
+# Where prepared tfds data in a bucket is copied before reading: tfds reads array_record files
+# with a C++ reader that cannot open a gs:// object through our path layer.
+LOCAL_COPIES = "~/.cache/lgla_jax/tfds"
 
 
 def _can_prepare_tfds() -> bool:
@@ -107,8 +110,9 @@ def archive_order(ids, what: str) -> np.ndarray:
 
 def load_tfds(name: str, data_dir, download: bool) -> tuple[ArrayData, ArrayData]:
   """A data set's train and test splits from tfds (array_record files, read without TensorFlow)."""
-  return (_tfds_split(name, "train", _data_dir(data_dir), download),
-          _tfds_split(name, "test", _data_dir(data_dir), download))
+  data_dir = local_copy(data_dir, name)
+  return (_tfds_split(name, "train", data_dir, download),
+          _tfds_split(name, "test", data_dir, download))
 
 
 def parse_splits(text: str | None, available=None) -> dict[str, str]:
@@ -232,11 +236,37 @@ def _named_builder(name: str, data_dir, download: bool):
   return builder, tfds
 
 
+def local_copy(data_dir, name: str):
+  """The folder to read ``name`` from: ``data_dir`` itself when local, else a local copy of
+  the newest prepared version of ``data_dir/name`` (made once, reused when complete)."""
+  if not data_dir or not is_remote(data_dir):
+    return _data_dir(data_dir)
+  folder = path(data_dir) / name
+  versions = [v for v in (folder.iterdir() if folder.is_dir() else ())
+              if v.name.replace(".", "").isdigit() and (v / "dataset_info.json").exists()]
+  if not versions:
+    raise errors.NotFound(f"no prepared tfds data for {name} in {data_dir}: expected "
+                          f"{data_dir}/{name}/VERSION/dataset_info.json and its array_record files")
+  newest = max(versions, key=lambda v: tuple(int(x) for x in v.name.split(".")))
+  root = path(LOCAL_COPIES) / str(data_dir).replace("://", "/")
+  target = root / name / newest.name
+  if not (target / ".complete").exists():
+    print(f"tfds {name}: copying {newest} to {target} (read locally)", flush=True)
+    target.mkdir(parents=True, exist_ok=True)
+    for f in newest.iterdir():
+      if not f.is_dir():
+        with f.open("rb") as src, (target / f.name).open("wb") as dst:
+          while chunk := src.read(1 << 24):  # shards can be large: in 16 MiB pieces
+            dst.write(chunk)
+    (target / ".complete").write_text("")
+  return root
+
+
 def load_named(d) -> DataSplits:
   """``config.dataset.name='tfds:NAME'``: any prepared tfds data set, its splits as read
   (``parse_splits``), classes and names from its label feature."""
   name = d.name[len(PREFIX):]
-  builder, tfds = _named_builder(name, _data_dir(d.data_dir), d.download)
+  builder, tfds = _named_builder(name, local_copy(d.data_dir, name), d.download)
   features = builder.info.features
   keys = feature_keys(features, d.image_key, d.label_key, name, tfds)
   available = set(builder.info.splits.keys())

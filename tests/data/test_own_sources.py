@@ -193,6 +193,20 @@ def test_tfds_missing_data_and_config_problems(tmp_path):
   assert sources.problems(_tfds_config(tmp_path, imbalance_factor=0.01)) == []
 
 
+def test_tfds_from_a_bucket_is_read_from_a_local_copy(flowers, gcs, tmp_path, monkeypatch):
+  from lgla_jax.data import tfds_source
+  monkeypatch.setattr(tfds_source, "LOCAL_COPIES", str(tmp_path / "copies"))
+  for f in sorted(flowers.rglob("*")):
+    if f.is_file() and "lgla_tiny_flowers/" in f.as_posix():
+      (paths.path(gcs) / f.relative_to(flowers).as_posix()).write_bytes(f.read_bytes())
+  s = sources.load(_tfds_config(gcs))
+  local = sources.load(_tfds_config(flowers))
+  np.testing.assert_array_equal(s.train.images, local.train.images)
+  assert (tmp_path / "copies").is_dir()
+  with pytest.raises(errors.NotFound, match="no prepared tfds data for lgla_tiny_flowers in gs://"):
+    sources.load(_tfds_config(f"{gcs}/elsewhere"))
+
+
 def test_the_configs_validate():
   for name, arg, fields in (("split_files", "", {}), ("split_files", "large", {}),
                             ("tfds", "", {}), ("tfds", "large", {}), ("split_files", "quick", {}),
