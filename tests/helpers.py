@@ -282,3 +282,72 @@ class ForbiddingGcs:
   def stop(self):
     """Stop answering."""
     self.httpd.shutdown()
+
+
+def write_split_files(root, counts=(6, 3, 2), test_counts=(2, 2, 2), names=("ant", "cat", "zebra"),
+                      size=10):
+  """Your own split-file data set: PNGs under ``root/images/<k>/`` and ``root/splits/``
+  ``{train,test}.txt`` (``path label`` lines, paths relative to ``root/images``) and
+  ``classes.txt`` (when ``names``). Returns (image root, split folder)."""
+  images, splits = root / "images", root / "splits"
+  splits.mkdir(parents=True, exist_ok=True)
+  rng = np.random.RandomState(0)
+  for split, per_class in (("train", counts), ("test", test_counts)):
+    lines = []
+    for label, n in enumerate(per_class):
+      (images / split / str(label)).mkdir(parents=True, exist_ok=True)
+      for i in range(n):
+        rel = f"{split}/{label}/{i:03d}.png"
+        Image.fromarray(rng.randint(0, 255, (size, size + 2, 3), dtype=np.uint8)).save(images / rel)
+        lines.append(f"{rel} {label}")
+    (splits / f"{split}.txt").write_text("\n".join(lines) + "\n")
+  if names:
+    (splits / "classes.txt").write_text("\n".join(names) + "\n")
+  return images, splits
+
+
+def write_tfds_set(data_dir, name, records, features):
+  """A tfds data set prepared in ``data_dir`` (array_record, no TensorFlow) by a builder
+  defined here and not registered, so that it is read back as any prepared data set is:
+  ``records``: split -> list of feature dicts (numpy images of ``Image`` features are
+  encoded by PIL); ``features``: feature name -> tfds feature (a fresh one per call)."""
+  import tensorflow_datasets as tfds
+
+  def encode(record):  # tfds encodes numpy images with TensorFlow, PIL images without
+    return {k: Image.fromarray(v[..., 0] if v.shape[-1] == 1 else v)
+            if isinstance(features[k], tfds.features.Image) else v for k, v in record.items()}
+
+  body = {"VERSION": tfds.core.Version("1.0.0"),
+          "_info": lambda self: tfds.core.DatasetInfo(
+              builder=self, features=tfds.features.FeaturesDict(features)),
+          "_split_generators": lambda self, dl_manager: {
+              split: self._generate_examples(rows) for split, rows in records.items()},
+          "_generate_examples": lambda self, rows: (
+              (i, encode(row)) for i, row in enumerate(rows))}
+  class_name = "".join(part.title() for part in name.split("_"))
+  with tfds.core.registered.skip_registration():
+    builder_class = type(class_name, (tfds.core.GeneratorBasedBuilder,), body)
+  builder_class(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+
+
+def tiny_tfds(data_dir, name="lgla_tiny_flowers", counts=(8, 4, 2), test_counts=(3, 3, 3),
+              val_counts=None, size=(10, 12), grey=False):
+  """A prepared tfds flower set: ``image`` (varying sizes), ``label`` (ClassLabel rose, tulip,
+  daisy) and a text ``file_name``; splits train, test (and validation)."""
+  import tensorflow_datasets as tfds
+  rng = np.random.RandomState(1)
+  channels = 1 if grey else 3
+
+  def rows(per_class):
+    return [{"image": rng.randint(0, 255, (size[0] + i % 3, size[1], channels), dtype=np.uint8),
+             "label": label, "file_name": f"{label}_{i}"}
+            for label, n in enumerate(per_class) for i in range(n)]
+
+  records = {"train": rows(counts), "test": rows(test_counts)}
+  if val_counts:
+    records["validation"] = rows(val_counts)
+  write_tfds_set(data_dir, name, records, {
+      "image": tfds.features.Image(shape=(None, None, channels)),
+      "label": tfds.features.ClassLabel(names=["rose", "tulip", "daisy"]),
+      "file_name": tfds.features.Text()})
+  return data_dir

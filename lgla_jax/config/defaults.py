@@ -47,11 +47,14 @@ def base_config() -> ml_collections.ConfigDict:
 def _dataset() -> ml_collections.ConfigDict:
   """The data set, its long-tailed subset and its normalisation."""
   d = ml_collections.ConfigDict()
-  d.name = "cifar100"  # a name in data.catalog.DATASETS (any label with source image_folder) (cifar10 | cifar100 | fashion_mnist | digits | imagenet_lt | inaturalist2018 | places_lt)
+  d.name = "cifar100"  # a name in data.catalog.DATASETS (any label with source image_folder or your own split_files; tfds:NAME with source tfds) (cifar10 | cifar100 | fashion_mnist | digits | imagenet_lt | inaturalist2018 | places_lt)
   d.source = "cifar_archive"  # cifar_archive (the original python archive) | tfds | idx | sklearn | split_files | image_folder (your own class folders: docs/own_data.md)
   d.data_dir = config_dict.placeholder(str)  # where the data lives (None: the source's default); split_files: the image root
   d.on_bad_image = "skip"  # image_folder: an unreadable image is skipped and counted (skip) | refused with its name (error)
-  d.split_dir = config_dict.placeholder(str)  # split_files: folder of the split .txt files
+  d.split_dir = config_dict.placeholder(str)  # split_files: folder of the split .txt files (your own: train.txt, test.txt, val.txt, classes.txt)
+  d.image_key = config_dict.placeholder(str)  # tfds:NAME: the image feature (None: the builder's one image feature)
+  d.label_key = config_dict.placeholder(str)  # tfds:NAME: the label feature (None: the builder's one ClassLabel)
+  d.splits = config_dict.placeholder(str)  # tfds:NAME: 'train=SPLIT,test=SPLIT[,val=SPLIT]' (None: train, test, validation)
   d.download = True  # fetch missing data: the original archive / IDX files (checked by MD5); tfds: prepare it (needs TensorFlow)
   d.imbalance_factor = 0.01  # smallest/largest class (official imb_factor); 1.0 = balanced
   d.imbalance_kind = "exp"  # exp | step profile of the class counts

@@ -3,7 +3,8 @@ training set long-tailed by the official rule; ``problems`` checks the section's
 
 The sources register themselves (``data.registry``) in the modules imported here: the
 original files of the in-memory data sets (``readers``), tensorflow-datasets
-(``tfds_source``) and the official split files of the ImageNet-size ones (``split_files``).
+(``tfds_source``, also any tfds data set as ``name='tfds:NAME'``), split files (the official
+ones of the ImageNet-size sets, or your own: ``split_files``) and image folders.
 """
 
 from __future__ import annotations
@@ -26,14 +27,23 @@ def load(dataset_config) -> DataSplits:
     raise errors.ConfigError(f"config.dataset.source: unknown source {d.source!r}")
   if not source.long_tail_subset:  # already long-tailed: used as it is
     return source.read(d)
-  train, test = source.read(d)
+  read = source.read(d)
+  if isinstance(read, DataSplits):  # not in the catalog (tfds:NAME): classes read from the data
+    if d.imbalance_factor == 1.0 and not d.max_per_class:
+      return read  # used as it is
+    return long_tailed(read.train, read.test, d, read.num_classes, read.class_names)._replace(
+        val=read.val)
+  train, test = read
   return long_tailed(train, test, d)
 
 
-def long_tailed(train: ArrayData, test: ArrayData, d) -> DataSplits:
-  """The splits of a balanced in-memory data set with its training set cut to the
-  configured long-tailed counts (``long_tail.imbalanced_counts``, official subset rule)."""
-  num_classes = DATASETS[d.name].num_classes
+def long_tailed(train: ArrayData, test: ArrayData, d, num_classes: int | None = None,
+                class_names=None) -> DataSplits:
+  """The splits of an in-memory data set with its training set cut to the configured
+  long-tailed counts (``long_tail.imbalanced_counts``, official subset rule); the classes
+  are the catalog's for a known data set, else ``num_classes`` / ``class_names``."""
+  if num_classes is None:
+    num_classes, class_names = DATASETS[d.name].num_classes, DATASETS[d.name].class_names
   for split, data in (("training", train), ("test", test)):
     bad = np.flatnonzero((data.labels < 0) | (data.labels >= num_classes))
     if bad.size:
@@ -45,12 +55,15 @@ def long_tailed(train: ArrayData, test: ArrayData, d) -> DataSplits:
   counts = long_tail.imbalanced_counts(num_classes, max_per_class, d.imbalance_factor,
                                        kind=d.imbalance_kind)
   if any(c > n for c, n in zip(counts, per_class)):
-    raise errors.DataError(f"config.dataset.max_per_class={max_per_class} asks for more images "
-                           f"than some class has ({per_class.tolist()})")
+    raise errors.DataError(f"config.dataset.max_per_class={max_per_class} with "
+                           f"imbalance_factor={d.imbalance_factor} asks for more images than "
+                           f"some class has ({per_class.tolist()[:20]}): the official subset "
+                           f"rule needs a class i to hold max_per_class * factor^(i/(C-1)); "
+                           f"lower max_per_class")
   idx = long_tail.long_tail_indices(train.labels, counts, seed=d.subset_seed)
   lt = ArrayData(train.images[idx], train.labels[idx])
   return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes,
-                    class_names=DATASETS[d.name].class_names)
+                    class_names=class_names)
 
 
 def source_fields() -> dict[str, tuple[str, ...]]:
@@ -61,19 +74,30 @@ def source_fields() -> dict[str, tuple[str, ...]]:
 
 def in_memory(dataset_config) -> bool:
   """Whether the configured source gives images as arrays (False: files to decode)."""
-  if dataset_config.source == "image_folder":  # small images are decoded into memory
-    return image_folder.in_memory(dataset_config)
+  if dataset_config.source == "image_folder" or split_files.is_own(dataset_config):
+    return image_folder.in_memory(dataset_config)  # small images are decoded into memory
   source = SOURCES.get(dataset_config.source)
   return source is None or source.in_memory
 
 
 # Sources of the user's own data: not in the catalog, counts and names come from the files.
+# (split_files and tfds also read data of your own: a name the catalog does not know, or
+# 'tfds:NAME'; see ``own_data``.)
 OWN_DATA_SOURCES = ("image_folder",)
+
+
+def own_data(d) -> bool:
+  """Whether ``d`` (a ``config.dataset``) is data the catalog does not know: an image folder,
+  split files of your own, or a tfds data set by name (``tfds:NAME``)."""
+  return (d.source in OWN_DATA_SOURCES or split_files.is_own(d)
+          or d.name.startswith(tfds_source.PREFIX))
 
 
 def own_data_problems(d) -> list[tuple[str, str]]:
   """``(field, problem)`` pairs of a ``config.dataset`` section of the user's own data."""
   found = []
+  if d.name.startswith(tfds_source.PREFIX):
+    return tfds_problems(d)
   if d.imbalance_factor != 1.0:
     found.append(("dataset.imbalance_factor", f"{d.source} data is used as it is (already "
                   f"long-tailed): leave it at 1.0, got {d.imbalance_factor}"))
@@ -89,9 +113,33 @@ def own_data_problems(d) -> list[tuple[str, str]]:
   return found
 
 
+def tfds_problems(d) -> list[tuple[str, str]]:
+  """``(field, problem)`` pairs of a ``config.dataset`` section naming ``tfds:NAME``."""
+  found = []
+  if d.source != "tfds":
+    found.append(("dataset.source", f"{d.name!r} is read by the tfds source: set "
+                  f"--config.dataset.source=tfds, got {d.source!r}"))
+  if len(d.name) == len(tfds_source.PREFIX):
+    found.append(("dataset.name", "name the tfds data set after 'tfds:' (e.g. tfds:oxford_flowers102)"))
+  if not 0 < d.imbalance_factor <= 1:
+    found.append(("dataset.imbalance_factor",
+                  f"must be in (0, 1] (1.0: as it is; 0.01 = IR100), got {d.imbalance_factor}"))
+  if d.imbalance_kind not in ("exp", "step"):
+    found.append(("dataset.imbalance_kind", f"must be 'exp' or 'step', got {d.imbalance_kind!r}"))
+  if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
+    found.append(("dataset.mean/std", "need three values each, std positive"))
+  if d.select_on not in ("test", "val"):
+    found.append(("dataset.select_on", f"must be 'test' or 'val', got {d.select_on!r}"))
+  try:
+    tfds_source.parse_splits(d.splits)
+  except errors.ConfigError as e:
+    found.append(("dataset.splits", str(e).split(": ", 1)[-1]))
+  return found
+
+
 def problems(d) -> list[tuple[str, str]]:
   """``(field, problem)`` pairs of a ``config.dataset`` section; empty when usable."""
-  if d.source in OWN_DATA_SOURCES:  # the user's data: any name, read from the files
+  if own_data(d):  # the user's data: any name, read from the files
     return own_data_problems(d)
   if d.name not in DATASETS:
     return [("dataset.name", f"{d.name!r} is not one of {sorted(DATASETS)}")]

@@ -1,12 +1,13 @@
-"""Two-epoch runs on the user's own data: an image folder written by the test, trained and
-evaluated from the command line, then evaluated again from the checkpoint."""
+"""Two-epoch runs on the user's own data (an image folder, split files and a tfds data set,
+all written by the test), trained and evaluated from the command line, then evaluated again
+from the checkpoint."""
 
 import json
 
 import numpy as np
 from PIL import Image
 
-from helpers import cli
+from helpers import cli, tiny_tfds, write_split_files
 
 
 def _folder(root):
@@ -27,6 +28,37 @@ def test_image_folder_trains_and_evaluates(tmp_path):
   assert done.returncode == 0, done.stderr[-2000:]
   assert "3 classes; images: train 21, test 12" in done.stdout
   assert "final (epoch 2) test accuracy" in done.stdout
+  evaluated = cli(*common, "--mode=eval", f"--checkpoint={tmp_path / 'wd'}")
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  last = json.loads(evaluated.stdout.strip().splitlines()[-1])
+  assert last["epoch"] == 2 and 0 <= last["top1"] <= 1
+
+
+def test_split_files_train_and_evaluate(tmp_path):
+  images, splits = write_split_files(tmp_path, counts=(12, 6, 3), test_counts=(4, 4, 4),
+                                     names=("cat", "dog", "owl"))
+  common = ["--config=configs/split_files.py:quick", f"--config.dataset.data_dir={images}",
+            f"--config.dataset.split_dir={splits}", f"--workdir={tmp_path / 'wd'}"]
+  done = cli(*common)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "3 classes (named by classes.txt); images: train 21, test 12" in done.stdout
+  assert "final (epoch 2) test accuracy" in done.stdout
+  assert (tmp_path / "wd" / "classes.txt").read_text().split() == ["cat", "dog", "owl"]
+  evaluated = cli(*common, "--mode=eval", f"--checkpoint={tmp_path / 'wd'}")
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  last = json.loads(evaluated.stdout.strip().splitlines()[-1])
+  assert last["epoch"] == 2 and 0 <= last["top1"] <= 1
+
+
+def test_tfds_by_name_trains_and_evaluates(tmp_path):
+  tiny_tfds(tmp_path / "tfds", counts=(12, 6, 3), test_counts=(4, 4, 4))
+  common = ["--config=configs/tfds.py:quick", "--config.dataset.name=tfds:lgla_tiny_flowers",
+            f"--config.dataset.data_dir={tmp_path / 'tfds'}", f"--workdir={tmp_path / 'wd'}"]
+  done = cli(*common)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "tfds lgla_tiny_flowers: 3 classes" in done.stdout
+  assert "final (epoch 2) test accuracy" in done.stdout
+  assert (tmp_path / "wd" / "classes.txt").read_text().split() == ["rose", "tulip", "daisy"]
   evaluated = cli(*common, "--mode=eval", f"--checkpoint={tmp_path / 'wd'}")
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   last = json.loads(evaluated.stdout.strip().splitlines()[-1])

@@ -17,7 +17,6 @@ ALLOWED = {
     "train/workdir.py": "the local lock is an fcntl lock on a local file (a bucket uses create_if_absent)",
     "main.py": "derives the default workdir name from the config file's name (string ops)",
     "config/overrides.py": "config files are local Python files that ml_collections imports",
-    "data/split_files.py": "split files: not converted yet (issue 30 edits this file)",
 }
 
 
