@@ -27,12 +27,14 @@ def load(dataset_config) -> DataSplits:
   if not source.long_tail_subset:  # already long-tailed: used as it is
     return source.read(d)
   train, test = source.read(d)
-  return long_tailed(train, test, d)
+  names = source.class_names(d) if source.class_names is not None else None
+  return long_tailed(train, test, d, names)
 
 
-def long_tailed(train: ArrayData, test: ArrayData, d) -> DataSplits:
+def long_tailed(train: ArrayData, test: ArrayData, d, class_names=None) -> DataSplits:
   """The splits of a balanced in-memory data set with its training set cut to the
-  configured long-tailed counts (``long_tail.imbalanced_counts``, official subset rule)."""
+  configured long-tailed counts (``long_tail.imbalanced_counts``, official subset rule);
+  ``class_names``: the data's own (default: the catalog's)."""
   num_classes = DATASETS[d.name].num_classes
   for split, data in (("training", train), ("test", test)):
     bad = np.flatnonzero((data.labels < 0) | (data.labels >= num_classes))
@@ -50,7 +52,7 @@ def long_tailed(train: ArrayData, test: ArrayData, d) -> DataSplits:
   idx = long_tail.long_tail_indices(train.labels, counts, seed=d.subset_seed)
   lt = ArrayData(train.images[idx], train.labels[idx])
   return DataSplits(lt, test, np.asarray(counts, np.int64), num_classes,
-                    class_names=DATASETS[d.name].class_names)
+                    class_names=class_names or DATASETS[d.name].class_names)
 
 
 def source_fields() -> dict[str, tuple[str, ...]]:
