@@ -166,6 +166,14 @@ def load(d) -> DataSplits:
                     class_names=tuple(classes))
 
 
+def train_files(d) -> FileImages:
+  """The training images' files (not decoded): what ``config.from_data`` measures."""
+  if not d.data_dir:
+    raise errors.ConfigError("config.dataset.data_dir is not set: pass the image folder ROOT "
+                             "(holding train/ and test/)")
+  return scan(d.data_dir)[0]["train"].images
+
+
 register("image_folder", fields=("data_dir", "on_bad_image", "imbalance_factor"),
          long_tail_subset=False,
-         in_memory=False)(load)
+         in_memory=False, train_images=train_files)(load)
