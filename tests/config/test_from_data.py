@@ -11,6 +11,7 @@ from lgla_jax import errors
 from lgla_jax.config import from_data, overrides
 from lgla_jax.config.validate import validate
 from lgla_jax.data import catalog, stats
+from helpers import ROOT
 
 
 def _folder(root, side, seed=0, per_class=(5, 3)):
@@ -30,7 +31,7 @@ def _folder(root, side, seed=0, per_class=(5, 3)):
 
 
 def _config(root, *overrides_):
-  return overrides.load("configs/image_folder.py:quick",
+  return overrides.load(f"{ROOT}/configs/image_folder.py:quick",
                         {"dataset.data_dir": str(root), **dict(overrides_)})
 
 
@@ -109,7 +110,7 @@ def test_known_data_sets_keep_the_catalogs_values():
 
 
 def test_the_config_file_validates_before_the_data_is_measured():
-  c = overrides.load("configs/image_folder.py")
+  c = overrides.load(f"{ROOT}/configs/image_folder.py")
   validate(c)  # the other fields are checked with provisional values
   assert from_data.unresolved(c) and c.dataset.image_size == 0
   p = from_data.provisional(c)
@@ -120,7 +121,7 @@ def test_the_config_file_validates_before_the_data_is_measured():
 
 
 def test_evaluation_takes_the_saved_values():
-  c = overrides.load("configs/image_folder.py")
+  c = overrides.load(f"{ROOT}/configs/image_folder.py")
   saved = {"dataset": {"image_size": 12, "mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]},
            "augment": {"recipe": "cifar"}, "model": {"name": "resnet_cifar"}}
   r = from_data.take_saved(c, saved)
