@@ -13,9 +13,8 @@ Each function takes a PIL image and a ``numpy.random.Generator`` and returns a P
 
 from __future__ import annotations
 
-import os
-
 import math
+import os
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
