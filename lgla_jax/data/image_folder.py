@@ -17,6 +17,7 @@ refused (``'error'``), named either way.
 from __future__ import annotations
 
 import collections
+import io
 
 import numpy as np
 
@@ -50,13 +51,17 @@ def to_rgb8(img: Image.Image) -> Image.Image:
   return img.convert("RGB")
 
 
-def decode(files, size: int, on_bad_image: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-  """Files -> uint8 ``[N, size, size, 3]``, the indices kept, and the files that failed."""
+def decode(files, size: int, on_bad_image: str,
+           digests: list | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """Files -> uint8 ``[N, size, size, 3]``, the indices kept, and the files that failed;
+  ``digests`` collects ``(file, content hash)`` of every file read (the duplicate check)."""
   images, kept, bad = [], [], []
   for i, f in enumerate(files):
     try:
-      with path(f).open("rb") as fh:
-        img = Image.open(fh)
+      raw = path(f).read_bytes()
+      if digests is not None:
+        digests.append((f, file_checks.digest(raw)))
+      with Image.open(io.BytesIO(raw)) as img:
         img.load()
         images.append(np.asarray(to_rgb8(img).resize((size, size), Image.BILINEAR)))
       kept.append(i)
@@ -69,9 +74,11 @@ def decode(files, size: int, on_bad_image: str) -> tuple[np.ndarray, np.ndarray,
   return arr, np.asarray(kept, np.int64), bad
 
 
-def to_memory(data: ArrayData, size: int, on_bad_image: str, bad_files: list) -> ArrayData:
-  """A split's files decoded into memory; unreadable ones dropped into ``bad_files``."""
-  images, kept, bad = decode(data.images.paths, size, on_bad_image)
+def to_memory(data: ArrayData, size: int, on_bad_image: str, bad_files: list,
+              digests: list | None = None) -> ArrayData:
+  """A split's files decoded into memory; unreadable ones dropped into ``bad_files``
+  (``digests``: as ``decode``'s)."""
+  images, kept, bad = decode(data.images.paths, size, on_bad_image, digests)
   bad_files += bad
   return ArrayData(images, data.labels[kept])
 
@@ -91,13 +98,16 @@ def check_files(data: ArrayData, on_bad_image: str, bad_files: list) -> ArrayDat
   return ArrayData(FileImages(data.images.paths[keep]), data.labels[keep])
 
 
-def warn_duplicates(root, data: dict) -> list:
+def warn_duplicates(root, data: dict, digests: dict | None = None) -> list:
   """Print one warning line for files whose bytes are those of a file of another split (a
-  test image seen in training is not an unseen image); the pairs found."""
-  if paths.is_remote(root):  # (a request per file's size: not worth it for a warning)
+  test image seen in training is not an unseen image); the pairs found. ``digests``: split
+  -> ``(file, hash)`` of files already read (else the files are compared here)."""
+  if digests is not None:
+    pairs = file_checks.duplicates_of(digests)
+  elif paths.is_remote(root):  # (a request per file's size: not worth it for a warning)
     return []
-  pairs = file_checks.cross_split_duplicates(
-      {s: list(a.images.paths) for s, a in data.items()})
+  else:
+    pairs = file_checks.cross_split_duplicates({s: list(a.images.paths) for s, a in data.items()})
   if pairs:
     shown = ", ".join(f"{readable(f)} = {readable(g)}" for _, f, _, g in pairs[:3])
     counts = collections.Counter(s for s, *_ in pairs)
@@ -191,11 +201,14 @@ def load(d) -> DataSplits:
   if d.select_on == "val" and "val" not in data:
     raise errors.DataError(f"config.dataset.select_on='val' but {d.data_dir}/val does not "
                            f"exist: add ROOT/val/<class>/* or select on 'test'")
-  warn_duplicates(d.data_dir, data)
   bad_files: list = []
-  if in_memory(d):
-    data = {s: to_memory(a, d.image_size, d.on_bad_image, bad_files) for s, a in data.items()}
+  if in_memory(d):  # every file read once: decoded, and hashed for the duplicate check
+    digests = {s: [] for s in data}
+    data = {s: to_memory(a, d.image_size, d.on_bad_image, bad_files, digests[s])
+            for s, a in data.items()}
+    warn_duplicates(d.data_dir, data, digests)
   else:  # decoded later, in the input pipeline: broken files found now
+    warn_duplicates(d.data_dir, data)
     data = {s: check_files(a, d.on_bad_image, bad_files) for s, a in data.items()}
   if bad_files:
     skipped["unreadable"] = len(bad_files)
