@@ -8,7 +8,6 @@ also writes the bar plot of the counts (``class_counts.png``) and ``classes.txt`
 from __future__ import annotations
 
 import copy
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -59,14 +58,8 @@ def main(argv):
   f = flags.FLAGS
   if f.config is None:
     raise app.UsageError("--config=configs/NAME.py is required")
-  try:
+  with errors.one_line_exit(usage=(ValueError,)):
     summarize_config(f.config, f.workdir, f.many_shot_min, f.few_shot_max)
-  except (errors.UsageError, ValueError) as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(2)
-  except errors.RunError as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ from the builtin error a caller would expect (``ValueError``, ``FileNotFoundErro
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
+EXIT_RUN, EXIT_USAGE = 1, 2
+
 
 class UsageError(Exception):
   """The command or config cannot run as given (exit status 2)."""
@@ -75,3 +80,18 @@ class TorchFileError(RunError, ValueError):
 def fail(field: str, problem: str):
   """Raise ``ConfigError`` for ``config.<field>``."""
   raise ConfigError(f"config.{field}: {problem}")
+
+
+@contextlib.contextmanager
+def one_line_exit(usage: tuple = (), run: tuple = ()):
+  """An entry point's body: ``UsageError`` (and the ``usage`` types) end it with
+  ``error: <message>`` on stderr and exit status 2, ``RunError`` (and ``run``) with status 1;
+  anything else is a bug and keeps its traceback."""
+  try:
+    yield
+  except (UsageError, *usage) as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(EXIT_USAGE)
+  except (RunError, *run) as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(EXIT_RUN)

@@ -81,7 +81,7 @@ def write_csv(rows: list[dict], out: str) -> None:
 def main(argv):
   """The command line; bad input ends with one line and a non-zero status."""
   inputs, f = argv[1:], flags.FLAGS
-  try:
+  with errors.one_line_exit():
     if not f.checkpoint:
       raise errors.UsageError("--checkpoint=WORKDIR is required (a run's workdir)")
     if not inputs:
@@ -95,12 +95,6 @@ def main(argv):
       raise errors.DataError("no readable image to label")
     write_csv(rows, f.out)
     print(f"{len(rows)} image(s) labelled: {f.out}")
-  except errors.UsageError as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(2)
-  except errors.RunError as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(1)
 
 
 if __name__ == "__main__":

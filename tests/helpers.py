@@ -7,6 +7,7 @@ import io
 import os
 import pathlib
 import pickle
+import signal
 import subprocess
 import sys
 import tarfile
@@ -51,6 +52,21 @@ def cli(*args, timeout=600):
 class FakeGpuMesh:
   """A mesh whose first device says it is a GPU: the backend choices consult only that."""
   devices = np.asarray([type("Device", (), {"platform": "gpu"})()])
+
+def interrupt_once_training(args, cwd, env, sig=signal.SIGINT, timeout=300):
+  """Start ``args``, send ``sig`` once its first step line is printed, and return
+  ``(returncode, stdout, stderr)``: a stop arriving while the run trains."""
+  proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  seen = []
+  for line in proc.stdout:  # wait until training runs
+    seen.append(line)
+    if " step " in line:
+      break
+  proc.send_signal(sig)
+  out, err = proc.communicate(timeout=timeout)
+  return proc.returncode, "".join(seen) + out, err
+
 
 def small_arrays(n=103, num_classes=7):
   rng = np.random.RandomState(0)

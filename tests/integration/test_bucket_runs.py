@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from helpers import ROOT
+from helpers import ROOT, interrupt_once_training
 from lgla_jax.storage import paths
 
 
@@ -47,20 +47,14 @@ def test_demo_trains_into_a_bucket_and_evaluates_from_it(gcs, tmp_path):
 
 
 def test_ctrl_c_then_rerun_resumes_from_the_bucket(gcs, tmp_path):
-  import signal
   cwd = tmp_path / "cwd"
   cwd.mkdir()
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
              PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
   args = [sys.executable, "-m", "lgla_jax.main", f"--config={ROOT / 'configs/demo.py'}",
           "--config.num_epochs=3", "--config.log_every_steps=5", f"--workdir={gcs}"]
-  proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  for line in proc.stdout:  # wait until training runs
-    if " step " in line:
-      break
-  proc.send_signal(signal.SIGINT)
-  out, err = proc.communicate(timeout=300)
-  assert proc.returncode == 75, err[-2000:]
+  returncode, out, err = interrupt_once_training(args, cwd, env)
+  assert returncode == 75, err[-2000:]
   stopped = int(out.split("stopped at step")[1].split()[0].strip(",.:;"))
   again = bucket_cli(cwd, *args[3:])
   assert again.returncode == 0, again.stderr[-3000:]

@@ -5,7 +5,6 @@ import errno
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 
@@ -23,7 +22,7 @@ from lgla_jax.train import checkpoint
 from lgla_jax.train import evaluation
 from lgla_jax.train import sharding
 from lgla_jax.train import workdir as workdir_lib
-from helpers import ROOT, config_of, cli, make_cifar10_folder, make_tree
+from helpers import ROOT, config_of, cli, interrupt_once_training, make_cifar10_folder, make_tree
 
 pytestmark = pytest.mark.integration
 
@@ -178,13 +177,8 @@ def test_ctrl_c_saves_and_exits_with_the_stopped_status(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
   args = [sys.executable, "-m", "lgla_jax.main", f"--config={ROOT / 'configs/demo.py'}",
           "--config.log_every_steps=5", f"--workdir={tmp_path}"]
-  proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  for line in proc.stdout:  # wait until training runs
-    if " step " in line:
-      break
-  proc.send_signal(signal.SIGINT)
-  out, err = proc.communicate(timeout=300)
-  assert proc.returncode == 75, err[-2000:]
+  returncode, out, err = interrupt_once_training(args, ROOT, env)
+  assert returncode == 75, err[-2000:]
   assert "stopped at step" in out and "rerun the same command" in out
   assert (tmp_path / "checkpoints").is_dir() and not (tmp_path / "report.json").exists()
 
