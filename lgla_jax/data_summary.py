@@ -7,11 +7,14 @@ also writes the bar plot of the counts (``class_counts.png``) and ``classes.txt`
 
 from __future__ import annotations
 
+import copy
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from lgla_jax import errors, long_tail
+from lgla_jax import errors
+from lgla_jax.config import from_data
+from lgla_jax.config.validate import validate
 from lgla_jax.data import sources, splits as splits_lib
 from lgla_jax.report import data_summary
 
@@ -21,16 +24,26 @@ def define_flags() -> None:
   """The command's flags (defined when it runs, not on import, as ``predict``'s)."""
   config_flags.DEFINE_config_file("config", None, "Experiment config file (configs/*.py[:arg]).")
   flags.DEFINE_string("workdir", None, "Where the plot and classes.txt go (none: print only).")
-  flags.DEFINE_integer("many_shot_min", long_tail.MANY_SHOT_MIN, "Many-shot: more images than this.")
-  flags.DEFINE_integer("few_shot_max", long_tail.FEW_SHOT_MAX, "Few-shot: fewer images than this.")
+  flags.DEFINE_integer("many_shot_min", None, "Many-shot: more images than this (default: "
+                       "the config's eval.many_shot_min, officially 100).")
+  flags.DEFINE_integer("few_shot_max", None, "Few-shot: fewer images than this (default: the "
+                       "config's eval.few_shot_max, officially 20).")
 
 
-def summarize_config(config, workdir=None, many_shot_min: int = long_tail.MANY_SHOT_MIN,
-                     few_shot_max: int = long_tail.FEW_SHOT_MAX) -> dict:
-  """Read the data of ``config``, print its summary, write plot and names into ``workdir``."""
+def summarize_config(config, workdir=None, many_shot_min: int | None = None,
+                     few_shot_max: int | None = None) -> dict:
+  """Read the data of ``config``, print its summary, write plot and names into ``workdir``
+  (fields the config leaves to the data are measured and printed first, as a run does).
+  The shot thresholds default to ``config.eval``'s; given ones are checked as those are."""
+  config = copy.deepcopy(config)
+  for name, value in (("many_shot_min", many_shot_min), ("few_shot_max", few_shot_max)):
+    if value is not None:
+      config.eval[name] = value
+  validate(config)
+  config = from_data.resolve(config)
   splits = sources.load(config.dataset)
   summary = data_summary.summarize(splits.class_counts, splits_lib.class_names(splits),
-                                   many_shot_min, few_shot_max)
+                                   config.eval.many_shot_min, config.eval.few_shot_max)
   print("\n".join(data_summary.lines(summary)))
   if workdir:
     print(f"  plot: {data_summary.write_plot(summary, workdir)}")

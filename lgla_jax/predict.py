@@ -20,6 +20,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from lgla_jax import errors
+from lgla_jax.data.file_checks import readable
 from lgla_jax.storage.paths import path
 from lgla_jax.train.prediction import Predictor, find_images, read_image
 
@@ -47,13 +48,13 @@ def predict_files(predictor: Predictor, inputs, top_k: int = 5, experts: bool = 
     try:
       images.append((file, read_image(file)))
     except errors.DataError:
-      unreadable.append(file)
+      unreadable.append(readable(file))
   if not images:
     return rows, unreadable
   out = predictor([im for _, im in images], top_k)
   k = out["top_index"].shape[1]
   for n, (file, _) in enumerate(images):
-    row = {"path": file}
+    row = {"path": readable(file)}  # (a non-UTF-8 name as \xNN escapes: the CSV is UTF-8)
     for j in range(k):
       row[f"top{j + 1}"] = out["top_names"][n][j]
       row[f"prob{j + 1}"] = f"{out['top_probs'][n, j]:.6f}"

@@ -98,12 +98,22 @@ def make_cifar10_folder(root, per_class=12):
   (folder / "test_batch").write_bytes(raw)
   return np.concatenate(all_images), np.concatenate(all_labels), test_images, test_labels
 
-def make_cifar100_tarball(root, n_train=400, n_test=200):
+def python2_meta_pickle(fields: dict) -> bytes:
+  """A metadata pickle as Python 2's cPickle (protocol 0) wrote CIFAR's: byte strings."""
+  out = b"(dp0\n"
+  for key, names in fields.items():
+    out += b"S'" + key.encode() + b"'\n(l" + b"".join(b"S'" + n.encode() + b"'\na" for n in names) + b"s"
+  return out + b"."
+
+
+def make_cifar100_tarball(root, n_train=400, n_test=200, meta: bytes | None = None):
+  """A fake CIFAR-100 python archive (``meta``: the bytes of its metadata pickle, if any)."""
   tar_path = root / "cifar-100-python.tar.gz"
   train = cifar_batch(n_train, 100, b"fine_labels", 1)
   test = cifar_batch(n_test, 100, b"fine_labels", 2)
+  files = (("train", train), ("test", test)) + ((("meta", (None, None, meta)),) if meta else ())
   with tarfile.open(tar_path, "w:gz") as tar:
-    for name, (_, _, raw) in (("train", train), ("test", test)):
+    for name, (_, _, raw) in files:
       info = tarfile.TarInfo(f"cifar-100-python/{name}")
       info.size = len(raw)
       tar.addfile(info, io.BytesIO(raw))

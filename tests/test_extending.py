@@ -8,13 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lgla_jax import errors, long_tail, losses, train
+from lgla_jax import errors, long_tail, losses
 from lgla_jax.augment import recipes
 from lgla_jax.config import overrides
 from lgla_jax.config.validate import validate
 from lgla_jax.data import catalog, pipeline, registry, sources
 from lgla_jax.data.splits import ArrayData
 from lgla_jax.train import feed, sharding
+from lgla_jax.train import run as run_lib
 from helpers import assert_same_on_one_and_eight_devices, config_of
 
 
@@ -118,7 +119,7 @@ def test_a_run_with_the_new_loss_recipe_and_source(balanced_softmax, flip_only, 
       "loss.name": balanced_softmax, "augment.recipe": flip_only, "dataset.name": toy_source,
       "dataset.source": "toy_arrays", "dataset.max_per_class": None,
       "dataset.imbalance_factor": 0.1})
-  run = train.setup(config, sharding.make_mesh(jax.devices()[:1]))
+  run = run_lib.setup(config, sharding.make_mesh(jax.devices()[:1]))
   assert run.placement.augment_on_device  # an in-memory recipe: in the step
   _, batch = next(iter(feed.dispatches(run, 0, 1)))
   _, metrics = run.steps.train(run.state, batch)

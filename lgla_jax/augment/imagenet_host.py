@@ -14,6 +14,7 @@ Each function takes a PIL image and a ``numpy.random.Generator`` and returns a P
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
@@ -172,5 +173,6 @@ def open_image(path):
       img.load()
       return img
   except (OSError, ValueError) as e:
-    raise errors.DataError(f"cannot decode image {path}: {e}; replace the file or remove "
-                           f"its line from the split file") from None
+    name = os.fsencode(str(path)).decode("utf-8", "backslashreplace")  # (a non-UTF-8 name)
+    raise errors.DataError(f"cannot decode image {name}: {e}; replace the file or remove it "
+                           f"(from its class folder, or its line from the split file)") from None

@@ -25,6 +25,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss = _loss()
   c.optim = _optim()
   c.replicas = _replicas()
+  c.eval = _eval()
   c.num_epochs = 400
   c.batch_size = 128  # global batch, split over all devices
   c.drop_last_batch = False  # False: keep each epoch's incomplete last batch (padded + masked), as the official DataLoader
@@ -60,9 +61,9 @@ def _dataset() -> ml_collections.ConfigDict:
   d.imbalance_kind = "exp"  # exp | step profile of the class counts
   d.max_per_class = config_dict.placeholder(int)  # largest class (None: the balanced set's)
   d.subset_seed = 0  # numpy seed of the official long-tail subset (rand_number)
-  d.mean = CIFAR_MEAN  # per-channel mean of images in [0, 1], applied on device
-  d.std = CIFAR_STD  # per-channel std
-  d.image_size = 32  # side of the (square) network input (224 for ImageNet-size data)
+  d.mean = CIFAR_MEAN  # per-channel mean of images in [0, 1], applied on device; (): computed from a sample of the training images (a known data set: the catalog's), config.from_data
+  d.std = CIFAR_STD  # per-channel std; (): as mean
+  d.image_size = 32  # side of the (square) network input (224 for ImageNet-size data); 0: measured from the training images (own data only, config.from_data)
   d.select_on = "test"  # split that picks the reported best epoch: test (official CIFAR/iNaturalist: their validation loader is the test set) | val (the data set's validation split; the test split is reported for that epoch)
   d.on_device = config_dict.placeholder(bool)  # keep the in-memory images on the devices, batches gathered there (None: auto, see docs/usage.md)
   return d
@@ -71,7 +72,7 @@ def _dataset() -> ml_collections.ConfigDict:
 def _augment() -> ml_collections.ConfigDict:
   """The training augmentation recipe and its fields."""
   a = ml_collections.ConfigDict()
-  a.recipe = "cifar"  # a name in augment.recipes.RECIPES: cifar (the fields below) | imagenet | places (per-image PIL recipes)
+  a.recipe = "cifar"  # a name in augment.recipes.RECIPES: cifar (the fields below) | imagenet | places (per-image PIL recipes) | auto (own data: cifar up to 64 px, else imagenet)
   a.crop_padding = 4  # random crop after zero-padding by this many pixels (0: off)
   a.flip = True  # random horizontal flip
   a.rotate = 0.0  # random rotation in [-rotate, rotate] degrees after the flip (RIDE's loader: 15; 0: off)
@@ -84,7 +85,7 @@ def _augment() -> ml_collections.ConfigDict:
 def _model() -> ml_collections.ConfigDict:
   """The network: its name in ``models.REGISTRY`` and the fields of each."""
   m = ml_collections.ConfigDict()
-  m.name = "resnet_cifar"  # a name in models.REGISTRY: resnet_cifar (ResNet-32 family) | resnet (ImageNet-size)
+  m.name = "resnet_cifar"  # a name in models.REGISTRY: resnet_cifar (ResNet-32 family) | resnet (ImageNet-size) | auto (own data: resnet_cifar up to 64 px, else resnet)
   m.arch = "resnet50"  # resnet: resnet50 | resnext50_32x4d | resnet152 | resnet26
   m.separate_experts = False  # resnet: separate layer3/layer4 per expert (Places ResNet-152)
   m.base_planes = 64  # resnet: stem width (smaller only for smoke tests)
@@ -133,6 +134,14 @@ def _optim() -> ml_collections.ConfigDict:
   o.cosine_eta_min = 0.0  # cosine: final learning rate
   o.step_epochs = (10, 20)  # step: the two epochs of the x gamma decays
   return o
+
+
+def _eval() -> ml_collections.ConfigDict:
+  """How evaluation reports group the classes (the data summary uses the same)."""
+  e = ml_collections.ConfigDict()
+  e.many_shot_min = 100  # many-shot classes: more training images than this (official test.py: 100)
+  e.few_shot_max = 20  # few-shot classes: fewer training images than this (official: 20); medium: the rest
+  return e
 
 
 def _replicas() -> ml_collections.ConfigDict:

@@ -15,7 +15,7 @@ import ml_collections
 
 from lgla_jax import losses, models, optim
 from lgla_jax.augment import recipes
-from lgla_jax.config import replicas
+from lgla_jax.config import from_data, replicas
 from lgla_jax.config.defaults import DTYPES, base_config
 from lgla_jax.data import sources
 from lgla_jax.errors import fail
@@ -26,12 +26,17 @@ def validate(c: ml_collections.ConfigDict, num_devices: int | None = None) -> No
   also check what must divide over the devices)."""
   _check_keys(c, base_config(), "")
   _check_finite(c, "")
+  for problem in from_data.problems(c):
+    fail(*problem)
+  if from_data.unresolved(c):  # fields left to the data: the others checked meanwhile
+    c = from_data.provisional(c)
   found = sources.problems(c.dataset) + _data_rules(c) + recipes.problems(c.augment)
   if not found:  # (the recipe is known)
     found += _augment_rules(c)
   found += models.problems(c.model) + _model_rules(c)
   found += losses.problems(c.loss, c.model.num_experts, c.model.use_norm)
-  found += optim.problems(c.optim) + _run_rules(c) + replicas.problems(c, num_devices)
+  found += optim.problems(c.optim) + _run_rules(c) + _eval_rules(c)
+  found += replicas.problems(c, num_devices)
   found += _device_rules(c, num_devices)
   if found:
     fail(*found[0])
@@ -84,6 +89,21 @@ def _run_rules(c) -> list[tuple[str, str]]:
     found.append(("keep_checkpoints", f"must be >= 1, got {c.keep_checkpoints}"))
   if c.dtype not in DTYPES:
     found.append(("dtype", f"must be one of {DTYPES}, got {c.dtype!r}"))
+  return found
+
+
+def _eval_rules(c) -> list[tuple[str, str]]:
+  """The shot thresholds: positive whole numbers, the few-shot one below the many-shot one."""
+  e, found = c.eval, []
+  for field in ("many_shot_min", "few_shot_max"):
+    value = e[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      found.append((f"eval.{field}", f"must be a positive whole number of training images, "
+                    f"got {value!r}"))
+  if not found and e.few_shot_max >= e.many_shot_min:
+    found.append(("eval.few_shot_max", f"{e.few_shot_max} must be below eval.many_shot_min="
+                  f"{e.many_shot_min} (few-shot: fewer images than few_shot_max; many-shot: "
+                  f"more than many_shot_min; medium: between)"))
   return found
 
 

@@ -16,13 +16,19 @@ refused (``'error'``), named either way.
 
 from __future__ import annotations
 
+import collections
+import io
+
 import numpy as np
 
 from PIL import Image
 
 from lgla_jax import errors
+from lgla_jax.data import file_checks
+from lgla_jax.data.file_checks import readable
 from lgla_jax.data.registry import register
 from lgla_jax.data.splits import ArrayData, DataSplits, FileImages
+from lgla_jax.storage import paths
 from lgla_jax.storage.paths import path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -45,30 +51,71 @@ def to_rgb8(img: Image.Image) -> Image.Image:
   return img.convert("RGB")
 
 
-def decode(files, size: int, on_bad_image: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-  """Files -> uint8 ``[N, size, size, 3]``, the indices kept, and the files that failed."""
+def decode(files, size: int, on_bad_image: str,
+           digests: list | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  """Files -> uint8 ``[N, size, size, 3]``, the indices kept, and the files that failed;
+  ``digests`` collects ``(file, content hash)`` of every file read (the duplicate check)."""
   images, kept, bad = [], [], []
   for i, f in enumerate(files):
     try:
-      with path(f).open("rb") as fh:
-        img = Image.open(fh)
+      raw = path(f).read_bytes()
+      if digests is not None:
+        digests.append((f, file_checks.digest(raw)))
+      with Image.open(io.BytesIO(raw)) as img:
         img.load()
         images.append(np.asarray(to_rgb8(img).resize((size, size), Image.BILINEAR)))
       kept.append(i)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
       if on_bad_image == "error":
-        raise errors.DataError(f"{f}: not a readable image ({e}); remove or replace it, or set "
-                               f"config.dataset.on_bad_image='skip'") from e
-      bad.append(str(f))
+        raise errors.DataError(f"{readable(f)}: not a readable image ({e}); remove or replace "
+                               f"it, or set config.dataset.on_bad_image='skip'") from None
+      bad.append(readable(f))
   arr = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
   return arr, np.asarray(kept, np.int64), bad
 
 
-def to_memory(data: ArrayData, size: int, on_bad_image: str, bad_files: list) -> ArrayData:
-  """A split's files decoded into memory; unreadable ones dropped into ``bad_files``."""
-  images, kept, bad = decode(data.images.paths, size, on_bad_image)
+def to_memory(data: ArrayData, size: int, on_bad_image: str, bad_files: list,
+              digests: list | None = None) -> ArrayData:
+  """A split's files decoded into memory; unreadable ones dropped into ``bad_files``
+  (``digests``: as ``decode``'s)."""
+  images, kept, bad = decode(data.images.paths, size, on_bad_image, digests)
   bad_files += bad
   return ArrayData(images, data.labels[kept])
+
+
+def check_files(data: ArrayData, on_bad_image: str, bad_files: list) -> ArrayData:
+  """A split of files left to the input pipeline, without the files ``file_checks``
+  finds broken or truncated (into ``bad_files``; ``on_bad_image='error'``: refused, named):
+  an epoch never meets a file that cannot be decoded."""
+  problems = file_checks.check_images(data.images.paths)
+  if problems and on_bad_image == "error":
+    i, why = problems[0]
+    raise errors.DataError(f"{readable(data.images.paths[i])}: not a readable image ({why}); "
+                           f"remove or replace it, or set config.dataset.on_bad_image='skip' "
+                           f"({len(problems)} such file(s) in this split)")
+  bad_files += [readable(data.images.paths[i]) for i, _ in problems]
+  keep = np.setdiff1d(np.arange(len(data.labels)), [i for i, _ in problems])
+  return ArrayData(FileImages(data.images.paths[keep]), data.labels[keep])
+
+
+def warn_duplicates(root, data: dict, digests: dict | None = None) -> list:
+  """Print one warning line for files whose bytes are those of a file of another split (a
+  test image seen in training is not an unseen image); the pairs found. ``digests``: split
+  -> ``(file, hash)`` of files already read (else the files are compared here)."""
+  if digests is not None:
+    pairs = file_checks.duplicates_of(digests)
+  elif paths.is_remote(root):  # (a request per file's size: not worth it for a warning)
+    return []
+  else:
+    pairs = file_checks.cross_split_duplicates({s: list(a.images.paths) for s, a in data.items()})
+  if pairs:
+    shown = ", ".join(f"{readable(f)} = {readable(g)}" for _, f, _, g in pairs[:3])
+    counts = collections.Counter(s for s, *_ in pairs)
+    print(f"image_folder: warning: {', '.join(f'{n} {s}' for s, n in counts.items())} image(s) "
+          f"have the same bytes as an image of another split ({shown}"
+          f"{', ...' if len(pairs) > 3 else ''}): they are not unseen images; remove them "
+          f"from one of the splits", flush=True)
+  return pairs
 
 
 def _files(class_dir, skipped: dict) -> list:
@@ -93,7 +140,7 @@ def read_split(split_dir, classes: list[str], skipped: dict) -> ArrayData:
   """The images of one split with the labels of ``classes`` (the training split's order)."""
   unknown = sorted(set(class_folders(split_dir)) - set(classes))
   if unknown:
-    raise errors.DataError(f"{split_dir}: class folder(s) {unknown[:5]} are not in the "
+    raise errors.DataError(f"{split_dir}: class folder(s) {[readable(u) for u in unknown[:5]]} are not in the "
                            f"training split ({len(unknown)} such): a class must have "
                            f"training images; add them to train/ or remove the folder")
   paths, labels = [], []
@@ -120,14 +167,14 @@ def scan(root) -> tuple[dict[str, ArrayData], list[str], dict]:
                           f"ROOT/test/<class>/* (same class folder names as train/)")
   classes = class_folders(root / "train")
   if len(classes) < 2:
-    raise errors.DataError(f"{root}/train has {len(classes)} class folder(s) {classes}: a "
+    raise errors.DataError(f"{root}/train has {len(classes)} class folder(s) {[readable(c) for c in classes]}: a "
                            f"classifier needs at least two classes")
   skipped: dict = {}
   data = {s: read_split(root / s, classes, skipped) for s in SPLITS if (root / s).is_dir()}
   counts = np.bincount(data["train"].labels, minlength=len(classes))
   empty = [classes[c] for c in np.flatnonzero(counts == 0)]
   if empty:
-    raise errors.DataError(f"{root}/train: class folder(s) {empty[:5]} hold no image "
+    raise errors.DataError(f"{root}/train: class folder(s) {[readable(e) for e in empty[:5]]} hold no image "
                            f"(extensions read: {', '.join(IMAGE_EXTENSIONS)}); add images or "
                            f"remove the folder")
   return data, classes, skipped
@@ -137,7 +184,8 @@ def summary_line(root, data: dict, classes: list[str], skipped: dict) -> str:
   """One line: the splits' image counts, the classes, and what was skipped (and why)."""
   sizes = ", ".join(f"{s} {len(d.labels)}" for s, d in data.items())
   why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())) or "none"
-  return f"image_folder {root}: {len(classes)} classes; images: {sizes}; skipped files: {why}"
+  return (f"image_folder {readable(root)}: {len(classes)} classes; images: {sizes}; skipped "
+          f"files: {why}")
 
 
 def load(d) -> DataSplits:
@@ -153,19 +201,38 @@ def load(d) -> DataSplits:
   if d.select_on == "val" and "val" not in data:
     raise errors.DataError(f"config.dataset.select_on='val' but {d.data_dir}/val does not "
                            f"exist: add ROOT/val/<class>/* or select on 'test'")
-  if in_memory(d):
-    bad_files: list = []
-    data = {s: to_memory(a, d.image_size, d.on_bad_image, bad_files) for s, a in data.items()}
-    if bad_files:
-      skipped["unreadable"] = len(bad_files)
-      print(f"image_folder: {len(bad_files)} unreadable image(s) skipped, first: "
-            f"{bad_files[0]} (config.dataset.on_bad_image='error' refuses them)", flush=True)
-  print(summary_line(d.data_dir, data, classes, skipped), flush=True)
+  bad_files: list = []
+  if in_memory(d):  # every file read once: decoded, and hashed for the duplicate check
+    digests = {s: [] for s in data}
+    data = {s: to_memory(a, d.image_size, d.on_bad_image, bad_files, digests[s])
+            for s, a in data.items()}
+    warn_duplicates(d.data_dir, data, digests)
+  else:  # decoded later, in the input pipeline: broken files found now
+    warn_duplicates(d.data_dir, data)
+    data = {s: check_files(a, d.on_bad_image, bad_files) for s, a in data.items()}
+  if bad_files:
+    skipped["unreadable"] = len(bad_files)
+    print(f"image_folder: {len(bad_files)} unreadable or truncated image(s) skipped: "
+          f"{', '.join(bad_files[:3])}{', ...' if len(bad_files) > 3 else ''} "
+          f"(config.dataset.on_bad_image='error' refuses them)", flush=True)
   counts = np.bincount(data["train"].labels, minlength=len(classes)).astype(np.int64)
+  empty = [readable(classes[c]) for c in np.flatnonzero(counts == 0)]
+  if empty:
+    raise errors.DataError(f"{d.data_dir}/train: class folder(s) {empty[:5]} hold no readable "
+                           f"image; replace the unreadable ones or remove the folder")
+  print(summary_line(d.data_dir, data, classes, skipped), flush=True)
   return DataSplits(data["train"], data["test"], counts, len(classes), data.get("val"),
-                    class_names=tuple(classes))
+                    class_names=tuple(readable(c) for c in classes))
+
+
+def train_files(d) -> FileImages:
+  """The training images' files (not decoded): what ``config.from_data`` measures."""
+  if not d.data_dir:
+    raise errors.ConfigError("config.dataset.data_dir is not set: pass the image folder ROOT "
+                             "(holding train/ and test/)")
+  return scan(d.data_dir)[0]["train"].images
 
 
 register("image_folder", fields=("data_dir", "on_bad_image", "imbalance_factor"),
          long_tail_subset=False,
-         in_memory=False)(load)
+         in_memory=False, train_images=train_files)(load)

@@ -230,7 +230,51 @@ def load_cifar_archive(name: str, data_dir) -> tuple[ArrayData, ArrayData]:
   return train, test
 
 
-@register("cifar_archive", fields=("data_dir", "download"))
+# The class names in each archive's metadata pickle: (file, key) in label order.
+CIFAR_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
+
+
+def cifar_class_names(d) -> tuple[str, ...] | None:
+  """The class names of the archive's own metadata pickle (CIFAR-100's ``meta``:
+  ``fine_label_names``; CIFAR-10's ``batches.meta``), read with the restricted unpickler;
+  None when the archive holds no such file (the catalog's names are used then). A metadata
+  file that is there but is not a list of the data set's class names is a ``DataError``."""
+  folder, archive = CIFAR_ARCHIVES[d.name][:2]
+  meta_file, key = CIFAR_META[d.name]
+  root = as_path(d.data_dir or download.DEFAULT_DIR).expanduser()
+  raw, where = None, None
+  for candidate in (root / folder / meta_file, root / meta_file):
+    if candidate.is_file():
+      raw, where = candidate.read_bytes()[:MAX_FILE_BYTES + 1], str(candidate)
+      break
+  else:
+    if (root / archive).is_file():
+      where = f"{root / archive}:{folder}/{meta_file}"
+      try:
+        with tarfile.open(fileobj=(root / archive).open("rb"), mode="r:gz") as tar:
+          member = next((m for m in tar if m.name == f"{folder}/{meta_file}"), None)
+          raw = None if member is None else tar.extractfile(member).read(MAX_FILE_BYTES + 1)
+      except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise errors.DataError(f"{root / archive} cannot be read ({e}); download it again") from None
+  if raw is None:
+    return None
+  try:  # (a pickle: nothing of the file runs; only lists, dicts and strings are built)
+    meta = safe_pickle.restricted_load(io.BytesIO(raw), {}, max_bytes=len(raw), encoding="bytes")
+    names = meta.get(key.encode(), meta.get(key))
+    names = tuple(n.decode("utf-8") if isinstance(n, bytes) else n for n in names)
+  except Exception as e:  # noqa: BLE001 - any decoding failure means a corrupt file
+    raise errors.DataError(f"{where} is not a readable CIFAR metadata file ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200] if str(e) else ''}); download the "
+                           f"archive again") from None
+  expected = 100 if d.name == "cifar100" else 10
+  if len(names) != expected or not all(isinstance(n, str) and n.strip() and "\n" not in n
+                                       for n in names):
+    raise errors.DataError(f"{where}: {key} should be {expected} class names, got "
+                           f"{len(names)}; is it the {d.name} python archive?")
+  return names
+
+
+@register("cifar_archive", fields=("data_dir", "download"), class_names=cifar_class_names)
 def cifar_archive_source(d) -> tuple[ArrayData, ArrayData]:
   """CIFAR-10/100 from the original python archive (downloaded first where missing and allowed)."""
   data_dir = d.data_dir or download.DEFAULT_DIR

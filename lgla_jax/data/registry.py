@@ -24,18 +24,24 @@ class Source:
   fields: tuple[str, ...]  # besides those every source reads (name, mean, std, image_size, ...)
   long_tail_subset: bool = True  # the training set is made long-tailed after reading
   in_memory: bool = True  # images as uint8 arrays (False: files decoded by the pipeline)
+  class_names: Callable | None = None  # dataset config -> names from the data's own files, or None (the catalog's)
+  train_images: Callable | None = None  # dataset config -> the training images before decoding (FileImages or uint8 arrays), measured by config.from_data
 
 
 SOURCES: dict[str, Source] = {}
 
 
-def register(name: str, *, fields=(), long_tail_subset: bool = True, in_memory: bool = True):
+def register(name: str, *, fields=(), long_tail_subset: bool = True, in_memory: bool = True,
+             class_names: Callable | None = None, train_images: Callable | None = None):
   """Decorator: make ``read(dataset_config)`` the source ``name``; ``fields``: the
-  ``config.dataset`` fields it reads (the subset rule's are added when it applies)."""
+  ``config.dataset`` fields it reads (the subset rule's are added when it applies);
+  ``class_names``: reads the names from the data's own files (None there: the catalog's);
+  ``train_images``: the training images undecoded, for the settings measured from the data
+  (``config.from_data``)."""
 
   def add(read):
     SOURCES[name] = Source(read, tuple(fields) + (SUBSET_FIELDS if long_tail_subset else ()),
-                           long_tail_subset, in_memory)
+                           long_tail_subset, in_memory, class_names, train_images)
     return read
 
   return add

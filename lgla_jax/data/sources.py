@@ -34,16 +34,19 @@ def load(dataset_config) -> DataSplits:
     return long_tailed(read.train, read.test, d, read.num_classes, read.class_names)._replace(
         val=read.val)
   train, test = read
-  return long_tailed(train, test, d)
+  names = source.class_names(d) if source.class_names is not None else None
+  return long_tailed(train, test, d, class_names=names)
 
 
 def long_tailed(train: ArrayData, test: ArrayData, d, num_classes: int | None = None,
                 class_names=None) -> DataSplits:
   """The splits of an in-memory data set with its training set cut to the configured
   long-tailed counts (``long_tail.imbalanced_counts``, official subset rule); the classes
-  are the catalog's for a known data set, else ``num_classes`` / ``class_names``."""
+  are ``num_classes`` / ``class_names`` when given (data not in the catalog), else the
+  catalog's (``class_names``: the data's own names of a catalog data set, if it has them)."""
   if num_classes is None:
-    num_classes, class_names = DATASETS[d.name].num_classes, DATASETS[d.name].class_names
+    num_classes = DATASETS[d.name].num_classes
+    class_names = class_names or DATASETS[d.name].class_names
   for split, data in (("training", train), ("test", test)):
     bad = np.flatnonzero((data.labels < 0) | (data.labels >= num_classes))
     if bad.size:

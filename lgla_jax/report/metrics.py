@@ -45,11 +45,13 @@ def expected_calibration_error(bin_count, bin_confidence, bin_correct) -> float:
   return float(gap.sum() / n.sum())
 
 
-def report_from_counts(counts: dict, class_counts) -> dict:
-  """An evaluation report (``accuracy_report`` plus ECE and reliability bins) from summed counts."""
+def report_from_counts(counts: dict, class_counts, many_shot_min: int = long_tail.MANY_SHOT_MIN,
+                       few_shot_max: int = long_tail.FEW_SHOT_MAX) -> dict:
+  """An evaluation report (``accuracy_report`` plus ECE and reliability bins) from summed
+  counts; the shot thresholds as ``accuracy_report``'s."""
   confusion = np.asarray(counts["confusion"], np.float64)
   report = accuracy_report(np.diag(confusion), confusion.sum(1), class_counts,
-                           counts["expert_correct"])
+                           counts["expert_correct"], many_shot_min, few_shot_max)
   n = np.asarray(counts["bin_count"], np.float64)
   report["ece"] = expected_calibration_error(n, counts["bin_confidence"], counts["bin_correct"])
   report["reliability"] = {
@@ -62,17 +64,22 @@ def report_from_counts(counts: dict, class_counts) -> dict:
   return report
 
 
-def accuracy_report(correct_C, seen_C, class_counts, expert_correct_ExC=None) -> dict:
-  """top-1, per-class and many/medium/few (mean per-class accuracy within each group),
-  the mean accuracy of the 3 rarest classes, and per-expert tables if given. Classes
-  without a test image have no accuracy (``None``) and are left out of the means."""
+def accuracy_report(correct_C, seen_C, class_counts, expert_correct_ExC=None,
+                    many_shot_min: int = long_tail.MANY_SHOT_MIN,
+                    few_shot_max: int = long_tail.FEW_SHOT_MAX) -> dict:
+  """top-1, per-class and many/medium/few (mean per-class accuracy within each group: more
+  than ``many_shot_min`` training images, fewer than ``few_shot_max``, the rest; the
+  official 100 / 20 by default, ``config.eval``), the mean accuracy of the 3 rarest
+  classes, and per-expert tables if given. Classes without a test image have no accuracy
+  (``None``) and are left out of the means. The thresholds are recorded in the report
+  (``shot_thresholds``), for its plots."""
   correct = np.asarray(correct_C, np.float64)
   seen = np.asarray(seen_C, np.float64)
   has = seen > 0
   if not has.any():
     raise ValueError("the test set is empty: no accuracy to report")
   per_class = np.where(has, correct / np.maximum(seen, 1), np.nan)
-  groups = long_tail.shot_groups(class_counts)
+  groups = long_tail.shot_groups(class_counts, many_shot_min, few_shot_max)
   group_mean = lambda acc, mask: float(np.mean(acc[mask & has])) if (mask & has).any() else None
   order = np.argsort(np.asarray(class_counts), kind="stable")
   rarest = order[has[order]][:3]
@@ -82,6 +89,7 @@ def accuracy_report(correct_C, seen_C, class_counts, expert_correct_ExC=None) ->
       "rarest3": float(per_class[rarest].mean()),
       "num_images": int(seen.sum()),
       "classes_without_test_images": int((~has).sum()),
+      "shot_thresholds": shot_thresholds(many_shot_min, few_shot_max),
   }
   for name, mask in groups.items():
     report[name] = group_mean(per_class, mask)
@@ -95,6 +103,18 @@ def accuracy_report(correct_C, seen_C, class_counts, expert_correct_ExC=None) ->
       experts.append(entry)
     report["experts"] = experts
   return report
+
+
+def shot_thresholds(many_shot_min: int = long_tail.MANY_SHOT_MIN,
+                    few_shot_max: int = long_tail.FEW_SHOT_MAX) -> dict:
+  """The thresholds as a report records them."""
+  return {"many_shot_min": int(many_shot_min), "few_shot_max": int(few_shot_max)}
+
+
+def thresholds_of(report: dict) -> tuple[int, int]:
+  """``(many_shot_min, few_shot_max)`` of a report (the official ones for an older report)."""
+  th = report.get("shot_thresholds") or shot_thresholds()
+  return th["many_shot_min"], th["few_shot_max"]
 
 
 def format_table(report: dict) -> str:

@@ -8,7 +8,6 @@ import io
 
 import numpy as np
 
-from lgla_jax import long_tail
 from lgla_jax.config.replicas import Replicas
 from lgla_jax.report import metrics
 from lgla_jax.storage import paths as storage_paths
@@ -95,7 +94,7 @@ def write_plots(reports: list[dict], reps: Replicas, class_counts, directory: st
   mean, std = _nan_mean_std(acc, ddof)
   fig, ax = plt.subplots(figsize=(7, 4))
   ax.errorbar(counts, mean, yerr=std, fmt="o", ms=4, capsize=3, color="#1f4e79")
-  for edge in (long_tail.FEW_SHOT_MAX, long_tail.MANY_SHOT_MIN):
+  for edge in metrics.thresholds_of(reports[0])[::-1]:
     if counts.min() < edge < counts.max():
       ax.axvline(edge, color="grey", ls=":", lw=1)
   ax.set(xscale="log", ylim=(-2, 102), xlabel="training images of the class (log)",

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from lgla_jax import long_tail
+from lgla_jax.report import metrics
 from lgla_jax.storage import paths
 from lgla_jax.storage.paths import path
 
@@ -143,8 +143,9 @@ def write_plots(evaluation: dict, class_counts, directory: str, names=None) -> l
   # 1. Per-class accuracy against training count.
   fig, ax = plt.subplots(figsize=(7, 4))
   lo, hi = max(counts.min() * 0.7, 0.5), counts.max() * 1.4
-  for group, (a, b) in {"few": (lo, long_tail.FEW_SHOT_MAX), "medium": (long_tail.FEW_SHOT_MAX, long_tail.MANY_SHOT_MIN),
-                        "many": (long_tail.MANY_SHOT_MIN, hi)}.items():
+  many_min, few_max = metrics.thresholds_of(evaluation)
+  for group, (a, b) in {"few": (lo, few_max), "medium": (few_max, many_min),
+                        "many": (many_min, hi)}.items():
     if b > lo and a < hi:
       ax.axvspan(max(a, lo), min(b, hi), color=_GROUP_COLOURS[group], label=f"{group}-shot")
   per_class = np.array([np.nan if a is None else a for a in evaluation["per_class"]], np.float64)

@@ -15,6 +15,7 @@ import copy
 import jax
 
 from lgla_jax import errors, models
+from lgla_jax.config import from_data
 from lgla_jax.config.validate import validate
 from lgla_jax.data import splits as splits_lib
 from lgla_jax.data.catalog import DATASETS
@@ -82,11 +83,13 @@ def evaluate_checkpoint(config, path: str, workdir: str | None = None, mesh=None
 
 def _evaluate_checkpoint(config, path: str, out_dir: str, mesh) -> dict:
   config = without_starting_weights(config)
-  run = run_lib.setup(config, mesh)
-  mesh, splits, state, steps = run.mesh, run.splits, run.state, run.steps
   ckpt, directory, step = checkpoint.open_step(path)
   try:
     meta = ckpt.read_meta(step)  # compared first: a mismatched state cannot even be read
+    if "config" in meta:  # fields left to the data: as training filled them, not measured again
+      config = from_data.take_saved(config, meta["config"])
+    run = run_lib.setup(config, mesh)
+    mesh, splits, state, steps, config = run.mesh, run.splits, run.state, run.steps, run.config
     if "config" in meta:
       differ = workdir_lib.config_changes(meta["config"], resume.config_json(config),
                                           only=workdir_lib.MUST_MATCH_FOR_EVAL,
@@ -133,6 +136,7 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
                                 "model; evaluate it with a single-run config")
   config = without_starting_weights(config)
   validate(config)  # (before its network is built to size the reading)
+  config = from_data.resolve(config, splits.train.images if splits is not None else None)
   limits = model_limits(config, splits.num_classes if splits is not None
                         else DATASETS[config.dataset.name].num_classes)
   official = (torch_file.read_checkpoint(path, limits) if path.endswith((".pth", ".pt"))

@@ -8,6 +8,7 @@ import threading
 import jax
 import jax.numpy as jnp
 
+from lgla_jax import long_tail
 from lgla_jax.augment import recipes
 from lgla_jax.data import on_device, pipeline
 from lgla_jax.data.splits import ArrayData
@@ -42,10 +43,20 @@ def evaluate_replicas(steps: Steps, state, split: ArrayData, class_counts, confi
     counts = steps.eval(state, batch)
     totals = counts if totals is None else _add_counts(totals, counts)
   totals = jax.device_get(totals)
+  shots = shot_thresholds(config)
   if not sharding.has_replicas(mesh):
-    return [metrics_lib.report_from_counts(totals, class_counts)]
-  return [metrics_lib.report_from_counts(jax.tree.map(lambda x, k=k: x[k], totals), class_counts)
+    return [metrics_lib.report_from_counts(totals, class_counts, *shots)]
+  return [metrics_lib.report_from_counts(jax.tree.map(lambda x, k=k: x[k], totals), class_counts,
+                                         *shots)
           for k in range(len(totals["confusion"]))]
+
+
+def shot_thresholds(config) -> tuple[int, int]:
+  """``(many_shot_min, few_shot_max)`` of ``config.eval`` (the official 100 / 20 for a
+  config saved before the section existed)."""
+  e = config.get("eval") or {}
+  return (int(e.get("many_shot_min", long_tail.MANY_SHOT_MIN)),
+          int(e.get("few_shot_max", long_tail.FEW_SHOT_MAX)))
 
 
 def run_evaluation(steps: Steps, state, split: ArrayData, class_counts, config,

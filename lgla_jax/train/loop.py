@@ -155,7 +155,8 @@ class Trainer:
     """The data summary first (classes, counts, imbalance, shot split); its plot and the class
     names (``classes.txt``, which predictions and reports read) into the workdir."""
     splits = self.run.splits
-    summary = data_summary.summarize(splits.class_counts, splits_lib.class_names(splits))
+    summary = data_summary.summarize(splits.class_counts, splits_lib.class_names(splits),
+                                     *evaluation.shot_thresholds(self.config))
     for line in data_summary.lines(summary):
       self.log.print(line)
     if jax.process_index() == 0:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from lgla_jax import errors, models
 from lgla_jax.augment import imagenet_host, recipes
-from lgla_jax.config import replicas as replicas_config
+from lgla_jax.config import from_data, replicas as replicas_config
 from lgla_jax.config.validate import validate
 from lgla_jax.data.catalog import DATASETS
 from lgla_jax.interop import convert, torch_file
@@ -141,6 +141,7 @@ class Predictor:
         raise errors.UsageError(f"{file}: a weights file holds no config; give the run's --config")
       config = evaluate_checkpoint.without_starting_weights(config)
       validate(config)
+      config = from_data.resolve(config)  # (no saved config: fields left to the data measured)
       if names is None:
         names = data_summary.read_class_names(path(file).parent)
       num_classes = len(names) if names is not None else known_num_classes(config, None)

@@ -19,7 +19,7 @@ import optax
 
 from lgla_jax import errors, losses, models, optim
 from lgla_jax.augment import recipes
-from lgla_jax.config import replicas as replicas_config
+from lgla_jax.config import from_data, replicas as replicas_config
 from lgla_jax.config.validate import validate
 from lgla_jax.data import on_device, pipeline, sources
 from lgla_jax.data.splits import DataSplits
@@ -187,7 +187,11 @@ def _steps(config, placement, splits, mesh, model, opt, reps) -> Steps:
 def setup(config, mesh=None, splits=None, compile_ahead: bool = False) -> Run:
   """Validate, read the data (unless given), build model, loss, optimizer, steps and state.
   ``compile_ahead``: the training step and the first evaluation's step compile in
-  background threads (``Run.compiling``) while the state is made."""
+  background threads (``Run.compiling``) while the state is made. Fields the config
+  leaves to the data are filled first (``config.from_data``; ``Run.config`` records them)."""
+  if from_data.unresolved(config):
+    validate(config)  # (the other fields, before the data is measured)
+    config = from_data.resolve(config, splits.train.images if splits is not None else None)
   reps = replicas_config.of(config)
   mesh = _mesh(config, mesh, reps)
   splits = splits or sources.load(config.dataset)

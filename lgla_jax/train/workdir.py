@@ -31,7 +31,7 @@ MAY_CHANGE_ON_RESUME = (
     "log_every_steps", "eval_every_epochs", "checkpoint_every_epochs", "keep_checkpoints",
     "eval_batch_size", "report_best", "xla_cpu_fast_elementwise", "model.conv_impl",
     "resume_with_changes", "dataset.on_device", "steps_per_dispatch", "compilation_cache_dir",
-    "replicas.shards", "replicas.mode")
+    "replicas.shards", "replicas.mode", "eval.many_shot_min", "eval.few_shot_max")
 # What an evaluation must share with the checkpoint: the data set and the network.
 MUST_MATCH_FOR_EVAL = ("dataset.name", "dataset.imbalance_factor", "dataset.imbalance_kind",
                        "dataset.max_per_class", "dataset.subset_seed", "dataset.image_size",

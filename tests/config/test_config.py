@@ -8,6 +8,7 @@ from lgla_jax import errors
 from lgla_jax.config import validate as validate_lib
 from lgla_jax.models import pretrained
 from lgla_jax.config import overrides as overrides_lib
+from lgla_jax.train import evaluation
 from helpers import ROOT, parse_config
 
 CONFIGS = sorted(ROOT.glob("configs/*.py"))
@@ -253,3 +254,26 @@ def test_fields_added_since_a_checkpoint_count_as_changed_only_off_their_default
   assert workdir.config_changes(old, current) == []
   current["replicas"]["mode"] = "sequential"
   assert workdir.config_changes(old, current) == ["replicas.mode: '<absent>' -> 'sequential'"]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("few_shot_max", 100, "config.eval.few_shot_max: 100 must be below eval.many_shot_min=100"),
+    ("few_shot_max", 0, "config.eval.few_shot_max: must be a positive whole number"),
+    ("many_shot_min", -5, "config.eval.many_shot_min: must be a positive whole number"),
+])
+def test_shot_thresholds_are_checked_naming_the_field(field, value, message):
+  c = config_lib.base_config()
+  validate_lib.validate(c)
+  assert (c.eval.many_shot_min, c.eval.few_shot_max) == (100, 20)  # the official test.py's
+  c.eval[field] = value
+  with pytest.raises(errors.ConfigError, match=message):
+    validate_lib.validate(c)
+
+
+def test_evaluation_and_summary_read_the_thresholds_of_the_config():
+  c = config_lib.base_config()
+  assert evaluation.shot_thresholds(c) == (100, 20)
+  c.eval.many_shot_min, c.eval.few_shot_max = 60, 10
+  assert evaluation.shot_thresholds(c) == (60, 10)
+  del c["eval"]  # a config saved before the section existed
+  assert evaluation.shot_thresholds(c) == (100, 20)

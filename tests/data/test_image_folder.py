@@ -126,7 +126,7 @@ def test_bad_image_skipped_or_refused(tmp_path, capsys):
   s = sources.load(_config(tmp_path, image_size=8))
   assert s.class_counts.tolist() == [6, 3, 2]  # the broken file is not counted
   out = capsys.readouterr().out
-  assert "1 unreadable image(s) skipped" in out and "broken.png" in out
+  assert "1 unreadable or truncated image(s) skipped" in out and "broken.png" in out
   with pytest.raises(errors.DataError, match="broken.png: not a readable image"):
     sources.load(_config(tmp_path, image_size=8, on_bad_image="error"))
 

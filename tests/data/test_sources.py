@@ -10,7 +10,7 @@ from lgla_jax.data import readers
 from lgla_jax.data import sources
 from lgla_jax.data import split_files
 from lgla_jax.data import tfds_source
-from helpers import make_cifar10_folder, make_cifar100_tarball, make_tree
+from helpers import make_cifar10_folder, make_cifar100_tarball, make_tree, python2_meta_pickle
 
 
 def _config(name, source, data_dir, max_per_class, factor):
@@ -163,3 +163,30 @@ def test_places_classes_are_renumbered_most_images_first(tmp_path):
   assert data.val is not None and data.val.labels.max() < 365
   with pytest.raises(errors.DataError, match="no validation split.*select_on='test'"):
     split_files.load("inaturalist2018", str(splits), str(root), validation=True)
+
+
+def test_cifar100_class_names_come_from_the_archives_meta(tmp_path):
+  names = [f"kind_{i:02d}" for i in range(100)]
+  meta = python2_meta_pickle({"fine_label_names": names, "coarse_label_names": ["a"] * 20})
+  make_cifar100_tarball(tmp_path, meta=meta)
+  splits = sources.load(_config("cifar100", "cifar_archive", tmp_path, 4, 0.25))
+  assert splits.class_names == tuple(names)  # the archive's, not the catalog's
+  (tmp_path / "cifar-100-python.tar.gz").unlink()
+  make_cifar100_tarball(tmp_path)  # no meta in the archive: the catalog's names
+  assert sources.load(_config("cifar100", "cifar_archive", tmp_path, 4, 0.25)).class_names == \
+      catalog.CIFAR100_NAMES
+
+
+def test_cifar_meta_is_read_without_running_it_and_checked(tmp_path):
+  import pickle
+  folder = tmp_path / "cifar-100-python"
+  folder.mkdir()
+  d = _config("cifar100", "cifar_archive", tmp_path, 4, 0.25)
+  (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": ["x"] * 100}, protocol=4))
+  assert readers.cifar_class_names(d) == ("x",) * 100  # a Python 3 pickle (str) too
+  (folder / "meta").write_bytes(b"cos\nsystem\n(S'echo hi'\ntR.")  # a global: refused, not run
+  with pytest.raises(errors.DataError, match="meta is not a readable CIFAR metadata file"):
+    readers.cifar_class_names(d)
+  (folder / "meta").write_bytes(python2_meta_pickle({"fine_label_names": ["a", "b"]}))
+  with pytest.raises(errors.DataError, match="should be 100 class names, got 2"):
+    readers.cifar_class_names(d)

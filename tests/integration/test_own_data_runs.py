@@ -5,7 +5,11 @@ from the checkpoint."""
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from lgla_jax import predict
+from lgla_jax.data import stats
 
 from helpers import cli, tiny_tfds, write_split_files
 
@@ -20,7 +24,7 @@ def _folder(root):
             root / split / cls / f"{i:03d}.png")
 
 
-def test_image_folder_trains_and_evaluates(tmp_path):
+def test_image_folder_trains_and_evaluates(tmp_path, monkeypatch):
   _folder(tmp_path / "data")
   common = ["--config=configs/image_folder.py:quick", f"--config.dataset.data_dir={tmp_path / 'data'}",
             f"--workdir={tmp_path / 'wd'}"]
@@ -28,10 +32,28 @@ def test_image_folder_trains_and_evaluates(tmp_path):
   assert done.returncode == 0, done.stderr[-2000:]
   assert "3 classes; images: train 21, test 12" in done.stdout
   assert "final (epoch 2) test accuracy" in done.stdout
+  # the recipe followed the data (12 px: CIFAR), mean/std computed, printed and recorded
+  assert "data-derived: image_size 12 (median larger side 12 px" in done.stdout
+  saved = json.loads((tmp_path / "wd" / "report.json").read_text())["config"]
+  assert (saved["dataset"]["image_size"], saved["augment"]["recipe"], saved["model"]["name"]) == (
+      12, "cifar", "resnet_cifar")
+  mean, std = tuple(saved["dataset"]["mean"]), tuple(saved["dataset"]["std"])
+  assert f"dataset.mean {mean}, dataset.std {std} from 21 training images" in done.stdout
+  _folder(tmp_path / "other")  # new pixels, same files: measured again, mean/std would differ
+  for f in (tmp_path / "data" / "train").rglob("*.png"):
+    f.write_bytes((tmp_path / "other" / "test" / "cat" / "000.png").read_bytes())
   evaluated = cli(*common, "--mode=eval", f"--checkpoint={tmp_path / 'wd'}")
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  assert "data-derived" not in evaluated.stdout  # the saved values, not measured again
   last = json.loads(evaluated.stdout.strip().splitlines()[-1])
   assert last["epoch"] == 2 and 0 <= last["top1"] <= 1
+  # predict on the workdir normalises with the saved values and measures nothing
+  measured = lambda *a, **k: pytest.fail("predict measured the data again")
+  monkeypatch.setattr(stats, "mean_std", measured)
+  monkeypatch.setattr(stats, "typical_size", measured)
+  p = predict.Predictor(str(tmp_path / "wd"))
+  assert (tuple(p.config.dataset.mean), tuple(p.config.dataset.std)) == (mean, std)
+  assert p.image_size == 12 and p.names == ("cat", "dog", "owl")
 
 
 def test_split_files_train_and_evaluate(tmp_path):

@@ -4,6 +4,7 @@ file predicts as its checkpoint does."""
 
 import csv
 import json
+import os
 import subprocess
 import sys
 
@@ -112,3 +113,16 @@ def test_data_summary_command_prints_what_the_run_printed_first(trained, tmp_pat
   assert "few-shot (< 10 images): 2 class(es)" in lines[3]
   assert (tmp_path / "class_counts.png").exists() and (root / "run" / "class_counts.png").exists()
   assert (tmp_path / "classes.txt").read_text() == (root / "run" / "classes.txt").read_text()
+
+
+def test_non_utf8_file_names_are_labelled_and_written(trained, tmp_path):
+  root, _, test = trained
+  folder = tmp_path / "new"
+  folder.mkdir()
+  Image.fromarray(test.images[0]).save(folder / os.fsdecode(b"caf\xe9.png"))  # not UTF-8
+  (folder / os.fsdecode(b"bad\xff.png")).write_bytes(b"junk")
+  rows, unreadable = predict.predict_files(predict.Predictor(str(root / "run")), [folder], 2)
+  assert [r["path"][-12:] for r in rows] == ["new/caf\\xe9.png"[-12:]]
+  assert unreadable == [str(folder / "bad\\xff.png")]
+  predict.write_csv(rows, str(tmp_path / "p.csv"))  # (UTF-8: a surrogate would fail here)
+  assert "caf\\xe9.png" in (tmp_path / "p.csv").read_text()

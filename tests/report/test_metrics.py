@@ -57,3 +57,17 @@ def test_ece_and_report():
   assert partial["rarest3"] == pytest.approx(0.75)
   with pytest.raises(ValueError, match="empty"):
     metrics.accuracy_report([0, 0], [0, 0], [10, 5])
+
+
+def test_shot_thresholds_move_the_groups_and_are_recorded():
+  correct, seen, class_counts = [9, 8, 7, 6, 5, 4], [10] * 6, [500, 300, 60, 30, 10, 5]
+  official = metrics.accuracy_report(correct, seen, class_counts)
+  assert official["shot_thresholds"] == {"many_shot_min": 100, "few_shot_max": 20}
+  assert official["many"] == pytest.approx(0.85) and official["few"] == pytest.approx(0.45)
+  moved = metrics.accuracy_report(correct, seen, class_counts, None, 50, 30)
+  assert moved["many"] == pytest.approx((0.9 + 0.8 + 0.7) / 3)  # 60 > 50: many now
+  assert moved["medium"] == pytest.approx(0.6)  # 30: 30..50
+  assert moved["few"] == pytest.approx(0.45)
+  assert metrics.thresholds_of(moved) == (50, 30)
+  assert metrics.thresholds_of({}) == (100, 20)  # a report written before they were recorded
+  assert official["top1"] == moved["top1"]
