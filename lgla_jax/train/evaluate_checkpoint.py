@@ -17,7 +17,7 @@ import jax
 from lgla_jax import errors, models
 from lgla_jax.config import from_data
 from lgla_jax.config.validate import validate
-from lgla_jax.data import splits as splits_lib
+from lgla_jax.data import sources, splits as splits_lib
 from lgla_jax.data.catalog import DATASETS
 from lgla_jax.interop import convert, torch_file
 from lgla_jax.models import pretrained
@@ -136,6 +136,8 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
                                 "model; evaluate it with a single-run config")
   config = without_starting_weights(config)
   validate(config)  # (before its network is built to size the reading)
+  if splits is None and config.dataset.name not in DATASETS:
+    splits = sources.load(config.dataset)  # own data: its classes are counted in the files
   config = from_data.resolve(config, splits.train.images if splits is not None else None)
   limits = model_limits(config, splits.num_classes if splits is not None
                         else DATASETS[config.dataset.name].num_classes)
