@@ -124,19 +124,26 @@ def tfds_problems(d) -> list[tuple[str, str]]:
                   f"--config.dataset.source=tfds, got {d.source!r}"))
   if len(d.name) == len(tfds_source.PREFIX):
     found.append(("dataset.name", "name the tfds data set after 'tfds:' (e.g. tfds:oxford_flowers102)"))
+  found += _subset_problems(d, "1.0: as it is; 0.01 = IR100")
+  try:
+    tfds_source.parse_splits(d.splits)
+  except errors.ConfigError as e:
+    found.append(("dataset.splits", str(e).split(": ", 1)[-1]))
+  return found
+
+
+def _subset_problems(d, factor_hint: str) -> list[tuple[str, str]]:
+  """The checks every source shares: the long-tail subset fields, mean/std and select_on."""
+  found = []
   if not 0 < d.imbalance_factor <= 1:
     found.append(("dataset.imbalance_factor",
-                  f"must be in (0, 1] (1.0: as it is; 0.01 = IR100), got {d.imbalance_factor}"))
+                  f"must be in (0, 1] ({factor_hint}), got {d.imbalance_factor}"))
   if d.imbalance_kind not in ("exp", "step"):
     found.append(("dataset.imbalance_kind", f"must be 'exp' or 'step', got {d.imbalance_kind!r}"))
   if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
     found.append(("dataset.mean/std", "need three values each, std positive"))
   if d.select_on not in ("test", "val"):
     found.append(("dataset.select_on", f"must be 'test' or 'val', got {d.select_on!r}"))
-  try:
-    tfds_source.parse_splits(d.splits)
-  except errors.ConfigError as e:
-    found.append(("dataset.splits", str(e).split(": ", 1)[-1]))
   return found
 
 
@@ -150,16 +157,8 @@ def problems(d) -> list[tuple[str, str]]:
   allowed = DATASETS[d.name].sources
   if d.source not in allowed:
     found.append(("dataset.source", f"{d.name} can be read from {allowed}, not {d.source!r}"))
-  if not 0 < d.imbalance_factor <= 1:
-    found.append(("dataset.imbalance_factor",
-                  f"must be in (0, 1] (0.01 = IR100), got {d.imbalance_factor}"))
-  if d.imbalance_kind not in ("exp", "step"):
-    found.append(("dataset.imbalance_kind", f"must be 'exp' or 'step', got {d.imbalance_kind!r}"))
-  if len(d.mean) != 3 or len(d.std) != 3 or min(d.std) <= 0:
-    found.append(("dataset.mean/std", "need three values each, std positive"))
-  if d.select_on not in ("test", "val"):
-    found.append(("dataset.select_on", f"must be 'test' or 'val', got {d.select_on!r}"))
-  elif d.select_on == "val" and DATASETS[d.name].val_file is None:
+  found += _subset_problems(d, "0.01 = IR100")
+  if d.select_on == "val" and DATASETS[d.name].val_file is None:
     found.append(("dataset.select_on", f"{d.name} has no validation split (the official code "
                   f"selects on its test set): use 'test'"))
   if d.on_device and not in_memory(d):
