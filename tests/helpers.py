@@ -341,9 +341,10 @@ def write_tfds_set(data_dir, name, records, features):
 
 
 def tiny_tfds(data_dir, name="lgla_tiny_flowers", counts=(8, 4, 2), test_counts=(3, 3, 3),
-              val_counts=None, size=(10, 12), grey=False):
+              val_counts=None, size=(10, 12), grey=False, test_png_dir=None):
   """A prepared tfds flower set: ``image`` (varying sizes), ``label`` (ClassLabel rose, tulip,
-  daisy) and a text ``file_name``; splits train, test (and validation)."""
+  daisy) and a text ``file_name``; splits train, test (and validation). ``test_png_dir``: the
+  test images also written there as ``<label>/<index>.png`` (lossless: the same pixels)."""
   import tensorflow_datasets as tfds
   rng = np.random.RandomState(1)
   channels = 1 if grey else 3
@@ -354,6 +355,10 @@ def tiny_tfds(data_dir, name="lgla_tiny_flowers", counts=(8, 4, 2), test_counts=
             for label, n in enumerate(per_class) for i in range(n)]
 
   records = {"train": rows(counts), "test": rows(test_counts)}
+  for i, record in enumerate(records["test"] if test_png_dir else ()):
+    (test_png_dir / str(record["label"])).mkdir(parents=True, exist_ok=True)
+    Image.fromarray(record["image"][..., 0] if grey else record["image"]).save(
+        test_png_dir / str(record["label"]) / f"{i:03d}.png")
   if val_counts:
     records["validation"] = rows(val_counts)
   write_tfds_set(data_dir, name, records, {

@@ -2,6 +2,7 @@
 all written by the test), trained and evaluated from the command line, then evaluated again
 from the checkpoint."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -81,10 +82,27 @@ def test_split_files_train_and_evaluate(tmp_path):
   official = cli(*common[:3], "--mode=eval", f"--checkpoint={out}", f"--workdir={tmp_path / 'ev'}")
   assert official.returncode == 0, official.stderr[-2000:]
   assert json.loads(official.stdout.strip().splitlines()[-1])["top1"] == last["top1"]
+  _assert_predict_matches(tmp_path / "wd", images / "test", ("cat", "dog", "owl"), last["top1"])
+
+
+def _assert_predict_matches(workdir, test_root, names, top1):
+  """``predict`` on the test images (``test_root/<label>/*.png``) labels them with class names
+  and gives the run's own evaluated top-1."""
+  out = workdir.parent / "predictions.csv"
+  done = subprocess.run([sys.executable, "-m", "lgla_jax.predict", f"--checkpoint={workdir}",
+                         f"--out={out}", str(test_root)], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  with open(out) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 12 and {r["top1"] for r in rows} <= set(names)
+  truth = [int(r["path"].split("/")[-2]) for r in rows]
+  assert np.mean([names.index(r["top1"]) == t for r, t in zip(rows, truth)]) == pytest.approx(top1)
 
 
 def test_tfds_by_name_trains_and_evaluates(tmp_path):
-  tiny_tfds(tmp_path / "tfds", counts=(12, 6, 3), test_counts=(4, 4, 4))
+  tiny_tfds(tmp_path / "tfds", counts=(12, 6, 3), test_counts=(4, 4, 4),
+            test_png_dir=tmp_path / "test_pngs")
   common = ["--config=configs/tfds.py:quick", "--config.dataset.name=tfds:lgla_tiny_flowers",
             f"--config.dataset.data_dir={tmp_path / 'tfds'}", f"--workdir={tmp_path / 'wd'}"]
   done = cli(*common)
@@ -96,3 +114,5 @@ def test_tfds_by_name_trains_and_evaluates(tmp_path):
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   last = json.loads(evaluated.stdout.strip().splitlines()[-1])
   assert last["epoch"] == 2 and 0 <= last["top1"] <= 1
+  _assert_predict_matches(tmp_path / "wd", tmp_path / "test_pngs", ("rose", "tulip", "daisy"),
+                          last["top1"])
