@@ -28,10 +28,11 @@ its first lines and records them in its config (checkpoints, report.json), which
 docs/own_data.md.
 """
 
-from lgla_jax.config import base_config
+from lgla_jax.config import base_config, refuse_unknown_argument, shrink_own_data_to_quick
 
 
 def get_config(arg: str = ""):
+  refuse_unknown_argument(arg)
   c = base_config()
   c.dataset.name = "image_folder"  # a label for reports (any name; not looked up in the catalog)
   c.dataset.source = "image_folder"  # ROOT/{train,val,test}/<class>/* (docs/own_data.md)
@@ -54,15 +55,6 @@ def get_config(arg: str = ""):
     c.dataset.image_size = 224
     c.batch_size = 256
     c.num_epochs = 180
-  if arg == "quick":  # a smoke run: tiny network, two epochs
-    c.model.depth = 8
-    c.batch_size = 8
-    c.eval_batch_size = 16
-    c.num_epochs = 2
-    c.optim.warmup_epochs = 0
-    c.optim.milestones = (1,)
-    c.augment.autoaugment = False
-    c.augment.cutout = 0
-    c.eval_every_epochs = 1
-    c.checkpoint_every_epochs = 1
+  elif arg == "quick":  # a smoke run: tiny network, two epochs
+    shrink_own_data_to_quick(c)
   return c

@@ -15,11 +15,12 @@ the CIFAR recipe for small images (image_size <= 64: decoded once into memory, R
 ResNet-50); ``arg='quick'`` a two-epoch smoke run. See docs/own_data.md.
 """
 
-from lgla_jax.config import base_config
+from lgla_jax.config import base_config, refuse_unknown_argument, shrink_own_data_to_quick
 from lgla_jax.data import catalog
 
 
 def get_config(arg: str = ""):
+  refuse_unknown_argument(arg)
   c = base_config()
   c.dataset.name = "my_split_files"  # a label for reports; any name the catalog does not know
   c.dataset.source = "split_files"  # your own split files (a known name reads the official ones)
@@ -44,16 +45,5 @@ def get_config(arg: str = ""):
     c.num_epochs = 180
     c.num_workers = 12  # the decode of image files runs in grain workers
   elif arg == "quick":  # a smoke run: tiny network, two epochs
-    c.model.depth = 8
-    c.batch_size = 8
-    c.eval_batch_size = 16
-    c.num_epochs = 2
-    c.optim.warmup_epochs = 0
-    c.optim.milestones = (1,)
-    c.augment.autoaugment = False
-    c.augment.cutout = 0
-    c.eval_every_epochs = 1
-    c.checkpoint_every_epochs = 1
-  elif arg:
-    raise ValueError(f"unknown config argument {arg!r} (use '', 'large' or 'quick')")
+    shrink_own_data_to_quick(c)
   return c

@@ -20,11 +20,12 @@ memory, resized to image_size. imbalance_factor=1.0 uses the training split as i
 
 from ml_collections import config_dict
 
-from lgla_jax.config import base_config
+from lgla_jax.config import base_config, refuse_unknown_argument, shrink_own_data_to_quick
 from lgla_jax.data import catalog
 
 
 def get_config(arg: str = ""):
+  refuse_unknown_argument(arg)
   c = base_config()
   c.dataset.name = "tfds:oxford_flowers102"  # tfds:NAME, NAME as tfds.builder knows it
   c.dataset.source = "tfds"  # read through tfds.data_source (array_record, no TensorFlow)
@@ -53,16 +54,5 @@ def get_config(arg: str = ""):
     c.batch_size = 256
     c.num_epochs = 180
   elif arg == "quick":  # a smoke run: tiny network, two epochs
-    c.model.depth = 8
-    c.batch_size = 8
-    c.eval_batch_size = 16
-    c.num_epochs = 2
-    c.optim.warmup_epochs = 0
-    c.optim.milestones = (1,)
-    c.augment.autoaugment = False
-    c.augment.cutout = 0
-    c.eval_every_epochs = 1
-    c.checkpoint_every_epochs = 1
-  elif arg:
-    raise ValueError(f"unknown config argument {arg!r} (use '', 'large' or 'quick')")
+    shrink_own_data_to_quick(c)
   return c

@@ -6,7 +6,8 @@ notebook) and ``replicas`` (several seeds or taus in one run)."""
 
 from lgla_jax.config.defaults import DTYPES, base_config
 from lgla_jax.config.recipes import (cifar_200_epoch_recipe, cifar_lt_config, large_lt_config,
+                                     refuse_unknown_argument, shrink_own_data_to_quick,
                                      shrink_to_quick)
 
 __all__ = ["DTYPES", "base_config", "cifar_200_epoch_recipe", "cifar_lt_config",
-           "large_lt_config", "shrink_to_quick"]
+           "large_lt_config", "refuse_unknown_argument", "shrink_own_data_to_quick", "shrink_to_quick"]

@@ -57,6 +57,32 @@ def shrink_to_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def shrink_own_data_to_quick(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The smoke variant of the own-data configs (image folder, split files, tfds): depth 8,
+  batch 8, two epochs without warm-up (the decay at epoch 1), no AutoAugment or Cutout, an
+  evaluation and a checkpoint every epoch. The data are used whole: own data sets in tests
+  are small already."""
+  c.model.depth = 8
+  c.batch_size = 8
+  c.eval_batch_size = 16
+  c.num_epochs = 2
+  c.optim.warmup_epochs = 0
+  c.optim.milestones = (1,)
+  c.augment.autoaugment = False
+  c.augment.cutout = 0
+  c.eval_every_epochs = 1
+  c.checkpoint_every_epochs = 1
+  return c
+
+
+def refuse_unknown_argument(arg: str, known=("large", "quick")):
+  """Raises for a config argument the file does not define, so that a mistyped variant
+  (``:quik``) never trains the full config instead."""
+  if arg and arg not in known:
+    names = ", ".join(repr(k) for k in ("",) + tuple(known))
+    raise ValueError(f"unknown config argument {arg!r} (use {names})")
+
+
 def large_lt_config(dataset: str, arch: str, *, tau: float, batch_size: int, lr: float,
                     weight_decay: float, num_epochs: int, schedule: str, official_gpus: int,
                     arg: str = "", **extra):

@@ -27,6 +27,13 @@ def test_every_config_is_valid(path, arg):
   assert "python -m lgla_jax.main --config=configs/" in text  # the run command in the docstring
 
 
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_refuses_an_unknown_argument(path):
+  """A mistyped variant (``:quik``) must not silently train the full config."""
+  with pytest.raises(flags.Error, match="unknown config argument 'quik'"):
+    parse_config([f"--config={path}:quik"])
+
+
 def test_official_cifar_hyper_parameters():
   c = parse_config([f"--config={CONFIGS[0].parent / 'cifar100_ir100.py'}"])
   assert (c.num_epochs, c.batch_size, c.optim.lr, c.optim.momentum, c.optim.nesterov) == (400, 128, 0.1, 0.9, True)
