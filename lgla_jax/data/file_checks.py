@@ -3,12 +3,14 @@ or truncated files found before an epoch meets them, the same file in two splits
 
 Any source of image files can call these (the image folders do); each reads little:
 ``check_images`` opens each file's header and its last bytes (not a full decode),
-``cross_split_duplicates`` hashes only the files whose byte size occurs in two splits
-(``duplicates_of`` takes the hashes of files a source reads anyway).
+``cross_split_duplicates`` hashes only the files whose byte size occurs in two splits, and
+in a bucket reads none (the objects' stored MD5s); ``duplicates_of`` takes the hashes of
+files a source reads anyway.
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import concurrent.futures
 import hashlib
@@ -92,8 +94,9 @@ def duplicates_of(digests_by_split: dict) -> list[tuple[str, str, str, str]]:
 
 
 def cross_split_duplicates(files_by_split: dict) -> list[tuple[str, str, str, str]]:
-  """``duplicates_of`` for files not read yet: compared by size first, only the files
-  whose size occurs in two splits are read and hashed."""
+  """``duplicates_of`` for files not read yet: compared by size first (a bucket's listing
+  gives sizes), then the files whose size occurs in two splits by MD5 (a ``gs://`` object's
+  stored MD5: no file is read there)."""
   sizes = {s: _map(lambda f: paths.path(f).stat().length, files)
            for s, files in files_by_split.items()}
   splits_of_size = collections.defaultdict(set)
@@ -103,6 +106,14 @@ def cross_split_duplicates(files_by_split: dict) -> list[tuple[str, str, str, st
   shared = {v for v, where in splits_of_size.items() if len(where) > 1}
   candidates = {s: [f for f, v in zip(files, sizes[s]) if v in shared]
                 for s, files in files_by_split.items()}
-  return duplicates_of({s: list(zip(files, _map(lambda f: digest(paths.path(f).read_bytes()),
-                                                 files)))
+  return duplicates_of({s: list(zip(files, _map(content_md5, files)))
                         for s, files in candidates.items()})
+
+
+def content_md5(file) -> str:
+  """``file``'s MD5 (base64): from a bucket object's metadata when it has one (nothing is
+  read), else computed from its bytes (the same digest, so both kinds compare)."""
+  stored = paths.stored_md5(file)
+  if stored:
+    return stored
+  return base64.b64encode(hashlib.md5(paths.path(file).read_bytes()).digest()).decode()

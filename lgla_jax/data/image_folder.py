@@ -28,7 +28,6 @@ from lgla_jax.data import file_checks
 from lgla_jax.data.file_checks import readable
 from lgla_jax.data.registry import register
 from lgla_jax.data.splits import ArrayData, DataSplits, FileImages
-from lgla_jax.storage import paths
 from lgla_jax.storage.paths import path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -98,14 +97,12 @@ def check_files(data: ArrayData, on_bad_image: str, bad_files: list) -> ArrayDat
   return ArrayData(FileImages(data.images.paths[keep]), data.labels[keep])
 
 
-def warn_duplicates(root, data: dict, digests: dict | None = None) -> list:
+def warn_duplicates(data: dict, digests: dict | None = None) -> list:
   """Print one warning line for files whose bytes are those of a file of another split (a
   test image seen in training is not an unseen image); the pairs found. ``digests``: split
   -> ``(file, hash)`` of files already read (else the files are compared here)."""
   if digests is not None:
     pairs = file_checks.duplicates_of(digests)
-  elif paths.is_remote(root):  # (a request per file's size: not worth it for a warning)
-    return []
   else:
     pairs = file_checks.cross_split_duplicates({s: list(a.images.paths) for s, a in data.items()})
   if pairs:
@@ -206,9 +203,9 @@ def load(d) -> DataSplits:
     digests = {s: [] for s in data}
     data = {s: to_memory(a, d.image_size, d.on_bad_image, bad_files, digests[s])
             for s, a in data.items()}
-    warn_duplicates(d.data_dir, data, digests)
+    warn_duplicates(data, digests)
   else:  # decoded later, in the input pipeline: broken files found now
-    warn_duplicates(d.data_dir, data)
+    warn_duplicates(data)
     data = {s: check_files(a, d.on_bad_image, bad_files) for s, a in data.items()}
   if bad_files:
     skipped["unreadable"] = len(bad_files)

@@ -110,6 +110,16 @@ def open_binary(p, buffer_bytes: int = 1 << 20):
   return io.BufferedReader(p.open("rb"), buffer_size=buffer_bytes)
 
 
+def stored_md5(p) -> str | None:
+  """The MD5 a ``gs://`` object's metadata holds (base64, as GCS gives it), ``None`` for a
+  local file, another store or an object without one (composite uploads). Served from
+  gcsfs's cached listing of the object's folder when that was listed: no request per file."""
+  if not str(p).startswith("gs://"):
+    return None
+  from etils.epath import backend  # noqa: PLC0415 - only where a bucket is used
+  return backend.fsspec_backend.fs(str(p)).info(str(p)).get("md5Hash")
+
+
 # ---- bucket deadline, retries and generation preconditions (issue 33) -------------------
 # Every bucket operation of a run is bounded: ours retry transient failures (connection
 # refused or reset, HTTP 408/429/5xx) with backoff until ``deadline_s()``; the libraries'

@@ -12,6 +12,7 @@ from lgla_jax import config as config_lib
 from lgla_jax import errors
 from lgla_jax.data import file_checks, pipeline, sources
 from lgla_jax.report import data_summary
+from lgla_jax.storage import paths
 
 
 def _image(seed, side=72):
@@ -116,3 +117,37 @@ def test_the_same_file_in_two_splits_is_warned_not_refused(tmp_path, capsys):
   _tree(tmp_path / "clean")
   sources.load(_config(tmp_path / "clean"))
   assert "same bytes" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("image_size", [8, 224])  # decoded into memory | kept as files
+def test_an_image_folder_in_a_bucket_equals_the_local_one_and_is_checked(
+    tmp_path, gcs, capsys, image_size):
+  """``data_dir=gs://...``: the same classes, labels (and pixels) as the local folder; a
+  truncated file skipped and named; a test file with the bytes of a training file warned."""
+  _tree(tmp_path / "local")
+  (tmp_path / "local" / "test" / "a" / "copy.png").write_bytes(
+      (tmp_path / "local" / "train" / "b" / "2.png").read_bytes())
+  (tmp_path / "local" / "train" / "a" / "cut.png").write_bytes(
+      (tmp_path / "local" / "train" / "a" / "0.png").read_bytes()[:300])
+  from helpers import upload
+  upload(tmp_path / "local", f"{gcs}/photos")
+  local = sources.load(_config(tmp_path / "local", image_size=image_size))
+  out_local = capsys.readouterr().out
+  remote = sources.load(_config(f"{gcs}/photos", image_size=image_size))
+  out_remote = capsys.readouterr().out
+  assert tuple(remote.class_names) == tuple(local.class_names) == ("a", "b")
+  for split in ("train", "test"):
+    r, l = getattr(remote, split), getattr(local, split)
+    np.testing.assert_array_equal(r.labels, l.labels)
+    if image_size == 8:
+      np.testing.assert_array_equal(r.images, l.images)
+    else:
+      assert [str(p).split("/photos/")[-1] for p in r.images.paths] == [
+          str(p).split("/local/")[-1] for p in l.images.paths]
+  remote_file = f"{gcs}/photos/train/b/2.png"  # the bucket's stored MD5: nothing read
+  assert paths.stored_md5(remote_file) == file_checks.content_md5(
+      tmp_path / "local" / "train" / "b" / "2.png") == file_checks.content_md5(remote_file)
+  for out in (out_local, out_remote):
+    assert "1 unreadable or truncated image(s) skipped" in out and "train/a/cut.png" in out
+    assert "warning: 1 test image(s) have the same bytes as an image of another split" in out
+    assert "test/a/copy.png = " in out and "train/b/2.png" in out
