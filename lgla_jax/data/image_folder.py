@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from lgla_jax import errors
-from lgla_jax.data import file_checks
+from lgla_jax.data import file_checks, memory
 from lgla_jax.data.file_checks import readable
 from lgla_jax.data.registry import register
 from lgla_jax.data.splits import ArrayData, DataSplits, FileImages
@@ -200,6 +200,8 @@ def load(d) -> DataSplits:
                            f"exist: add ROOT/val/<class>/* or select on 'test'")
   bad_files: list = []
   if in_memory(d):  # every file read once: decoded, and hashed for the duplicate check
+    memory.check_fits(f"image folder {d.data_dir}", sum(len(a.labels) for a in data.values()),
+                      d.image_size)
     digests = {s: [] for s in data}
     data = {s: to_memory(a, d.image_size, d.on_bad_image, bad_files, digests[s])
             for s, a in data.items()}

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from lgla_jax import errors
-from lgla_jax.data import image_folder
+from lgla_jax.data import image_folder, memory
 from lgla_jax.data.readers import fashion_mnist_to_rgb32
 from lgla_jax.data.registry import register
 from lgla_jax.data.splits import ArrayData, DataSplits
@@ -211,6 +211,15 @@ def _read_named_split(builder, split: str, keys: tuple[str, str], size: int) -> 
   return ArrayData(images, labels)
 
 
+def _num_examples(builder, split: str) -> int:
+  """The number of records of ``split`` (slices and sums too) from the builder's info;
+  0 when the info cannot tell (the read then names the problem)."""
+  try:
+    return int(builder.info.splits[split].num_examples)
+  except Exception:  # noqa: BLE001 - tfds raises many types for a bad split name
+    return 0
+
+
 def _named_builder(name: str, data_dir, download: bool):
   """The prepared builder of tfds data set ``name`` (prepared now when ``download`` and
   TensorFlow allow it); one clear error otherwise."""
@@ -277,6 +286,8 @@ def load_named(d) -> DataSplits:
                            f"--config.dataset.splits='train=...,test=...,val=...' or select on 'test'")
   if d.select_on != "val":
     chosen.pop("val", None)  # read only what the run uses
+  memory.check_fits(f"tfds {name} ({', '.join(chosen.values())})",
+                    sum(_num_examples(builder, split) for split in chosen.values()), d.image_size)
   data = {run: _read_named_split(builder, split, keys, d.image_size)
           for run, split in chosen.items()}
   label = features[keys[1]]
