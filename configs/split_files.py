@@ -9,14 +9,17 @@ optional), each line 'relative/path label' with paths relative to the image root
 
 The labels are the classes 0..C-1 (C = the largest training label + 1; every class needs a
 training image); classes.txt names them, one a line in label order. The training set is used
-as it is (it is your long-tailed data). DATA and SPLITS may be gs:// folders. This config is
-the CIFAR recipe for small images (image_size <= 64: decoded once into memory, ResNet-32);
-``arg='large'`` is the ImageNet-size recipe (224 px, files decoded by the pipeline's workers,
-ResNet-50); ``arg='quick'`` a two-epoch smoke run. See docs/own_data.md.
+as it is (it is your long-tailed data). DATA and SPLITS may be gs:// folders. As for image
+folders, the recipe follows the data: the image size, recipe and model (``0`` / ``'auto'``)
+and the mean and std (``()``) are measured from a fixed sample of the training images and
+recorded in the run's config. Small images (<= 64 px) get the CIFAR recipe and ResNet-32,
+decoded once into memory; larger ones 224 px, the ImageNet-size recipe (files decoded by the
+pipeline's workers) and ResNet-50. Any field set here or on the command line is kept.
+``arg='large'``: the ImageNet-LT batch and schedule length at 224 px; ``arg='quick'``: a
+two-epoch smoke run. See docs/own_data.md.
 """
 
 from lgla_jax.config import base_config, refuse_unknown_argument, shrink_own_data_to_quick
-from lgla_jax.data import catalog
 
 
 def get_config(arg: str = ""):
@@ -27,20 +30,19 @@ def get_config(arg: str = ""):
   c.dataset.data_dir = ""  # the image root the split files' paths are relative to (required)
   c.dataset.split_dir = ""  # the folder of train.txt, test.txt (val.txt, classes.txt) (required)
   c.dataset.imbalance_factor = 1.0  # your data is used as it is; other values are refused
-  c.dataset.image_size = 32  # images are resized to this (<= 64: into memory, the CIFAR recipe)
-  c.dataset.mean = catalog.IMAGENET_MEAN  # per-channel mean of your images in [0, 1]
-  c.dataset.std = catalog.IMAGENET_STD  # per-channel std of your images in [0, 1]
+  c.dataset.on_bad_image = "skip"  # an unreadable image (decoded into memory): skip (counted) | error
+  c.dataset.image_size = 0  # network input side; 0: measured (<= 64 px: as measured, else 224)
+  c.dataset.mean = ()  # per-channel mean of your images in [0, 1]; (): computed from a sample
+  c.dataset.std = ()  # per-channel std of your images in [0, 1]; (): computed from a sample
   c.dataset.select_on = "test"  # 'val' with SPLITS/val.txt: the best epoch picked there
-  c.augment.recipe = "cifar"  # random crop + flip (+ AutoAugment, Cutout) of the CIFAR runs
-  c.model.depth = 32  # CIFAR ResNet-32 with 3 experts (the official CIFAR model)
+  c.augment.recipe = "auto"  # auto: cifar (crop + flip + AutoAugment + Cutout) for small images, imagenet (random-resized crop + flip, on the files) for larger
+  c.model.name = "auto"  # auto: resnet_cifar (model.depth, ResNet-32) for small images, resnet (model.arch, ResNet-50) for larger
+  c.model.depth = 32  # resnet_cifar: CIFAR ResNet-32 with 3 experts (the official CIFAR model)
+  c.model.arch = "resnet50"  # resnet: the ResNet-50 family
   c.batch_size = 128  # images per step
   c.num_epochs = 200  # the official CIFAR schedule
-  if arg == "large":  # ImageNet-size images: the ImageNet-LT recipe
+  if arg == "large":  # ImageNet-size images: the ImageNet-LT batch and schedule length
     c.dataset.image_size = 224
-    c.augment.recipe = "imagenet"  # random-resized crop + flip, on the files
-    c.augment.cutout = 0
-    c.model.name = "resnet"  # the ResNet-50 family
-    c.model.arch = "resnet50"
     c.batch_size = 256
     c.num_epochs = 180
     c.num_workers = 12  # the decode of image files runs in grain workers

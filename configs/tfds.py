@@ -15,13 +15,14 @@ and label features are found from the builder's info (image_key / label_key name
 there are several), classes and names from the label's ClassLabel. The images are held in
 memory, resized to image_size. imbalance_factor=1.0 uses the training split as it is; e.g.
 0.01 cuts it to IR100 by the official subset rule (with max_per_class for the largest class).
+The mean and std are measured from a fixed sample of the training split's images (before any
+long-tailed cut) and recorded in the run's config; set them to use your own.
 ``arg='large'``: 224 px with ResNet-50; ``arg='quick'``: a two-epoch smoke run.
 """
 
 from ml_collections import config_dict
 
 from lgla_jax.config import base_config, refuse_unknown_argument, shrink_own_data_to_quick
-from lgla_jax.data import catalog
 
 
 def get_config(arg: str = ""):
@@ -37,8 +38,8 @@ def get_config(arg: str = ""):
   c.dataset.imbalance_factor = 1.0  # 1.0: the training split as it is; 0.01: made IR100 (official rule)
   c.dataset.max_per_class = config_dict.placeholder(int)  # the largest class when cut (None: the data's)
   c.dataset.image_size = 32  # images are resized to this, in memory
-  c.dataset.mean = catalog.IMAGENET_MEAN  # per-channel mean of the images in [0, 1]
-  c.dataset.std = catalog.IMAGENET_STD  # per-channel std of the images in [0, 1]
+  c.dataset.mean = ()  # per-channel mean of the images in [0, 1]; (): computed from a sample
+  c.dataset.std = ()  # per-channel std of the images in [0, 1]; (): computed from a sample
   c.dataset.select_on = "test"  # 'val': the best epoch picked on the validation split
   c.augment.recipe = "cifar"  # random crop + flip (+ AutoAugment, Cutout), on in-memory images
   c.model.depth = 32  # CIFAR ResNet-32 with 3 experts (the official CIFAR model)

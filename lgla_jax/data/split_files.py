@@ -155,15 +155,26 @@ def _check_own_labels(data: dict, split_dir) -> int:
   return num_classes
 
 
-def load_own(d) -> DataSplits:
-  """Your own split files (``OWN_FILES`` in ``d.split_dir``, images under ``d.data_dir``),
-  the classes and their counts read from them; small images decoded into memory."""
+def _require_dirs(d) -> None:
+  """Refuse a config without the split-file folder or the image root."""
   if not d.split_dir:
     raise errors.ConfigError("config.dataset.split_dir is not set: pass the folder holding "
                              "train.txt and test.txt (and optionally val.txt, classes.txt)")
   if not d.data_dir:
     raise errors.ConfigError("config.dataset.data_dir is not set: pass the folder the split "
                              "files' image paths are relative to")
+
+
+def own_train_files(d):
+  """Your training images' files (not decoded): what ``config.from_data`` measures."""
+  _require_dirs(d)
+  return read_split_file(path(d.split_dir) / OWN_FILES["train"], d.data_dir).images
+
+
+def load_own(d) -> DataSplits:
+  """Your own split files (``OWN_FILES`` in ``d.split_dir``, images under ``d.data_dir``),
+  the classes and their counts read from them; small images decoded into memory."""
+  _require_dirs(d)
   if d.imbalance_factor != 1.0:
     raise errors.ConfigError(f"config.dataset.imbalance_factor={d.imbalance_factor}: your split "
                              f"files are used as they are (they are the long-tailed set); "
@@ -204,7 +215,7 @@ def is_own(d) -> bool:
 
 
 @register("split_files", fields=("data_dir", "split_dir", "on_bad_image"),
-          long_tail_subset=False, in_memory=False)
+          long_tail_subset=False, in_memory=False, train_images=own_train_files)
 def split_files_source(d) -> DataSplits:
   """A data set's split files: the official ones of a known ImageNet-size set (long-tailed
   already), else your own (``load_own``)."""

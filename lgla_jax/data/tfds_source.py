@@ -181,15 +181,22 @@ def feature_keys(features, image_key: str | None, label_key: str | None, name: s
   return chosen[0], chosen[1]
 
 
-def to_rgb(image, size: int) -> np.ndarray:
-  """A tfds image (uint8/uint16, grey, RGB or RGBA) as uint8 ``[size, size, 3]`` (bilinear)."""
+def rgb8(image) -> np.ndarray:
+  """A tfds image (uint8/uint16, grey, RGB or RGBA) as uint8 ``[H, W, 3]``, its own size."""
   arr = np.asarray(image)
   if arr.ndim == 3 and arr.shape[-1] == 1:
     arr = arr[..., 0]
-  if arr.shape == (size, size, 3) and arr.dtype == np.uint8:
+  if arr.ndim == 3 and arr.shape[-1] == 3 and arr.dtype == np.uint8:
+    return arr
+  return np.asarray(image_folder.to_rgb8(Image.fromarray(arr)))
+
+
+def to_rgb(image, size: int) -> np.ndarray:
+  """A tfds image (uint8/uint16, grey, RGB or RGBA) as uint8 ``[size, size, 3]`` (bilinear)."""
+  arr = rgb8(image)
+  if arr.shape[:2] == (size, size):
     return arr  # already the network's input: not resampled
-  img = image_folder.to_rgb8(Image.fromarray(arr))
-  return np.asarray(img.resize((size, size), Image.BILINEAR))
+  return np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
 
 
 def _read_named_split(builder, split: str, keys: tuple[str, str], size: int) -> ArrayData:
@@ -312,7 +319,34 @@ def load_named(d) -> DataSplits:
                     class_names=names)
 
 
-@register("tfds", fields=("data_dir", "download", "image_key", "label_key", "splits"))
+class RecordImages:
+  """The images of one tfds split, decoded one record at a time when indexed (at their own
+  size): what ``config.from_data`` samples for the mean and std, without decoding the rest."""
+
+  def __init__(self, source, image_key: str):
+    self.source, self.image_key = source, image_key
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    return rgb8(self.source[int(i)][self.image_key])
+
+
+def train_images(d) -> RecordImages:
+  """The training split's images of ``tfds:NAME``, undecoded until indexed."""
+  if not d.name.startswith(PREFIX):
+    raise errors.ConfigError(f"config.dataset.name={d.name!r}: the data set's mean and std "
+                             f"come from the catalog; set dataset.mean and dataset.std")
+  name = d.name[len(PREFIX):]
+  builder, tfds = _named_builder(name, local_copy(d.data_dir, name), d.download)
+  image_key, _ = feature_keys(builder.info.features, d.image_key, d.label_key, name, tfds)
+  split = parse_splits(d.splits, set(builder.info.splits.keys()))["train"]
+  return RecordImages(builder.as_data_source(split=split), image_key)
+
+
+@register("tfds", fields=("data_dir", "download", "image_key", "label_key", "splits"),
+          train_images=train_images)
 def tfds_source(d) -> tuple[ArrayData, ArrayData] | DataSplits:
   """The data set of ``d.name`` from tfds's prepared ArrayRecord files: a known one's
   balanced ``(train, test)``, or for ``tfds:NAME`` the whole ``DataSplits`` as read

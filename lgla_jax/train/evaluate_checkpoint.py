@@ -136,9 +136,11 @@ def evaluate_official(config, path: str, workdir: str | None = None, mesh=None,
                                 "model; evaluate it with a single-run config")
   config = without_starting_weights(config)
   validate(config)  # (before its network is built to size the reading)
+  # Fields left to the data are measured before the data is read: the image size decides
+  # how it is read (decoded into memory or kept as files).
+  config = from_data.resolve(config, splits.train.images if splits is not None else None)
   if splits is None and config.dataset.name not in DATASETS:
     splits = sources.load(config.dataset)  # own data: its classes are counted in the files
-  config = from_data.resolve(config, splits.train.images if splits is not None else None)
   limits = model_limits(config, splits.num_classes if splits is not None
                         else DATASETS[config.dataset.name].num_classes)
   official = (torch_file.read_checkpoint(path, limits) if path.endswith((".pth", ".pt"))

@@ -131,3 +131,51 @@ def test_evaluation_takes_the_saved_values():
   del saved["dataset"]["mean"]
   with pytest.raises(errors.CheckpointError, match="no dataset.mean"):
     from_data.take_saved(c, saved)
+
+
+@pytest.mark.parametrize("side,expect", [(12, (12, "cifar", "resnet_cifar")),
+                                         (80, (224, "imagenet", "resnet"))])
+def test_split_files_follow_the_data_as_image_folders_do(tmp_path, side, expect):
+  """``configs/split_files.py`` leaves the same five fields to the data: the measured size
+  picks the recipe and model; mean/std are the training images' (every one in the sample)."""
+  pixels = _folder(tmp_path / "images", side)
+  lines = [f"{split}/{cls}/{i}.png {label}" for split in ("train",)
+           for label, (cls, n) in enumerate(zip(("a", "b"), (5, 3))) for i in range(n)]
+  (tmp_path / "splits").mkdir()
+  (tmp_path / "splits" / "train.txt").write_text("\n".join(lines) + "\n")
+  (tmp_path / "splits" / "test.txt").write_text("test/a/0.png 0\ntest/b/0.png 1\n")
+  c = overrides.load(f"{ROOT}/configs/split_files.py:quick",
+                     {"dataset.data_dir": str(tmp_path / "images"),
+                      "dataset.split_dir": str(tmp_path / "splits")})
+  assert from_data.unresolved(c) == ["dataset.image_size", "augment.recipe", "model.name",
+                                     "dataset.mean", "dataset.std"]
+  r = from_data.resolve(c, log=lambda line: None)
+  assert (r.dataset.image_size, r.augment.recipe, r.model.name) == expect
+  if side == 12:  # (at 224 the images are resized before the moments)
+    flat = pixels.reshape(-1, 3) / 255.0
+    np.testing.assert_allclose(r.dataset.mean, flat.mean(0), atol=6e-5)
+    np.testing.assert_allclose(r.dataset.std, flat.std(0), atol=6e-5)
+  validate(r)
+
+
+def test_tfds_by_name_measures_its_mean_and_std(tmp_path, capsys):
+  """``configs/tfds.py`` leaves mean/std to the data: measured on the training split's
+  records (decoded one by one, grey ones as RGB), the size and recipe kept as set."""
+  from helpers import tiny_tfds
+  tiny_tfds(tmp_path / "tfds", counts=(6, 4, 2), size=(16, 16))
+  c = overrides.load(f"{ROOT}/configs/tfds.py:quick",
+                     {"dataset.name": "tfds:lgla_tiny_flowers",
+                      "dataset.data_dir": str(tmp_path / "tfds")})
+  assert from_data.unresolved(c) == ["dataset.mean", "dataset.std"]
+  r = from_data.resolve(c)
+  import tensorflow_datasets as tfds
+  builder = tfds.builder_from_directory(str(tmp_path / "tfds" / "lgla_tiny_flowers" / "1.0.0"))
+  source = builder.as_data_source(split="train")
+  images = [np.asarray(Image.fromarray(source[i]["image"]).resize((32, 32), Image.BILINEAR))
+            for i in range(len(source))]
+  flat = np.stack(images).reshape(-1, 3) / 255.0
+  np.testing.assert_allclose(r.dataset.mean, flat.mean(0), atol=6e-5)
+  np.testing.assert_allclose(r.dataset.std, flat.std(0), atol=6e-5)
+  assert (r.dataset.image_size, r.augment.recipe) == (32, "cifar")
+  assert "from 12 training images" in capsys.readouterr().out
+  validate(r)
