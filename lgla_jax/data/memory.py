@@ -5,6 +5,7 @@ otherwise be killed for memory after minutes of decoding, the work lost."""
 from __future__ import annotations
 
 from lgla_jax import errors
+from lgla_jax.storage.paths import path
 
 MEMINFO = "/proc/meminfo"
 FRACTION = 0.8  # of the available memory: the run needs the rest (model, batches, XLA)
@@ -13,10 +14,9 @@ FRACTION = 0.8  # of the available memory: the run needs the rest (model, batche
 def available_bytes(meminfo: str = MEMINFO) -> int | None:
   """Memory available to new allocations (Linux ``MemAvailable``); ``None`` where unknown."""
   try:
-    with open(meminfo) as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
+    for line in path(meminfo).read_text().splitlines():
+      if line.startswith("MemAvailable:"):
+        return int(line.split()[1]) * 1024
   except (OSError, ValueError, IndexError):
     return None
   return None
