@@ -73,8 +73,9 @@ def check_images(files) -> list[tuple[int, str]]:
 
 
 def digest(data: bytes) -> str:
-  """The content hash the duplicate check compares."""
-  return hashlib.blake2b(data, digest_size=16).hexdigest()
+  """The content hash the duplicate check compares: MD5 in base64, the form a ``gs://``
+  object's metadata stores (so a bucket's files need not be read for it)."""
+  return base64.b64encode(hashlib.md5(data).digest()).decode()
 
 
 def duplicates_of(digests_by_split: dict) -> list[tuple[str, str, str, str]]:
@@ -111,9 +112,9 @@ def cross_split_duplicates(files_by_split: dict) -> list[tuple[str, str, str, st
 
 
 def content_md5(file) -> str:
-  """``file``'s MD5 (base64): from a bucket object's metadata when it has one (nothing is
-  read), else computed from its bytes (the same digest, so both kinds compare)."""
+  """``file``'s ``digest``: from a bucket object's metadata when it has one (nothing is
+  read), else computed from its bytes."""
   stored = paths.stored_md5(file)
   if stored:
     return stored
-  return base64.b64encode(hashlib.md5(paths.path(file).read_bytes()).digest()).decode()
+  return digest(paths.path(file).read_bytes())

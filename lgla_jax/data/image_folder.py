@@ -82,6 +82,16 @@ def to_memory(data: ArrayData, size: int, on_bad_image: str, bad_files: list,
   return ArrayData(images, data.labels[kept])
 
 
+def splits_to_memory(data: dict, d, what: str, bad_files: list,
+                     digests: dict | None = None) -> dict:
+  """Every split's files decoded into memory (``to_memory``), after checking that they fit
+  (``memory.check_fits``: refused before any decoding). ``what`` names the data set."""
+  memory.check_fits(what, sum(len(a.labels) for a in data.values()), d.image_size)
+  return {s: to_memory(a, d.image_size, d.on_bad_image, bad_files,
+                       None if digests is None else digests.setdefault(s, []))
+          for s, a in data.items()}
+
+
 def check_files(data: ArrayData, on_bad_image: str, bad_files: list) -> ArrayData:
   """A split of files left to the input pipeline, without the files ``file_checks``
   finds broken or truncated (into ``bad_files``; ``on_bad_image='error'``: refused, named):
@@ -200,11 +210,8 @@ def load(d) -> DataSplits:
                            f"exist: add ROOT/val/<class>/* or select on 'test'")
   bad_files: list = []
   if in_memory(d):  # every file read once: decoded, and hashed for the duplicate check
-    memory.check_fits(f"image folder {d.data_dir}", sum(len(a.labels) for a in data.values()),
-                      d.image_size)
-    digests = {s: [] for s in data}
-    data = {s: to_memory(a, d.image_size, d.on_bad_image, bad_files, digests[s])
-            for s, a in data.items()}
+    digests: dict = {}
+    data = splits_to_memory(data, d, f"image folder {d.data_dir}", bad_files, digests)
     warn_duplicates(data, digests)
   else:  # decoded later, in the input pipeline: broken files found now
     warn_duplicates(data)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from lgla_jax import errors, long_tail
-from lgla_jax.data import image_folder, memory
+from lgla_jax.data import image_folder
 from lgla_jax.data.catalog import DATASETS
 from lgla_jax.data.registry import register
 from lgla_jax.data.splits import ArrayData, DataSplits, FileImages
@@ -192,11 +192,8 @@ def load_own(d) -> DataSplits:
   num_classes = _check_own_labels(data, split_dir)
   names = own_class_names(split_dir, num_classes)
   if image_folder.in_memory(d):
-    memory.check_fits(f"split files {split_dir}", sum(len(a.labels) for a in data.values()),
-                      d.image_size)
     bad_files: list = []
-    data = {s: image_folder.to_memory(a, d.image_size, d.on_bad_image, bad_files)
-            for s, a in data.items()}
+    data = image_folder.splits_to_memory(data, d, f"split files {split_dir}", bad_files)
     if bad_files:
       print(f"split_files: {len(bad_files)} unreadable image(s) skipped, first: {bad_files[0]} "
             f"(config.dataset.on_bad_image='error' refuses them)", flush=True)
